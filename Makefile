@@ -1,0 +1,100 @@
+# One task runner. CI (.ci/run) calls `make test` unchanged; the README's two commands are
+# `make run` (set up, train if no model exists, serve) and `make test` (set up, check, test).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+MODELS ?= models
+MODEL_NAME ?= mnist
+# Empty: training downloads MNIST the usual Keras way. CI and tests set it to ../shared/data/mnist.
+MNIST_DIR ?=
+export MNIST_DIR
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+# ---------------------------------------------------------------- setup
+$(BIN)/.installed: pyproject.toml requirements/constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c requirements/constraints.txt -e '.[serve,train,loadtest,dev]'
+	touch $@
+
+.PHONY: setup
+setup: $(BIN)/.installed ## Create .venv and install every dependency set (locked)
+
+.PHONY: lock
+lock: setup ## Regenerate requirements/constraints.txt from the environment
+	{ echo "# Full lock of every dependency set (pip constraints). Regenerate: make lock"; \
+	  $(BIN)/python -m pip freeze --exclude-editable | grep -v mnist-inference; } > requirements/constraints.txt
+
+# ---------------------------------------------------------------- main job
+.PHONY: run
+run: model ## Set up, train + export if no model exists yet, then start the service
+	$(BIN)/python -m serving --model-repository $(MODELS)
+
+.PHONY: model
+model: setup ## Train + export unless $(MODELS)/$(MODEL_NAME) already has a version
+	@if ls $(MODELS)/$(MODEL_NAME)/*/metadata.json >/dev/null 2>&1; then \
+	  echo "model exists: $$(ls -d $(MODELS)/$(MODEL_NAME)/*/ | sort -V | tail -1) (make train for a new version)"; \
+	else $(MAKE) train; fi
+
+.PHONY: train
+train: setup ## Train, evaluate and export a new model version into $(MODELS)
+	$(BIN)/python -m training --output $(MODELS) --name $(MODEL_NAME)
+
+.PHONY: serve
+serve: setup ## Start the service on the latest model version
+	$(BIN)/python -m serving --model-repository $(MODELS)
+
+# ---------------------------------------------------------------- checks
+.PHONY: test
+test: setup lint typecheck lint-infra pytest loadtest-smoke ## Everything CI runs
+
+.PHONY: lint
+lint: setup ## ruff lint + format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+.PHONY: format
+format: setup ## Apply ruff fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+.PHONY: typecheck
+typecheck: setup ## mypy --strict
+	$(BIN)/mypy
+
+.PHONY: pytest
+pytest: setup ## The test suite (unit, API, end-to-end, training on real MNIST)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+.PHONY: lint-infra
+lint-infra: setup ## Dockerfiles, workflows, compose, collector config, deploy manifests
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/lint-infra.sh
+
+# ---------------------------------------------------------------- load and speed
+.PHONY: loadtest-smoke
+loadtest-smoke: model ## Start the service on a loopback port, run a short gated Locust test, stop it
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/loadtest-smoke.sh $(MODELS)
+
+.PHONY: loadtest
+loadtest: setup ## Gated Locust run against URL=http://host:port (see README: Load test)
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/loadtest.sh "$(URL)"
+
+.PHONY: bench
+bench: model ## Benchmark (~10 min): writes benchmarks/results/<date>.md and a plot
+	$(BIN)/python -m benchmarks --models $(MODELS)
+
+# ---------------------------------------------------------------- containers
+.PHONY: container-smoke
+container-smoke: model ## Build Dockerfile.serve, run it, check /readyz and /v1/predict
+	bash scripts/container-smoke.sh
+
+.PHONY: clean
+clean: ## Remove caches (keeps .venv and models)
+	rm -rf .mypy_cache .ruff_cache .pytest_cache runs
