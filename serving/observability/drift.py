@@ -1,0 +1,135 @@
+"""Input drift: a sliding window of per-image features of live traffic, compared by PSI with the
+distribution the model was trained on (``metadata.training_stats``).
+
+The features and the PSI formula are ``model_repository.features`` (shared with training, so the
+two sides cannot compute them differently). Per batch the work is one vectorized feature pass and
+a copy into a ring buffer; PSI (two ``np.histogram`` calls over the window) is recomputed at most
+every ``refresh_seconds``, not per request.
+
+Reading the score (``model_repository.features``): PSI < 0.1 (PSI_WARN) stable; 0.1-0.25
+moderate shift, look at it; > 0.25 (PSI_ALERT) the inputs no longer look like the training data.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from prometheus_client import CollectorRegistry, Gauge
+
+from model_repository.features import FEATURE_NAMES, image_features, psi
+from model_repository.metadata import TrainingStats
+
+PREFIX = "inference_drift"
+
+
+@dataclass(frozen=True, slots=True)
+class DriftReport:
+    """PSI per feature, the window's mean per feature, and how many images the window holds."""
+
+    psi: dict[str, float]
+    window_mean: dict[str, float]
+    window_images: int
+
+    @property
+    def max_psi(self) -> float:
+        return max(self.psi.values(), default=0.0)
+
+
+class DriftMonitor:
+    """Sliding window of live image features -> PSI against the training histograms."""
+
+    def __init__(
+        self,
+        training_stats: TrainingStats,
+        window: int,
+        *,
+        registry: CollectorRegistry | None = None,
+        refresh_seconds: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._features = [name for name in FEATURE_NAMES if name in training_stats.features]
+        self._edges = {
+            n: np.asarray(training_stats.features[n].histogram.edges) for n in self._features
+        }
+        self._expected = {n: training_stats.features[n].histogram.counts for n in self._features}
+        self._buffer = np.zeros((window, len(self._features)), dtype=np.float64)
+        self._window = window
+        self._next = 0
+        self._filled = 0
+        self._refresh_seconds = refresh_seconds
+        self._clock = clock
+        self._last_refresh = -float("inf")
+        self._gauges: tuple[Gauge, Gauge, Gauge, Gauge] | None = None
+        if registry is not None:
+            self._gauges = (
+                Gauge(
+                    f"{PREFIX}_psi", "Population Stability Index of a per-image feature of "
+                    "recent inputs vs the training set (<0.1 stable, >0.25 major shift).",
+                    ["feature"], multiprocess_mode="livemax", registry=registry,
+                ),
+                Gauge(
+                    f"{PREFIX}_psi_max", "Largest drift PSI over the features.",
+                    multiprocess_mode="livemax", registry=registry,
+                ),
+                Gauge(
+                    f"{PREFIX}_window_mean", "Mean of a per-image feature over the drift window.",
+                    ["feature"], multiprocess_mode="mostrecent", registry=registry,
+                ),
+                Gauge(
+                    f"{PREFIX}_window_images", "Images in the drift window (summed over workers).",
+                    multiprocess_mode="livesum", registry=registry,
+                ),
+            )  # fmt: skip
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self._features)
+
+    def update(self, pixels: npt.NDArray[np.floating]) -> None:
+        """Add one batch of scaled inputs (rows x 784, values in [0, 1]) to the window."""
+        if pixels.ndim != 2 or pixels.shape[0] == 0 or not self._features:
+            return
+        computed = image_features(pixels)
+        values = np.column_stack([computed[n] for n in self._features])[-self._window :]
+        n = values.shape[0]
+        end = self._next + n
+        if end <= self._window:
+            self._buffer[self._next : end] = values
+        else:
+            first = self._window - self._next
+            self._buffer[self._next :] = values[:first]
+            self._buffer[: n - first] = values[first:]
+        self._next = end % self._window
+        self._filled = min(self._window, self._filled + n)
+        now = self._clock()
+        if self._gauges is not None and now - self._last_refresh >= self._refresh_seconds:
+            self._last_refresh = now
+            self.publish()
+
+    def report(self) -> DriftReport:
+        """PSI and summary statistics of the current window (computed now)."""
+        window = self._buffer[: self._filled]
+        scores: dict[str, float] = {}
+        means: dict[str, float] = {}
+        for column, name in enumerate(self._features):
+            values = window[:, column]
+            actual, _ = np.histogram(np.clip(values, 0.0, 1.0), bins=self._edges[name])
+            scores[name] = psi(self._expected[name], actual)
+            means[name] = float(values.mean()) if values.size else 0.0
+        return DriftReport(psi=scores, window_mean=means, window_images=self._filled)
+
+    def publish(self) -> DriftReport:
+        """Compute the report and set the gauges (if a registry was given)."""
+        result = self.report()
+        if self._gauges is not None and result.window_images:
+            psi_gauge, max_gauge, mean_gauge, images_gauge = self._gauges
+            for name, score in result.psi.items():
+                psi_gauge.labels(name).set(score)
+                mean_gauge.labels(name).set(result.window_mean[name])
+            max_gauge.set(result.max_psi)
+            images_gauge.set(result.window_images)
+        return result

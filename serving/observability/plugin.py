@@ -1,0 +1,173 @@
+"""The one entry point the app factory uses: ``ObservabilityPlugin(settings, metadata)``.
+
+It adds, according to the settings: the OTel server-span middleware (tracing on), the HTTP
+metrics middleware and ``GET /metrics`` (metrics on), a background sampler of process CPU/memory
+and drift gauges, and builds ``.observer`` for the batcher. Nothing is global: the registry and
+the TracerProvider belong to this plugin, so many apps can live in one process (tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.metadata
+import threading
+
+from litestar import Response, get
+from litestar.config.app import AppConfig
+from litestar.handlers import HTTPRouteHandler
+from litestar.middleware.base import DefineMiddleware
+from litestar.plugins import InitPlugin
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from prometheus_client import CollectorRegistry
+
+from model_repository.layout import VARIANT_FILES
+from model_repository.metadata import Metadata
+from serving.observability.drift import DriftMonitor
+from serving.observability.metrics import CONTENT_TYPE, ServingMetrics, render
+from serving.observability.middleware import HttpMetricsMiddleware
+from serving.observability.observer import TelemetryObserver
+from serving.observability.tracing import (
+    INSTRUMENTATION_NAME,
+    BatchTracer,
+    build_tracer_provider,
+    server_span_config,
+)
+from serving.settings import Settings
+
+METRICS_PATH = "/metrics"
+#: How often each worker refreshes its CPU/memory, queue-depth and drift gauges when idle.
+SAMPLE_INTERVAL_S = 5.0
+#: Longest wait at shutdown for the last spans to leave (a dead collector must not hang exit).
+FLUSH_TIMEOUT_S = 2.0
+
+
+def package_version() -> str:
+    try:
+        return importlib.metadata.version("mnist-inference")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+class ObservabilityPlugin(InitPlugin):
+    """Traces, metrics and drift for one app. ``registry``/``span_processor`` are for tests."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        metadata: Metadata,
+        *,
+        registry: CollectorRegistry | None = None,
+        span_processor: SpanProcessor | None = None,
+    ) -> None:
+        super().__init__()
+        self.settings = settings
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.metrics: ServingMetrics | None = None
+        self.drift: DriftMonitor | None = None
+        self.tracer_provider: TracerProvider | None = None
+        tracer: BatchTracer | None = None
+        model_version = str(metadata.version)
+        if settings.metrics_enabled:
+            self.metrics = ServingMetrics(self.registry, metadata.labels)
+            file_info = metadata.files.get(VARIANT_FILES[settings.model_variant])
+            self.metrics.set_model(
+                metadata.name,
+                model_version,
+                settings.model_variant,
+                file_info.sha256 if file_info else "",
+            )
+            self.drift = DriftMonitor(
+                metadata.training_stats, settings.drift_window, registry=self.registry
+            )
+        if settings.tracing_enabled:
+            self.tracer_provider = build_tracer_provider(
+                service_name=settings.service_name,
+                service_version=package_version(),
+                sample_ratio=settings.trace_sample_ratio,
+                processor=span_processor,
+                protocol=settings.otlp_protocol,
+            )
+            tracer = BatchTracer(
+                self.tracer_provider.get_tracer(INSTRUMENTATION_NAME),
+                metadata.name,
+                model_version,
+            )
+        self.observer = TelemetryObserver(
+            metrics=self.metrics,
+            drift=self.drift,
+            tracer=tracer,
+            low_confidence_threshold=settings.low_confidence_threshold,
+        )
+        self._sampler: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ Litestar wiring
+    def on_app_init(self, app_config: AppConfig) -> AppConfig:
+        if self.metrics is not None:
+            app_config.middleware.append(
+                DefineMiddleware(
+                    HttpMetricsMiddleware,
+                    metrics=self.metrics,
+                    skip_paths=frozenset({METRICS_PATH}),
+                )
+            )
+            app_config.route_handlers.append(self._metrics_route())
+            app_config.on_startup.append(self.start)
+        if self.tracer_provider is not None:
+            # Litestar moves this middleware outermost (before routing), so the server span
+            # covers the whole request and a caller's traceparent is honoured.
+            app_config.middleware.append(server_span_config(self.tracer_provider).middleware)
+        app_config.on_shutdown.append(self.stop)
+        return app_config
+
+    def _metrics_route(self) -> HTTPRouteHandler:
+        metrics, drift, registry = self.metrics, self.drift, self.registry
+
+        @get(METRICS_PATH, include_in_schema=False, sync_to_thread=True)
+        def scrape() -> Response[bytes]:
+            """Prometheus scrape: refresh this worker's sampled gauges, then render."""
+            if metrics is not None:
+                metrics.refresh_process()
+            if drift is not None:
+                drift.publish()
+            return Response(render(registry), media_type=CONTENT_TYPE)
+
+        return scrape
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        """Start the per-worker sampler (metrics only)."""
+        if self._sampler is None and self.metrics is not None:
+            self._sampler = asyncio.create_task(self._sample_forever(), name="metrics-sampler")
+
+    async def _sample_forever(self) -> None:
+        while True:
+            self.sample()
+            await asyncio.sleep(SAMPLE_INTERVAL_S)
+
+    def sample(self) -> None:
+        if self.metrics is not None:
+            self.metrics.refresh_process()
+        self.observer.refresh_queue_depth()
+        if self.drift is not None:
+            self.drift.publish()
+
+    async def stop(self) -> None:
+        """Stop the sampler and flush the last spans, waiting at most FLUSH_TIMEOUT_S."""
+        if self._sampler is not None:
+            self._sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sampler
+            self._sampler = None
+        await asyncio.get_running_loop().run_in_executor(None, self.shutdown_tracing)
+
+    def shutdown_tracing(self) -> None:
+        """Flush and close the TracerProvider (idempotent; bounded even with a dead collector)."""
+        provider, self.tracer_provider = self.tracer_provider, None
+        if provider is None:
+            return
+        # A daemon thread: with the collector down the exporter retries for up to its timeout;
+        # shutdown must not wait that long, and must not keep the process alive.
+        closer = threading.Thread(target=provider.shutdown, name="otel-shutdown", daemon=True)
+        closer.start()
+        closer.join(FLUSH_TIMEOUT_S)
