@@ -1,0 +1,195 @@
+"""Locust users that post real MNIST test digits to ``POST /v1/predict``, and the p95 gate.
+
+    locust -f loadtest/locustfile.py --headless -H http://127.0.0.1:8000 -u 8 -t 30s \
+        --p95-budget-ms 20 --max-error-rate 0.01 [--shape steady|step|spike] [--processes 2]
+
+A response fails unless it is 200 and schema-valid with one prediction per instance; correct
+labels are counted (accuracy). The verdict is taken on the local runner or the master, never on
+a worker, and sets the exit code; the one-line summary is printed last.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any
+
+from locust import FastHttpUser, events, task
+from locust.argument_parser import LocustArgumentParser
+from locust.env import Environment
+from locust.runners import MasterRunner, WorkerRunner
+
+from loadtest import percentiles
+from loadtest.data import Sample, build_samples, load_digits, mnist_dir
+from loadtest.gate import AccuracyCounter, GateConfig, RunResult, judge, summary_line
+from loadtest.schema import SchemaError, check_response
+from loadtest.shapes import SelectableShape, StepPlan
+
+# Every Locust process imports the locustfile (master and each --processes worker).
+percentiles.install()
+
+__all__ = ["PredictUser", "SelectableShape"]
+
+PREDICT_PATH = "/v1/predict"
+
+
+def _listen(hook: Any, handler: Callable[..., None]) -> None:
+    """``EventHook.add_listener`` is untyped; registering through ``Any`` keeps mypy strict."""
+    hook.add_listener(handler)
+
+
+class _State:
+    """Per-process state built at init: the prepared samples and the accuracy counter."""
+
+    samples: list[Sample] = []  # noqa: RUF012 - filled once per process at init
+    accuracy = AccuracyCounter()
+
+
+def _add_options(parser: LocustArgumentParser) -> None:
+    defaults = GateConfig.defaults_from_env()
+    group = parser.add_argument_group("MNIST predict load test (loadtest/)")
+    group.add_argument(
+        "--p95-budget-ms",
+        type=float,
+        default=defaults.p95_budget_ms,
+        env_var="LOCUST_P95_BUDGET_MS",
+        help="Gate: whole-run p95 budget (ms)",
+    )
+    group.add_argument(
+        "--max-error-rate",
+        type=float,
+        default=defaults.max_error_rate,
+        env_var="LOCUST_MAX_ERROR_RATE",
+        help="Gate: highest failure ratio",
+    )
+    group.add_argument(
+        "--mnist-dir",
+        default="",
+        env_var="LOCUST_MNIST_DIR",
+        help="IDX directory (default: $MNIST_DIR, else /work/shared/data/mnist)",
+    )
+    group.add_argument("--digits", type=int, default=2000, help="Test digits to cycle through")
+    group.add_argument(
+        "--instances-per-request", type=int, default=1, help="Digits per request body"
+    )
+    group.add_argument("--json-weight", type=int, default=3, help="Weight of the JSON task")
+    group.add_argument("--binary-weight", type=int, default=1, help="Weight of the binary task")
+    group.add_argument(
+        "--shape",
+        choices=["steady", "step", "spike"],
+        default="steady",
+        help="steady: -u for -t; step: find the knee; spike: -u, spike, -u",
+    )
+    group.add_argument("--step-users", type=int, default=4, help="step: users added per step")
+    group.add_argument("--step-time", type=float, default=10.0, help="step: seconds per step")
+    group.add_argument("--step-count", type=int, default=6, help="step: number of steps")
+    group.add_argument(
+        "--step-warmup",
+        type=float,
+        default=2.0,
+        help="step: unmeasured seconds at the start of each step",
+    )
+    group.add_argument("--spike-users", type=int, default=32, help="spike: users at the peak")
+
+
+def _on_init(environment: Environment, **_: Any) -> None:
+    options = environment.parsed_options
+    runner = environment.runner
+    if options is None:
+        return
+    if not isinstance(runner, MasterRunner):
+        images, labels = load_digits(mnist_dir(options.mnist_dir or None), options.digits)
+        _State.samples = build_samples(images, labels, options.instances_per_request)
+        PredictUser.weights = (options.json_weight, options.binary_weight)
+    if isinstance(runner, WorkerRunner):
+        _listen(runner.environment.events.report_to_master, _ship_accuracy)
+    if isinstance(runner, MasterRunner):
+        _listen(runner.environment.events.worker_report, _merge_accuracy)
+
+
+def _ship_accuracy(client_id: str, data: dict[str, Any]) -> None:
+    data["mnist_accuracy"] = _State.accuracy.take()
+
+
+def _merge_accuracy(client_id: str, data: dict[str, Any]) -> None:
+    _State.accuracy.merge(data.get("mnist_accuracy", {}))
+
+
+def _result(environment: Environment) -> RunResult:
+    runner: Any = environment.runner
+    total = runner.stats.total
+    return RunResult(
+        requests=total.num_requests,
+        failures=total.num_failures,
+        rps=float(total.total_rps),
+        p50_ms=float(total.get_response_time_percentile(0.50)),
+        p95_ms=float(total.get_response_time_percentile(0.95)),
+        p99_ms=float(total.get_response_time_percentile(0.99)),
+        correct=_State.accuracy.correct,
+        labelled=_State.accuracy.labelled,
+        exceptions=len(runner.exceptions),
+    )
+
+
+class _Outcome:
+    line = ""
+
+
+def _gate(environment: Environment, **_: Any) -> None:
+    """Decide the exit code. Workers never judge: their stats are per-report slices."""
+    if isinstance(environment.runner, WorkerRunner) or environment.parsed_options is None:
+        return
+    options = environment.parsed_options
+    config = GateConfig(options.p95_budget_ms, options.max_error_rate)
+    plan = getattr(environment.shape_class, "plan", None)
+    if isinstance(plan, StepPlan):
+        print(plan.report(config.p95_budget_ms, config.max_error_rate), flush=True)
+    result = _result(environment)
+    verdict = judge(result, config)
+    environment.process_exit_code = verdict.exit_code
+    _Outcome.line = summary_line(result, verdict, config)
+
+
+def _print_summary(exit_code: int, **_: Any) -> None:
+    """Locust prints its tables after ``quitting``; ``quit`` comes last, so the summary does."""
+    if _Outcome.line:
+        print(_Outcome.line, flush=True)
+
+
+_listen(events.init_command_line_parser, _add_options)
+_listen(events.init, _on_init)
+_listen(events.quitting, _gate)
+_listen(events.quit, _print_summary)
+
+
+class PredictUser(FastHttpUser):
+    """A closed-loop client: no think time, so ``-u`` is the concurrency."""
+
+    weights: tuple[int, int] = (3, 1)
+
+    def _post(self, body: bytes, content_type: str, name: str, sample: Sample) -> None:
+        with self.client.post(
+            PREDICT_PATH,
+            data=body,  # type: ignore[arg-type]  # FastHttpSession sends bytes as-is
+            headers={"Content-Type": content_type},
+            name=name,
+            catch_response=True,
+        ) as response:
+            if response.status_code != 200:
+                response.failure(f"HTTP {response.status_code}")
+                return
+            try:
+                labels = check_response(response.content or b"", len(sample.labels))
+            except SchemaError as exc:
+                response.failure(str(exc))
+                return
+            _State.accuracy.add(labels, sample.labels)
+
+    @task
+    def predict(self) -> None:
+        sample = random.choice(_State.samples)
+        json_weight, binary_weight = self.weights
+        if random.random() * (json_weight + binary_weight) < json_weight:
+            self._post(sample.json, "application/json", "predict json", sample)
+        else:
+            self._post(sample.binary, "application/octet-stream", "predict binary", sample)
