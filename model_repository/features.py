@@ -26,7 +26,7 @@ from model_repository.metadata import FeatureStats, Histogram, TrainingStats
 INK_THRESHOLD = 0.5
 FEATURE_NAMES = ("mean_intensity", "ink_fraction")
 DEFAULT_BINS = 10
-#: Proportions are floored at this before the logarithm, so an empty bin gives a large but finite PSI.
+#: Proportions are floored at this before the logarithm: an empty bin gives a large, finite PSI.
 PSI_EPSILON = 1e-4
 #: Conventional PSI reading: below 0.1 stable, 0.1-0.25 moderate shift, above 0.25 major shift.
 PSI_WARN = 0.1

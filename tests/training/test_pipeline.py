@@ -1,0 +1,105 @@
+"""Export, parity, int8 and metadata of a version published by the real pipeline (quick run)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from model_repository import load_metadata, sha256_file
+from model_repository.layout import list_versions
+from training import evaluate
+from training.data import Mnist, scale
+from training.pipeline import ParityError, TrainConfig, run
+
+
+def test_onnx_graph_contract(small_published: Path) -> None:
+    proto = onnx.load(str(small_published / "model.onnx"))
+    onnx.checker.check_model(proto, full_check=True)
+    assert proto.opset_import[0].version == 17
+    (inp,), (out,) = proto.graph.input, proto.graph.output
+    assert inp.name == "pixels"
+    assert out.name == "probabilities"
+    assert inp.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim] == ["batch", 784]
+    assert [d.dim_param or d.dim_value for d in out.type.tensor_type.shape.dim] == ["batch", 10]
+
+
+def test_dynamic_batch_runs_in_onnxruntime(small_published: Path, mnist: Mnist) -> None:
+    sess = evaluate.session(small_published / "model.onnx")
+    for size in (1, 7, 128):
+        probs = sess.run(None, {"pixels": scale(mnist.x_test[:size])})[0]
+        assert probs.shape == (size, 10)
+        np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_int8_variant_is_quantized_and_agrees(small_published: Path, mnist: Mnist) -> None:
+    proto = onnx.load(str(small_published / "model.int8.onnx"))
+    assert any(init.data_type == onnx.TensorProto.INT8 for init in proto.graph.initializer)
+    x = scale(mnist.x_test[:2000])
+    fp32 = evaluate.run(evaluate.session(small_published / "model.onnx"), x)
+    int8 = evaluate.run(evaluate.session(small_published / "model.int8.onnx"), x)
+    assert evaluate.agreement(fp32, int8) > 0.98
+
+
+def test_metadata_describes_the_files(small_published: Path, mnist: Mnist) -> None:
+    meta = load_metadata(small_published / "metadata.json")
+    raw = json.loads((small_published / "metadata.json").read_text())
+    for key in (
+        "name",
+        "version",
+        "created_at",
+        "inputs",
+        "outputs",
+        "preprocessing",
+        "labels",
+        "metrics",
+        "parity",
+        "files",
+        "versions",
+        "training_stats",
+    ):
+        assert key in raw
+    assert (meta.name, meta.version) == ("mnist", int(small_published.name))
+    assert meta.labels == [str(d) for d in range(10)]
+    assert meta.inputs[0].shape == ["batch", 784]
+    for name, info in meta.files.items():
+        assert info.sha256 == sha256_file(small_published / name)
+        assert info.bytes == (small_published / name).stat().st_size
+    assert meta.parity.max_abs_diff <= 1e-4
+    assert meta.parity.argmax_agreement == 1.0
+    acc = meta.test_accuracy
+    assert set(acc) == {"keras", "onnx", "onnx_int8"}
+    # The recorded ONNX accuracy is the one onnxruntime gives on the same test images.
+    sess = evaluate.session(small_published / "model.onnx")
+    test = mnist.subset(test=2000)
+    assert acc["onnx"] == pytest.approx(
+        evaluate.accuracy(evaluate.run(sess, scale(test.x_test)), test.y_test)
+    )
+    assert 0.9 < meta.metrics["int8_agreement"] <= 1.0  # type: ignore[operator]
+    stats = meta.training_stats
+    assert stats.num_images == 3000
+    for feature in stats.features.values():
+        assert len(feature.histogram.edges) == len(feature.histogram.counts) + 1
+        assert sum(feature.histogram.counts) == 3000
+    dependence = meta.quantization["batch_dependence"]
+    assert isinstance(dependence, dict)
+    assert dependence["fp32"]["max_abs_diff"] < 1e-5
+
+
+def test_versions_increase_and_parity_failure_publishes_nothing(
+    tmp_path: Path, mnist: Mnist
+) -> None:
+    tiny = mnist.subset(train=512, test=256)
+    (tmp_path / "mnist" / "not-a-version").mkdir(parents=True)
+    first = run(tiny, tmp_path, "mnist", TrainConfig(epochs=1))
+    second = run(tiny, tmp_path, "mnist", TrainConfig(epochs=1))
+    assert (first.name, second.name) == ("1", "2")
+    with pytest.raises(ParityError, match="not published"):
+        run(tiny, tmp_path, "mnist", TrainConfig(epochs=1, parity_tolerance=0.0))
+    assert list_versions(tmp_path, "mnist") == [1, 2]
+    # No staging directory is left behind.
+    assert sorted(p.name for p in (tmp_path / "mnist").iterdir()) == ["1", "2", "not-a-version"]
