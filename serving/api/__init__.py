@@ -1,0 +1,1 @@
+"""Where a request enters: HTTP decoding, routes, error mapping, request ids."""

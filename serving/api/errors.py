@@ -1,0 +1,110 @@
+"""Every error leaves as ``{"error": {"status", "message", "request_id"}}``.
+
+Domain errors (decoding, readiness, batcher outcomes) and Litestar's own HTTP errors (400 from
+its parsing, 404, 405, 413) go through the same handlers, so clients parse one shape.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import HTTPException
+from litestar.types import ExceptionHandlersMap
+
+from serving.api.request_id import request_id_of
+from serving.api.schemas import ErrorBody, ErrorDetail
+from serving.batching import (
+    BatcherError,
+    DeadlineExceededError,
+    DrainingError,
+    InferenceError,
+    QueueFullError,
+)
+
+logger = logging.getLogger(__name__)
+AnyRequest = Request[Any, Any, Any]
+
+#: Seconds a client should wait before retrying a 503.
+RETRY_AFTER_S = "1"
+_encoder = msgspec.json.Encoder()
+
+
+class ApiError(Exception):
+    """An error with an HTTP status, raised by the API layer."""
+
+    status_code = 400
+
+
+class MalformedBodyError(ApiError):
+    """The body cannot be parsed (invalid JSON, unreadable PNG, bad header): 400."""
+
+    status_code = 400
+
+
+class UnsupportedMediaTypeError(ApiError):
+    status_code = 415
+
+
+class InvalidInputError(ApiError):
+    """Well-formed but invalid instances; the message names the instance and the problem: 422."""
+
+    status_code = 422
+
+
+class NotReadyError(ApiError):
+    """The model is not loaded and warmed up yet: 503."""
+
+    status_code = 503
+
+
+_BATCHER_STATUS: dict[type[BatcherError], int] = {
+    QueueFullError: 503,
+    DrainingError: 503,
+    DeadlineExceededError: 504,
+    InferenceError: 500,
+}
+
+
+def error_response(request: AnyRequest, status: int, message: str) -> Response[bytes]:
+    headers = {"Retry-After": RETRY_AFTER_S} if status == 503 else None
+    body = ErrorBody(ErrorDetail(status, message, request_id_of(request.scope)))
+    return Response(
+        _encoder.encode(body), status_code=status, media_type="application/json", headers=headers
+    )
+
+
+def _api_error(request: AnyRequest, exc: Exception) -> Response[bytes]:
+    assert isinstance(exc, ApiError)
+    return error_response(request, exc.status_code, str(exc))
+
+
+def _batcher_error(request: AnyRequest, exc: Exception) -> Response[bytes]:
+    status = _BATCHER_STATUS.get(type(exc), 500) if isinstance(exc, BatcherError) else 500
+    if status == 500:
+        logger.error("request %s: %s", request_id_of(request.scope), exc)
+    return error_response(request, status, str(exc))
+
+
+def _http_error(request: AnyRequest, exc: Exception) -> Response[bytes]:
+    assert isinstance(exc, HTTPException)
+    headers = dict(exc.headers or {})
+    response = error_response(request, exc.status_code, str(exc.detail))
+    response.headers.update(headers)
+    return response
+
+
+def _unexpected(request: AnyRequest, exc: Exception) -> Response[bytes]:
+    logger.exception("request %s: unhandled error", request_id_of(request.scope), exc_info=exc)
+    return error_response(request, 500, "internal error; quote the request id when reporting it")
+
+
+def exception_handlers() -> ExceptionHandlersMap:
+    return {
+        ApiError: _api_error,
+        BatcherError: _batcher_error,
+        HTTPException: _http_error,
+        Exception: _unexpected,
+    }

@@ -1,0 +1,215 @@
+"""HTTP handlers. ``POST /v1/predict`` is where a request enters the service.
+
+The predict handler takes the raw ``Request`` and returns encoded bytes: no dependency injection
+or body validation layer runs per request (it costs CPU on a ~100 µs budget); decoding.py does the
+validation with msgspec + NumPy instead. The OpenAPI document still describes the bodies
+(``_PredictOperation`` and ``responses``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+from litestar import Request, Response, get, post
+from litestar.handlers import HTTPRouteHandler
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import (
+    OpenAPIFormat,
+    OpenAPIMediaType,
+    OpenAPIType,
+    Operation,
+    RequestBody,
+    Schema,
+)
+
+from serving.api.decoding import Limits, decode
+from serving.api.errors import MalformedBodyError, NotReadyError
+from serving.api.schemas import (
+    BatchingInfo,
+    ErrorBody,
+    ModelInfo,
+    ModelRef,
+    ModelsResponse,
+    Prediction,
+    PredictResponse,
+    Status,
+)
+from serving.batching import DrainingError
+from serving.lifecycle import Phase, Service
+
+JSON = "application/json"
+_encoder = msgspec.json.Encoder()
+_TIMEOUT_HEADER = b"x-request-timeout-ms"
+_CONTENT_TYPE = b"content-type"
+
+_ERRORS = {
+    400: "Malformed body (invalid JSON, unreadable PNG, bad header)",
+    413: "Body larger than max_body_bytes",
+    415: "Unsupported content type",
+    422: "Well-formed but invalid instances; the message names the instance index",
+    500: "Inference failed for this request (quote the request id)",
+    503: "Not ready, draining, or queue full; retry after Retry-After seconds",
+    504: "The request deadline passed before it was computed",
+}
+
+
+def _number() -> Schema:
+    return Schema(type=OpenAPIType.NUMBER, minimum=0, maximum=1)
+
+
+def _row() -> Schema:
+    return Schema(type=OpenAPIType.ARRAY, items=_number(), min_items=28, max_items=28)
+
+
+@dataclass
+class _PredictOperation(Operation):
+    """Documents the three request encodings the handler decodes itself."""
+
+    def __post_init__(self) -> None:
+        instance = Schema(
+            one_of=[
+                Schema(type=OpenAPIType.ARRAY, items=_number(), min_items=784, max_items=784),
+                Schema(
+                    type=OpenAPIType.ARRAY,
+                    items=_row(),
+                    min_items=28,
+                    max_items=28,
+                ),
+            ]
+        )
+        binary = Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)
+        self.request_body = RequestBody(
+            required=True,
+            description="JSON instances (pixels / 255), raw N x 784 uint8 bytes, or one 28x28 PNG",
+            content={
+                JSON: OpenAPIMediaType(
+                    schema=Schema(
+                        type=OpenAPIType.OBJECT,
+                        required=["instances"],
+                        properties={
+                            "instances": Schema(type=OpenAPIType.ARRAY, items=instance, min_items=1)
+                        },
+                    )
+                ),
+                "application/octet-stream": OpenAPIMediaType(schema=binary),
+                "image/png": OpenAPIMediaType(schema=binary),
+            },
+        )
+
+
+def _header(scope_headers: Any, name: bytes) -> bytes | None:
+    for key, value in scope_headers:
+        if key == name:
+            return bytes(value)
+    return None
+
+
+def encode_predictions(probabilities: npt.NDArray[np.float32], model: ModelRef) -> bytes:
+    labels = probabilities.argmax(axis=1)
+    confidences = probabilities[np.arange(probabilities.shape[0]), labels]
+    predictions = [
+        Prediction(label, confidence, row)
+        for label, confidence, row in zip(
+            labels.tolist(), confidences.tolist(), probabilities.tolist(), strict=True
+        )
+    ]
+    return _encoder.encode(PredictResponse(predictions, model))
+
+
+def build_route_handlers(service: Service) -> list[HTTPRouteHandler]:
+    """The app's routes, closed over the process's ``Service`` (nothing global)."""
+    settings = service.settings
+    limits = Limits(max_instances=settings.max_instances)
+    default_timeout_s = settings.request_timeout_ms / 1000.0
+    max_timeout_s = settings.max_request_timeout_ms / 1000.0
+    observer = service.observer
+
+    def timeout_s(raw: bytes | None) -> float:
+        if raw is None:
+            return default_timeout_s
+        try:
+            value = float(raw)
+        except ValueError:
+            raise MalformedBodyError("X-Request-Timeout-Ms must be a number") from None
+        if not math.isfinite(value) or value <= 0:
+            raise MalformedBodyError("X-Request-Timeout-Ms must be a positive number")
+        return min(value / 1000.0, max_timeout_s)
+
+    @post(
+        "/v1/predict",
+        status_code=200,
+        summary="Classify digits",
+        description="Send instances as JSON, raw uint8 bytes or one PNG; predictions come back "
+        "in instance order. Header X-Request-Timeout-Ms overrides the deadline.",
+        operation_class=_PredictOperation,
+        responses={
+            200: ResponseSpec(PredictResponse, description="Predictions in instance order"),
+            **{code: ResponseSpec(ErrorBody, description=text) for code, text in _ERRORS.items()},
+        },
+        request_max_body_size=settings.max_body_bytes,
+    )
+    async def predict(request: Request[Any, Any, Any]) -> Response[bytes]:
+        started = time.monotonic()
+        batcher, model = service.batcher, service.model
+        if batcher is None or model is None or service.phase is not Phase.READY:
+            if service.phase is Phase.DRAINING:
+                observer.on_rejected("draining", 0)
+                raise DrainingError("the service is shutting down")
+            observer.on_rejected("not_ready", 0)
+            raise NotReadyError("the model is not loaded yet")
+        headers = request.scope["headers"]
+        deadline = started + timeout_s(_header(headers, _TIMEOUT_HEADER))
+        content_type = (_header(headers, _CONTENT_TYPE) or b"").decode("latin-1")
+        pixels = decode(content_type, await request.body(), limits)
+        probabilities = await batcher.submit(pixels, deadline)
+        body = encode_predictions(probabilities, ModelRef(model.name, model.version))
+        return Response(body, media_type=JSON)
+
+    @get("/healthz", summary="Liveness: 200 while the process runs")
+    async def healthz() -> Response[bytes]:
+        return Response(_encoder.encode(Status("ok")), media_type=JSON)
+
+    @get(
+        "/readyz",
+        summary="Readiness: 200 once the model is loaded and warmed up; 503 starting/draining",
+        responses={503: ResponseSpec(Status, description="Starting or draining")},
+    )
+    async def readyz() -> Response[bytes]:
+        status = 200 if service.ready else 503
+        body = _encoder.encode(Status(service.phase.value))
+        return Response(body, status_code=status, media_type=JSON)
+
+    @get("/v1/models", summary="The served model's metadata and batching settings")
+    async def models() -> Response[bytes]:
+        model = service.model
+        if model is None:
+            raise NotReadyError("the model is not loaded yet")
+        meta = model.metadata
+        info = ModelInfo(
+            name=model.name,
+            version=model.version,
+            variant=model.variant,
+            sha256=model.sha256,
+            created_at=meta.created_at,
+            inputs=[msgspec.to_builtins(t) for t in meta.inputs],
+            outputs=[msgspec.to_builtins(t) for t in meta.outputs],
+            labels=meta.labels,
+            test_accuracy=meta.test_accuracy,
+            preprocessing=msgspec.to_builtins(meta.preprocessing),
+            batching=BatchingInfo(
+                max_batch_size=settings.max_batch_size,
+                max_batch_delay_ms=settings.max_batch_delay_ms,
+                max_queue_size=settings.max_queue_size,
+                max_instances=settings.max_instances,
+                request_timeout_ms=settings.request_timeout_ms,
+            ),
+        )
+        return Response(_encoder.encode(ModelsResponse([info])), media_type=JSON)
+
+    return [predict, healthz, readyz, models]

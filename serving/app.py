@@ -1,0 +1,69 @@
+"""The app factory: ``create_app(settings)`` wires the parts; nothing is built at import time.
+
+The lifespan owns every resource: it loads and warms the model and starts the batcher before the
+server accepts traffic, and on shutdown drains and stops the batcher (freeing its thread).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.openapi import OpenAPIConfig
+from litestar.plugins import PluginProtocol
+
+from serving.api.errors import exception_handlers
+from serving.api.request_id import add_request_id
+from serving.api.routes import build_route_handlers
+from serving.batching import BatchObserver
+from serving.lifecycle import ModelLoader, Service
+from serving.model import load_model
+from serving.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    observer: BatchObserver | None = None,
+    plugins: Sequence[PluginProtocol] = (),
+    model_loader: ModelLoader = load_model,
+) -> Litestar:
+    """Build the service app. ``observer`` receives the batcher's hooks (default: none);
+    ``plugins`` lets observability add its middleware and routes; ``model_loader`` is the seam
+    tests use to wrap the real model (e.g. to hold a batch while they fill the queue).
+    The process's :class:`~serving.lifecycle.Service` is ``app.state.service``.
+    """
+    settings = settings if settings is not None else Settings()
+    service = Service(settings, observer=observer, model_loader=model_loader)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.drain(settings.drain_timeout_s)
+            await service.stop()
+
+    return Litestar(
+        route_handlers=build_route_handlers(service),
+        lifespan=[lifespan],
+        exception_handlers=exception_handlers(),
+        before_send=[add_request_id],
+        plugins=list(plugins),
+        state=State({"service": service}),
+        openapi_config=OpenAPIConfig(
+            title="MNIST inference service",
+            version="1.0.0",
+            description="Adaptive micro-batching onnxruntime service for a Keras MNIST model.",
+            path="/schema",
+        ),
+        request_max_body_size=settings.max_body_bytes,
+        debug=False,
+        logging_config=None,
+    )

@@ -1,0 +1,389 @@
+"""The adaptive micro-batcher: requests wait here, rows are computed together.
+
+Design (see docs/readme/serving.md, "Batching policy"):
+
+* Requests are validated NumPy arrays ``(rows, features)``; the queue is bounded in ROWS.
+* ONE long-lived task forms batches. It first waits for a free inference slot, THEN takes
+  everything queued (up to ``max_batch_size`` rows, at least one request), so a request reaching
+  an idle service is computed at once, and under load the next batch forms for free while the
+  previous one computes. ``max_batch_delay_ms`` only caps EXTRA waiting, applied when the
+  service is busy (the previous dispatch already found requests waiting) and the batch is not
+  full: the batch is held open until its oldest request has waited that long.
+* Inference runs on a dedicated executor (one thread per concurrent batch): one thread hop per
+  batch, never per request. onnxruntime releases the GIL, so the event loop keeps serving.
+* A request whose deadline passed, or whose client went away, is skipped and never computed.
+* A failing batch is retried request by request, so only the request that really fails gets an
+  :class:`InferenceError`; the loop itself never dies on an exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from serving.batching.merge import merge, split
+from serving.batching.observer import BatchObserver, NullObserver
+
+logger = logging.getLogger(__name__)
+
+Array = npt.NDArray[np.float32]
+PredictFn = Callable[[Array], Array]
+
+
+class BatcherError(Exception):
+    """Base of the outcomes a request can get instead of a result."""
+
+
+class QueueFullError(BatcherError):
+    """The queue holds ``max_queue_size`` rows already: retry later (503)."""
+
+
+class DrainingError(BatcherError):
+    """The service is shutting down and accepts no new work (503)."""
+
+
+class DeadlineExceededError(BatcherError):
+    """The request's deadline passed before its result was ready (504)."""
+
+
+class InferenceError(BatcherError):
+    """onnxruntime failed on this request (500)."""
+
+
+@dataclass(slots=True, eq=False)
+class QueuedRequest:
+    """One accepted request while it waits and computes."""
+
+    pixels: Array
+    rows: int
+    enqueued_at: float
+    deadline: float
+    future: asyncio.Future[Array]
+    #: Opaque slot for the observer (e.g. the OTel span context captured in ``on_enqueued``).
+    trace_context: object | None = field(default=None)
+
+
+class Batcher:
+    """Queue + batch-forming task + inference executor. Create, ``await start()``, ``submit``."""
+
+    def __init__(
+        self,
+        predict: PredictFn,
+        *,
+        max_batch_size: int,
+        max_batch_delay_ms: float,
+        max_queue_size: int,
+        max_concurrent_batches: int = 1,
+        observer: BatchObserver | None = None,
+    ) -> None:
+        self._predict = predict
+        self._max_batch = max_batch_size
+        self._max_delay = max_batch_delay_ms / 1000.0
+        self._max_queue = max_queue_size
+        self._concurrency = max_concurrent_batches
+        self._observer: BatchObserver = observer if observer is not None else NullObserver()
+        self._queue: deque[QueuedRequest] = deque()
+        self._queued_rows = 0
+        self._in_flight = 0
+        self._draining = False
+        self._batch_ids = itertools.count(1)
+        self._busy = False
+        self._loop_task: asyncio.Task[None] | None = None
+        self._batch_tasks: set[asyncio.Task[None]] = set()
+        self._executor: ThreadPoolExecutor | None = None
+        # Created in start(): asyncio primitives belong to the running loop.
+        self._wakeup: asyncio.Event | None = None
+        self._idle: asyncio.Event | None = None
+        self._slots: asyncio.Semaphore | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # ------------------------------------------------------------------ state
+    @property
+    def queued_rows(self) -> int:
+        """Rows waiting (including requests already abandoned, until the loop drops them)."""
+        return self._queued_rows
+
+    @property
+    def in_flight(self) -> int:
+        """Batches being computed now."""
+        return self._in_flight
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    @property
+    def running(self) -> bool:
+        return self._loop_task is not None and not self._loop_task.done()
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        """Create the executor and the batch-forming task (on the running loop)."""
+        if self.running:
+            return
+        self._loop = asyncio.get_running_loop()
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._slots = asyncio.Semaphore(self._concurrency)
+        self._executor = ThreadPoolExecutor(
+            max_workers=self._concurrency, thread_name_prefix="inference"
+        )
+        self._loop_task = self._loop.create_task(self._run(), name="batcher")
+
+    async def warm_up(self, sizes: Sequence[int], features: int) -> None:
+        """Run the model once per batch size on the inference thread(s), unobserved.
+
+        The first runs of a session allocate and plan; doing it here keeps that cost out of the
+        first real requests' latency.
+        """
+        assert self._loop is not None
+        for size in sizes:
+            inputs = np.zeros((size, features), dtype=np.float32)
+            await self._loop.run_in_executor(self._executor, self._timed_predict, inputs)
+
+    def begin_drain(self) -> None:
+        """Refuse new requests from now on; queued and in-flight ones are still answered."""
+        self._draining = True
+
+    async def wait_idle(self) -> None:
+        """Return once nothing is queued and no batch is computing."""
+        if self._idle is None:
+            return
+        while self._queue or self._in_flight:
+            self._idle.clear()
+            await self._idle.wait()
+
+    async def stop(self) -> None:
+        """Stop the task, finish in-flight batches, fail whatever is still queued, free threads."""
+        self._draining = True
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+            self._loop_task = None
+        if self._batch_tasks:
+            await asyncio.gather(*self._batch_tasks, return_exceptions=True)
+        while self._queue:
+            request = self._queue.popleft()
+            if not request.future.done():
+                request.future.set_exception(
+                    DrainingError("the service stopped before computing it")
+                )
+        self._queued_rows = 0
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    # ------------------------------------------------------------------ request side
+    async def submit(self, pixels: Array, deadline: float) -> Array:
+        """Queue ``pixels`` (rows, features) and wait for its ``(rows, outputs)`` result.
+
+        ``deadline`` is a ``time.monotonic()`` instant. Raises :class:`QueueFullError`,
+        :class:`DrainingError`, :class:`DeadlineExceededError` or :class:`InferenceError`.
+        Cancelling the awaiting task (client gone) drops the request without computing it.
+        """
+        loop = self._loop
+        if loop is None or self._wakeup is None or self._idle is None:
+            raise RuntimeError("Batcher.submit() before start()")
+        rows = int(pixels.shape[0])
+        if self._draining:
+            self._observer.on_rejected("draining", rows)
+            raise DrainingError("the service is shutting down")
+        if self._queued_rows + rows > self._max_queue:
+            self._observer.on_rejected("queue_full", rows)
+            raise QueueFullError(
+                f"queue full ({self._queued_rows} of {self._max_queue} rows waiting); retry later"
+            )
+        now = time.monotonic()
+        if deadline <= now:
+            self._observer.on_rejected("deadline", rows)
+            raise DeadlineExceededError("the request deadline passed before it was queued")
+        future: asyncio.Future[Array] = loop.create_future()
+        request = QueuedRequest(pixels, rows, now, deadline, future)
+        self._observer.on_enqueued(request)
+        self._queue.append(request)
+        self._queued_rows += rows
+        self._idle.clear()
+        self._wakeup.set()
+        timer = loop.call_later(deadline - now, self._expire, request)
+        try:
+            return await future
+        finally:
+            timer.cancel()
+
+    def _expire(self, request: QueuedRequest) -> None:
+        if not request.future.done():
+            request.future.set_exception(
+                DeadlineExceededError("the request deadline passed before its result was ready")
+            )
+            self._observer.on_rejected("deadline", request.rows)
+
+    # ------------------------------------------------------------------ batch side
+    async def _run(self) -> None:
+        assert self._slots is not None
+        while True:
+            await self._slots.acquire()
+            try:
+                batch = await self._next_batch()
+            except BaseException:
+                self._slots.release()
+                raise
+            if not batch:
+                self._slots.release()
+                self._update_idle()
+                continue
+            self._in_flight += 1
+            task = asyncio.create_task(self._execute(batch))
+            self._batch_tasks.add(task)
+            task.add_done_callback(self._batch_tasks.discard)
+
+    async def _next_batch(self) -> list[QueuedRequest]:
+        """Wait for work, hold the batch open if busy, take it. Never raises but CancelledError."""
+        assert self._wakeup is not None
+        try:
+            found_waiting = bool(self._queue)
+            while not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            if self._busy and self._max_delay > 0:
+                await self._hold_open()
+            self._busy = found_waiting
+            return self._take()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("batcher: error while forming a batch (the loop keeps serving)")
+            return []
+
+    async def _hold_open(self) -> None:
+        """Wait until the batch is full or its oldest request is ``max_batch_delay_ms`` old."""
+        assert self._wakeup is not None
+        until = self._queue[0].enqueued_at + self._max_delay
+        while self._queued_rows < self._max_batch:
+            remaining = until - time.monotonic()
+            if remaining <= 0:
+                return
+            self._wakeup.clear()
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._wakeup.wait()
+            except TimeoutError:
+                return
+
+    def _take(self) -> list[QueuedRequest]:
+        """Pop up to ``max_batch_size`` rows of live requests (at least one request)."""
+        batch: list[QueuedRequest] = []
+        rows = 0
+        now = time.monotonic()
+        queue = self._queue
+        while queue:
+            request = queue[0]
+            if request.future.done():  # client cancelled, or its deadline timer answered it
+                queue.popleft()
+                self._queued_rows -= request.rows
+                if request.future.cancelled():
+                    self._observer.on_rejected("cancelled", request.rows)
+                continue
+            if request.deadline <= now:
+                queue.popleft()
+                self._queued_rows -= request.rows
+                self._expire(request)
+                continue
+            if batch and rows + request.rows > self._max_batch:
+                break
+            queue.popleft()
+            self._queued_rows -= request.rows
+            batch.append(request)
+            rows += request.rows
+            if rows >= self._max_batch:
+                break
+        return batch
+
+    async def _execute(self, batch: list[QueuedRequest]) -> None:
+        assert self._slots is not None
+        try:
+            outputs = await self._compute(batch)
+            if isinstance(outputs, BaseException):
+                await self._isolate(batch, outputs)
+            else:
+                for request, result in zip(
+                    batch, split(outputs, [r.rows for r in batch]), strict=True
+                ):
+                    if not request.future.done():
+                        request.future.set_result(result)
+        except Exception as exc:  # observer or bookkeeping bug: answer, never strand a request
+            logger.exception("batcher: unexpected error finishing a batch")
+            for request in batch:
+                _fail(request, exc)
+        finally:
+            self._in_flight -= 1
+            self._slots.release()
+            self._update_idle()
+
+    async def _compute(self, batch: Sequence[QueuedRequest]) -> Array | Exception:
+        """Run one batch on the executor; the exception if onnxruntime raised (observed)."""
+        assert self._loop is not None
+        batch_id = next(self._batch_ids)
+        rows = sum(r.rows for r in batch)
+        inputs = merge([r.pixels for r in batch])
+        self._observer.on_batch_start(batch_id, batch, rows)
+        started = time.perf_counter()
+        try:
+            outputs, seconds = await self._loop.run_in_executor(
+                self._executor, self._timed_predict, inputs
+            )
+        except Exception as exc:
+            logger.warning("batcher: batch %d (%d rows) failed: %r", batch_id, rows, exc)
+            self._observer.on_batch_end(
+                batch_id, batch, inputs, None, exc, time.perf_counter() - started
+            )
+            return exc
+        self._observer.on_batch_end(batch_id, batch, inputs, outputs, None, seconds)
+        return outputs
+
+    async def _isolate(self, batch: list[QueuedRequest], error: Exception) -> None:
+        """After a failed batch, compute each request alone so only the culprit fails."""
+        if len(batch) == 1:
+            _fail(batch[0], error)
+            return
+        for request in batch:
+            if request.future.done():
+                continue
+            outputs = await self._compute([request])
+            if request.future.done():
+                continue
+            if isinstance(outputs, BaseException):
+                _fail(request, outputs)
+            else:
+                request.future.set_result(outputs)
+
+    def _timed_predict(self, inputs: Array) -> tuple[Array, float]:
+        """Runs in the inference thread: the compute time excludes the thread hop."""
+        started = time.perf_counter()
+        outputs = self._predict(inputs)
+        seconds = time.perf_counter() - started
+        if outputs.shape[0] != inputs.shape[0]:
+            raise RuntimeError(f"model returned {outputs.shape[0]} rows for {inputs.shape[0]}")
+        return outputs, seconds
+
+    def _update_idle(self) -> None:
+        if self._idle is not None and not self._queue and not self._in_flight:
+            self._idle.set()
+
+
+def _fail(request: QueuedRequest, error: BaseException | None) -> None:
+    if request.future.done():
+        return
+    detail = f"{type(error).__name__}: {str(error).splitlines()[0][:300]}" if error else "unknown"
+    request.future.set_exception(InferenceError(f"inference failed: {detail}"))

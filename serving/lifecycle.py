@@ -1,0 +1,108 @@
+"""Readiness and draining: the service's phases and the resources each phase owns.
+
+    STARTING --start()--> READY --begin_drain()--> DRAINING --stop()--> STOPPED
+
+``start`` loads and verifies the model, warms it up over several batch sizes and starts the
+batcher; only then is the service READY (``/readyz`` 200). ``begin_drain`` (first SIGTERM) makes
+``/readyz`` and new predictions answer 503 while everything already queued is still computed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import Callable
+
+from serving.batching import Batcher, BatchObserver, NullObserver
+from serving.model import LoadedModel, load_model
+from serving.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+ModelLoader = Callable[[Settings], LoadedModel]
+
+
+class Phase(enum.Enum):
+    STARTING = "starting"
+    READY = "ready"
+    DRAINING = "draining"
+    STOPPED = "stopped"
+
+
+def warm_up_sizes(max_batch_size: int) -> list[int]:
+    """1, 8, 32 and the largest batch: the shapes onnxruntime will see first under load."""
+    return sorted({size for size in (1, 8, 32, max_batch_size) if size <= max_batch_size})
+
+
+class Service:
+    """Everything one server process serves with; lives in ``app.state.service``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        observer: BatchObserver | None = None,
+        model_loader: ModelLoader = load_model,
+    ) -> None:
+        self.settings = settings
+        self.observer: BatchObserver = observer if observer is not None else NullObserver()
+        self._model_loader = model_loader
+        self.phase = Phase.STARTING
+        self.model: LoadedModel | None = None
+        self.batcher: Batcher | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.phase is Phase.READY
+
+    async def start(self) -> None:
+        """Load (raises ``ModelLoadError`` with a clear message), warm up, start batching."""
+        settings = self.settings
+        model = self._model_loader(settings)
+        batcher = Batcher(
+            model.predict,
+            max_batch_size=settings.max_batch_size,
+            max_batch_delay_ms=settings.max_batch_delay_ms,
+            max_queue_size=settings.max_queue_size,
+            max_concurrent_batches=settings.max_concurrent_batches,
+            observer=self.observer,
+        )
+        await batcher.start()
+        await batcher.warm_up(warm_up_sizes(settings.max_batch_size), model.num_features)
+        self.model, self.batcher = model, batcher
+        self.phase = Phase.READY
+        logger.info(
+            "serving %s v%s (%s, sha256 %s…) from %s",
+            model.name,
+            model.version,
+            model.variant,
+            model.sha256[:12],
+            model.model_file,
+        )
+
+    def begin_drain(self) -> None:
+        """Refuse new work (503) from now on; queued and in-flight requests are still answered."""
+        if self.phase in (Phase.STARTING, Phase.READY):
+            self.phase = Phase.DRAINING
+            logger.info("draining: readiness is now 503, new requests are refused")
+        if self.batcher is not None:
+            self.batcher.begin_drain()
+
+    async def drain(self, timeout_s: float) -> bool:
+        """``begin_drain`` and wait (bounded) until the batcher is idle; False on timeout."""
+        self.begin_drain()
+        if self.batcher is None:
+            return True
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.batcher.wait_idle()
+        except TimeoutError:
+            logger.warning("drain: batcher still busy after %.1f s", timeout_s)
+            return False
+        return True
+
+    async def stop(self) -> None:
+        self.begin_drain()
+        if self.batcher is not None:
+            await self.batcher.stop()
+        self.phase = Phase.STOPPED

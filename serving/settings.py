@@ -1,0 +1,146 @@
+"""Every knob of the service, read once from ``SERVING_*`` environment variables.
+
+One class so that the CLI, the app factory, the README table and the tests agree on names and
+defaults. CLI flags (``python -m serving --help``) override the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Variant = Literal["fp32", "int8"]
+
+
+class Settings(BaseSettings):
+    """Service configuration; environment variable = ``SERVING_<FIELD NAME IN UPPER CASE>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SERVING_", extra="ignore", frozen=True, protected_namespaces=()
+    )
+
+    # ---------------------------------------------------------------- server
+    host: str = Field(
+        default="127.0.0.1", description="Interface to bind; 0.0.0.0 inside a container."
+    )
+    port: int = Field(
+        default=8000,
+        ge=0,
+        le=65535,
+        description="TCP port. The plain PORT variable (Cloud Run) is honoured too.",
+        validation_alias=AliasChoices("SERVING_PORT", "PORT"),
+    )
+    workers: int = Field(
+        default=1,
+        ge=1,
+        description="Server processes sharing the socket; each loads its own model and batcher.",
+    )
+    log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = Field(
+        default="info", description="Log level of the service and of uvicorn."
+    )
+    drain_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="On SIGTERM, the longest wait for queued and in-flight requests to finish.",
+    )
+
+    # ---------------------------------------------------------------- model
+    model_repository: Path = Field(
+        default=Path("models"),
+        description="Root of the model repository (<root>/<name>/<version>/).",
+    )
+    model_name: str = Field(default="mnist", description="Model to serve from the repository.")
+    model_version: int | None = Field(
+        default=None, ge=1, description="Pinned version; unset serves the highest version present."
+    )
+    model_variant: Variant = Field(
+        default="fp32",
+        description="fp32 (model.onnx) or int8 (model.int8.onnx, ~2.5x faster compute).",
+    )
+    ort_intra_op_threads: int = Field(
+        default=1,
+        ge=1,
+        description="onnxruntime threads inside one operator. 1 avoids spinning threads that "
+        "burn a core on a small machine; batching gives the parallelism instead.",
+    )
+    ort_inter_op_threads: int = Field(
+        default=1, ge=1, description="onnxruntime threads across operators (sequential execution)."
+    )
+
+    # ---------------------------------------------------------------- batching
+    max_batch_size: int = Field(
+        default=64,
+        ge=1,
+        description="Most rows computed in one session.run (a larger request runs alone).",
+    )
+    max_batch_delay_ms: float = Field(
+        default=1.0,
+        ge=0,
+        description="Cap on the EXTRA wait for a batch to fill, only when the service is busy. "
+        "An idle service computes a request at once.",
+    )
+    max_queue_size: int = Field(
+        default=1024,
+        ge=1,
+        description="Most rows waiting; beyond it requests get 503 + Retry-After.",
+    )
+    max_concurrent_batches: int = Field(
+        default=1,
+        ge=1,
+        description="Batches computed at the same time (inference executor threads).",
+    )
+
+    # ---------------------------------------------------------------- requests
+    max_instances: int = Field(default=256, ge=1, description="Most instances in one request.")
+    max_body_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=1024,
+        description="Largest accepted request body (413 beyond); 4 MiB fits 256 JSON instances.",
+    )
+    request_timeout_ms: float = Field(
+        default=1000.0,
+        gt=0,
+        description="Default deadline of a request; the X-Request-Timeout-Ms header overrides "
+        "it per request, bounded by max_request_timeout_ms.",
+    )
+    max_request_timeout_ms: float = Field(
+        default=30000.0, gt=0, description="Upper bound for the X-Request-Timeout-Ms header."
+    )
+
+    # ---------------------------------------------------------------- observability
+    service_name: str = Field(
+        default="mnist-inference", description="service.name of traces and metrics."
+    )
+    tracing_enabled: bool = Field(
+        default=False, description="Export OpenTelemetry traces over OTLP."
+    )
+    otlp_protocol: Literal["grpc", "http/protobuf"] | None = Field(
+        default=None,
+        description="OTLP transport; unset honours OTEL_EXPORTER_OTLP_PROTOCOL, else grpc.",
+    )
+    trace_sample_ratio: float = Field(
+        default=0.1, ge=0, le=1, description="Share of root traces sampled (parent-based)."
+    )
+    metrics_enabled: bool = Field(default=True, description="Serve Prometheus metrics on /metrics.")
+    drift_window: int = Field(
+        default=1000,
+        ge=10,
+        description="Recent images the input-drift (PSI) gauges are computed over.",
+    )
+    low_confidence_threshold: float = Field(
+        default=0.5, ge=0, le=1, description="Predictions below this confidence are counted as low."
+    )
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Settings:
+        if self.max_queue_size < self.max_instances:
+            raise ValueError(
+                f"max_queue_size ({self.max_queue_size}) must be >= max_instances "
+                f"({self.max_instances}): a full-size request could never be queued"
+            )
+        if self.max_request_timeout_ms < self.request_timeout_ms:
+            raise ValueError("max_request_timeout_ms must be >= request_timeout_ms")
+        return self
