@@ -1,0 +1,189 @@
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from litestar.testing import TestClient
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.parser import text_string_to_metric_families
+
+from model_repository.metadata import Metadata
+from serving.batching.queue import Batcher, DeadlineExceededError, DrainingError, QueueFullError
+from serving.observability.metrics import ServingMetrics, observe_many
+from serving.observability.observer import TelemetryObserver
+
+from .conftest import AppFactory
+
+Array = npt.NDArray[np.float32]
+PREDICT = {"route": "/predict", "method": "POST"}
+
+
+def body(rows: int = 1, value: float = 0.1) -> dict[str, list[list[float]]]:
+    return {"instances": [[value] * 784 for _ in range(rows)]}
+
+
+def samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in registry.collect()
+        for s in family.samples
+        if not s.name.endswith("_created")
+    }
+
+
+def test_bulk_observe_matches_one_by_one() -> None:
+    values = np.array([0.0, 0.1, 0.2, 0.2000001, 0.5, 0.95, 0.999, 1.0, 0.73, 0.5])
+    bulk_registry, loop_registry = CollectorRegistry(), CollectorRegistry()
+    bounds = (0.2, 0.5, 0.9, 1.0)
+    bulk = Histogram("h", "h", buckets=bounds, registry=bulk_registry)
+    loop = Histogram("h", "h", buckets=bounds, registry=loop_registry)
+    observe_many(bulk, values)
+    for value in values.tolist():
+        loop.observe(value)
+    assert samples(bulk_registry) == pytest.approx(samples(loop_registry))
+    assert bulk_registry.get_sample_value("h_bucket", {"le": "0.2"}) == 3
+
+
+def test_model_quality_metrics_from_a_batch(registry: CollectorRegistry) -> None:
+    metrics = ServingMetrics(registry, [str(i) for i in range(10)])
+    probabilities = np.full((4, 10), 0.01, np.float32)
+    probabilities[0, 3] = 0.91  # confident 3
+    probabilities[1, 3] = 0.91  # confident 3
+    probabilities[2, 7] = 0.40  # unsure 7 (rest of the mass spread)
+    probabilities[3, 0] = 0.55  # borderline 0
+    metrics.observe_outputs(probabilities, threshold=0.5)
+    value = registry.get_sample_value
+    assert value("inference_predictions_total", {"label": "3"}) == 2
+    assert value("inference_predictions_total", {"label": "7"}) == 1
+    assert value("inference_predictions_total", {"label": "0"}) == 1
+    assert value("inference_predictions_total", {"label": "5"}) == 0
+    assert value("inference_low_confidence_predictions_total") == 1
+    assert value("inference_prediction_confidence_count") == 4
+    assert value("inference_prediction_confidence_bucket", {"le": "0.5"}) == 1
+    assert value("inference_prediction_confidence_sum") == pytest.approx(0.91 * 2 + 0.4 + 0.55)
+
+
+def test_http_metrics_by_route_template_and_status(
+    make_app: AppFactory, registry: CollectorRegistry
+) -> None:
+    app, _ = make_app()
+    with TestClient(app) as client:
+        for _ in range(3):
+            assert client.post("/predict", json=body()).status_code == 200
+        assert client.post("/predict", json={"instances": [[0.1, 0.2]]}).status_code == 400
+        assert client.get("/items/3").status_code == 200
+        assert client.get("/items/4").status_code == 200
+        assert client.get("/healthz").status_code == 200
+        scrape = client.get("/metrics")
+        assert scrape.status_code == 200
+        assert scrape.headers["content-type"].startswith("text/plain")
+    value = registry.get_sample_value
+    assert value("inference_http_requests_total", {**PREDICT, "status": "200"}) == 3
+    assert value("inference_http_requests_total", {**PREDICT, "status": "400"}) == 1
+    items = {"route": "/items/{item_id}", "method": "GET", "status": "200"}
+    assert value("inference_http_requests_total", items) == 2
+    assert value("inference_http_request_duration_seconds_count", {"route": "/predict"}) == 4
+    assert value("inference_http_requests_in_flight") == 0
+    routes = {
+        s.labels["route"]
+        for family in registry.collect()
+        for s in family.samples
+        if s.name == "inference_http_requests_total"
+    }
+    assert routes == {"/predict", "/items/{item_id}", "/healthz"}  # no raw path, no /metrics
+    families = {f.name for f in text_string_to_metric_families(scrape.text)}
+    assert {"inference_http_requests", "inference_model_info", "inference_drift_psi"} <= families
+
+
+def test_batch_quality_and_drift_metrics_after_known_traffic(
+    make_app: AppFactory, registry: CollectorRegistry, metadata: Metadata
+) -> None:
+    app, _ = make_app()
+    with TestClient(app) as client:
+        for _ in range(5):
+            assert client.post("/predict", json=body(rows=2)).status_code == 200
+        client.get("/metrics")
+    value = registry.get_sample_value
+    assert value("inference_batch_size_rows_count") == 5
+    assert value("inference_batch_size_rows_sum") == 10
+    assert value("inference_batch_requests_sum") == 5
+    assert value("inference_queue_wait_seconds_count") == 5
+    assert value("inference_batch_inference_seconds_count") == 5
+    assert value("inference_prediction_confidence_count") == 10
+    predicted = sum(value("inference_predictions_total", {"label": str(i)}) or 0 for i in range(10))
+    assert predicted == 10
+    assert value("inference_queue_depth_rows") == 0
+    assert value("inference_drift_window_images") == 10
+    mean = value("inference_drift_window_mean", {"feature": "mean_intensity"})
+    assert mean == pytest.approx(0.1)
+    sha = metadata.files["model.onnx"].sha256
+    info = {"name": "mnist", "version": "1", "variant": "fp32", "sha256": sha}
+    assert value("inference_model_info", info) == 1
+    assert (value("inference_process_resident_memory_bytes") or 0) > 10_000_000
+    assert (value("inference_process_cpu_seconds") or 0) > 0
+
+
+def test_rejections_by_reason_and_queue_depth(
+    predict: Callable[[Array], Array], registry: CollectorRegistry
+) -> None:
+    metrics = ServingMetrics(registry, [str(i) for i in range(10)])
+    observer = TelemetryObserver(
+        metrics=metrics, drift=None, tracer=None, low_confidence_threshold=0.5
+    )
+    depth_while_computing: list[float | None] = []
+
+    def slow_predict(batch: Array) -> Array:
+        time.sleep(0.05)
+        return predict(batch)
+
+    async def scenario() -> None:
+        batcher = Batcher(
+            slow_predict,
+            max_batch_size=64,
+            max_batch_delay_ms=0,
+            max_queue_size=8,
+            observer=observer,
+        )
+        observer.watch_queue(lambda: batcher.queued_rows)
+        await batcher.start()
+        pixels = np.full((2, 784), 0.1, np.float32)
+        soon = time.monotonic() + 5
+        first = asyncio.create_task(batcher.submit(pixels, soon))
+        await asyncio.sleep(0.01)  # computing: the next ones queue
+        queued = [asyncio.create_task(batcher.submit(pixels, soon)) for _ in range(3)]
+        await asyncio.sleep(0)
+        depth_while_computing.append(registry.get_sample_value("inference_queue_depth_rows"))
+        with pytest.raises(QueueFullError):
+            await batcher.submit(np.full((3, 784), 0.1, np.float32), soon)
+        with pytest.raises(DeadlineExceededError):
+            await batcher.submit(pixels, time.monotonic() - 1)
+        await asyncio.gather(first, *queued)
+        batcher.begin_drain()
+        with pytest.raises(DrainingError):
+            await batcher.submit(pixels, soon)
+        await batcher.stop()
+
+    asyncio.run(scenario())
+    value = registry.get_sample_value
+    assert depth_while_computing == [6]
+    assert value("inference_queue_depth_rows") == 0
+    assert value("inference_rejected_requests_total", {"reason": "queue_full"}) == 1
+    assert value("inference_rejected_requests_total", {"reason": "deadline"}) == 1
+    assert value("inference_rejected_requests_total", {"reason": "draining"}) == 1
+    assert value("inference_batch_size_rows_sum") == 8
+    assert value("inference_batch_requests_sum") == 4
+
+
+def test_metrics_off_means_no_route_and_no_middleware(
+    make_app: AppFactory, registry: CollectorRegistry
+) -> None:
+    app, plugin = make_app(metrics_enabled=False)
+    assert plugin.metrics is None
+    with TestClient(app) as client:
+        assert client.post("/predict", json=body()).status_code == 200
+        assert client.get("/metrics").status_code == 404
+    assert list(registry.collect()) == []

@@ -1,0 +1,198 @@
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from litestar.testing import TestClient
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+    OTLPSpanExporter as GrpcExporter,
+)
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+    OTLPSpanExporter as HttpExporter,
+)
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from serving.batching.queue import Batcher
+from serving.observability.observer import TelemetryObserver
+from serving.observability.tracing import (
+    BatchTracer,
+    build_tracer_provider,
+    otlp_exporter,
+    resolve_protocol,
+)
+
+from .conftest import AppFactory
+
+Array = npt.NDArray[np.float32]
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT_ID = "00f067aa0ba902b7"
+
+
+def by_name(spans: tuple[ReadableSpan, ...], name: str) -> list[ReadableSpan]:
+    return [s for s in spans if s.name == name]
+
+
+def one_instance_body(rows: int = 1) -> dict[str, list[list[float]]]:
+    return {"instances": [[0.1] * 784 for _ in range(rows)]}
+
+
+def test_request_gets_server_queue_wait_and_batch_spans(
+    make_app: AppFactory, exporter: InMemorySpanExporter
+) -> None:
+    app, _ = make_app(tracing_enabled=True, trace_sample_ratio=1.0)
+    with TestClient(app) as client:
+        assert client.post("/predict", json=one_instance_body(rows=2)).status_code == 200
+    spans = exporter.get_finished_spans()
+    # Only these three: the per-message "http send"/"http receive" spans are switched off.
+    assert sorted(s.name for s in spans) == ["POST /predict", "inference batch", "queue wait"]
+    (server,) = by_name(spans, "POST /predict")
+    (wait,) = by_name(spans, "queue wait")
+    (batch,) = by_name(spans, "inference batch")
+    assert wait.parent is not None and wait.parent.span_id == server.context.span_id
+    assert wait.context.trace_id == server.context.trace_id
+    assert batch.attributes is not None and wait.attributes is not None
+    assert wait.attributes["batch.id"] == batch.attributes["batch.id"]
+    assert batch.attributes["batch.size"] == 2
+    assert batch.attributes["batch.requests"] == 1
+    assert batch.attributes["model.name"] == "mnist"
+    assert batch.attributes["model.version"] == "1"
+    assert float(str(batch.attributes["batch.compute_ms"])) > 0
+    assert [link.context.span_id for link in batch.links] == [server.context.span_id]
+    assert server.resource.attributes["service.name"] == "mnist-inference"
+    assert server.resource.attributes["service.version"]
+
+
+def test_batch_span_links_every_request_in_the_batch(
+    predict: Callable[[Array], Array], exporter: InMemorySpanExporter
+) -> None:
+    provider = build_tracer_provider(
+        service_name="t",
+        service_version="0",
+        sample_ratio=1.0,
+        processor=SimpleSpanProcessor(exporter),
+    )
+    tracer = provider.get_tracer("test")
+    observer = TelemetryObserver(
+        metrics=None,
+        drift=None,
+        tracer=BatchTracer(tracer, "mnist", "1"),
+        low_confidence_threshold=0.5,
+    )
+
+    def slow_predict(batch: Array) -> Array:
+        time.sleep(0.05)  # the first batch computes while the other requests queue up
+        return predict(batch)
+
+    async def scenario() -> None:
+        batcher = Batcher(
+            slow_predict,
+            max_batch_size=64,
+            max_batch_delay_ms=0,
+            max_queue_size=256,
+            observer=observer,
+        )
+        await batcher.start()
+
+        async def request(i: int) -> None:
+            with tracer.start_as_current_span(f"server {i}"):
+                await batcher.submit(np.full((1, 784), 0.1, np.float32), time.monotonic() + 5)
+
+        first = asyncio.create_task(request(0))
+        await asyncio.sleep(0.01)  # request 0 is computing now
+        await asyncio.gather(first, *(request(i) for i in range(1, 5)))
+        await batcher.stop()
+
+    asyncio.run(scenario())
+    spans = exporter.get_finished_spans()
+    servers = {s.name: s for s in spans if s.name.startswith("server ")}
+    batches = {
+        s.attributes["batch.id"]: s for s in by_name(spans, "inference batch") if s.attributes
+    }
+    assert len(batches) == 2
+    second = max(batches.values(), key=lambda s: len(s.links))
+    assert second.attributes is not None
+    assert second.attributes["batch.requests"] == 4
+    assert second.attributes["batch.size"] == 4
+    linked = {link.context.span_id for link in second.links}
+    assert linked == {servers[f"server {i}"].context.span_id for i in range(1, 5)}
+    # The batch span lives in the trace of the first linked request, so it is always sampled
+    # together with it.
+    assert second.context.trace_id in {servers[f"server {i}"].context.trace_id for i in range(5)}
+    waits = by_name(spans, "queue wait")
+    assert len(waits) == 5
+    for wait in waits:
+        assert wait.parent is not None and wait.attributes is not None
+        server = next(s for s in servers.values() if s.context.span_id == wait.parent.span_id)
+        batch = batches[wait.attributes["batch.id"]]
+        assert server.context.span_id in {link.context.span_id for link in batch.links}
+
+
+def test_caller_traceparent_is_honoured(
+    make_app: AppFactory, exporter: InMemorySpanExporter
+) -> None:
+    app, _ = make_app(tracing_enabled=True, trace_sample_ratio=0.0)
+    with TestClient(app) as client:
+        response = client.post(
+            "/predict",
+            json=one_instance_body(),
+            headers={"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01"},
+        )
+        assert response.status_code == 200
+    spans = exporter.get_finished_spans()
+    # Sampled by the caller although our own ratio is 0: the sampler is parent-based.
+    assert sorted(s.name for s in spans) == ["POST /predict", "inference batch", "queue wait"]
+    assert {f"{s.context.trace_id:032x}" for s in spans} == {TRACE_ID}
+    (server,) = by_name(spans, "POST /predict")
+    assert server.parent is not None and f"{server.parent.span_id:016x}" == PARENT_ID
+
+
+@pytest.mark.parametrize("traceparent", [None, f"00-{TRACE_ID}-{PARENT_ID}-00"])
+def test_unsampled_requests_make_no_spans(
+    make_app: AppFactory, exporter: InMemorySpanExporter, traceparent: str | None
+) -> None:
+    app, _ = make_app(tracing_enabled=True, trace_sample_ratio=0.0)
+    headers = {"traceparent": traceparent} if traceparent else {}
+    with TestClient(app) as client:
+        for _ in range(5):
+            response = client.post("/predict", json=one_instance_body(), headers=headers)
+            assert response.status_code == 200
+    assert exporter.get_finished_spans() == ()
+
+
+def test_health_and_metrics_routes_are_not_traced(
+    make_app: AppFactory, exporter: InMemorySpanExporter
+) -> None:
+    app, _ = make_app(tracing_enabled=True, trace_sample_ratio=1.0)
+    with TestClient(app) as client:
+        assert client.get("/healthz").status_code == 200
+        assert client.get("/metrics").status_code == 200
+        assert client.get("/items/3").status_code == 200
+    assert [s.name for s in exporter.get_finished_spans()] == ["GET /items/3"]
+
+
+def test_tracing_off_adds_no_middleware_and_no_spans(
+    make_app: AppFactory, exporter: InMemorySpanExporter
+) -> None:
+    app, plugin = make_app(tracing_enabled=False)
+    assert plugin.tracer_provider is None
+    assert plugin.observer.tracer is None
+    with pytest.raises(KeyError):
+        app.plugins.get("OpenTelemetryPlugin")
+    with TestClient(app) as client:
+        assert client.post("/predict", json=one_instance_body()).status_code == 200
+    assert exporter.get_finished_spans() == ()
+
+
+def test_protocol_selection(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert resolve_protocol(None) == "grpc"
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+    assert resolve_protocol(None) == "http/protobuf"
+    assert resolve_protocol("grpc") == "grpc"
+    assert isinstance(otlp_exporter("grpc"), GrpcExporter)
+    assert isinstance(otlp_exporter("http/protobuf"), HttpExporter)
