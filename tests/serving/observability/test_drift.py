@@ -1,0 +1,95 @@
+"""Drift on real data: genuine MNIST test digits against statistics of the genuine train set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from prometheus_client import CollectorRegistry
+
+from model_repository.features import PSI_ALERT, PSI_WARN, training_stats
+from model_repository.metadata import TrainingStats
+from serving.observability.drift import DriftMonitor
+from training.idx import TRAIN_IMAGES, load_test_digits, read_idx
+
+WINDOW = 1000
+Pixels = npt.NDArray[np.float64]
+
+
+@pytest.fixture(scope="module")
+def train_stats(mnist_dir: Path) -> TrainingStats:
+    images = read_idx(mnist_dir / TRAIN_IMAGES)
+    return training_stats(images.reshape(len(images), -1) / 255.0)
+
+
+@pytest.fixture(scope="module")
+def test_digits(mnist_dir: Path) -> Pixels:
+    images, _ = load_test_digits(mnist_dir)
+    return images.reshape(len(images), -1) / 255.0
+
+
+def fill(monitor: DriftMonitor, pixels: Pixels, batch: int = 37) -> None:
+    for start in range(0, len(pixels), batch):
+        monitor.update(pixels[start : start + batch])
+
+
+def test_genuine_test_digits_do_not_drift(train_stats: TrainingStats, test_digits: Pixels) -> None:
+    monitor = DriftMonitor(train_stats, WINDOW)
+    fill(monitor, test_digits[:WINDOW])
+    report = monitor.report()
+    assert report.window_images == WINDOW
+    assert report.max_psi < PSI_WARN, report.psi
+    # The window summary is the mean of the features over exactly the images added.
+    assert report.window_mean["mean_intensity"] == pytest.approx(test_digits[:WINDOW].mean())
+
+
+def test_window_slides_over_the_most_recent_images(
+    train_stats: TrainingStats, test_digits: Pixels
+) -> None:
+    monitor = DriftMonitor(train_stats, WINDOW)
+    fill(monitor, 1.0 - test_digits[:WINDOW])  # drifted traffic first...
+    assert monitor.report().max_psi > PSI_ALERT
+    fill(monitor, test_digits[WINDOW : 2 * WINDOW])  # ...then a full window of genuine digits
+    report = monitor.report()
+    assert report.window_images == WINDOW
+    assert report.max_psi < PSI_WARN, report.psi
+    expected = test_digits[WINDOW : 2 * WINDOW].mean()
+    assert report.window_mean["mean_intensity"] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("kind", ["inverted", "uniform noise"])
+def test_non_mnist_inputs_raise_an_alert(
+    train_stats: TrainingStats, test_digits: Pixels, kind: str
+) -> None:
+    if kind == "inverted":
+        pixels = 1.0 - test_digits[:WINDOW]
+    else:
+        pixels = np.random.default_rng(0).random((WINDOW, 784))
+    monitor = DriftMonitor(train_stats, WINDOW)
+    fill(monitor, pixels)
+    report = monitor.report()
+    assert report.psi["mean_intensity"] > PSI_ALERT, report.psi
+    assert report.psi["ink_fraction"] > PSI_ALERT, report.psi
+
+
+def test_gauges_publish_the_report(train_stats: TrainingStats, test_digits: Pixels) -> None:
+    registry = CollectorRegistry()
+    now = [0.0]
+    monitor = DriftMonitor(
+        train_stats, WINDOW, registry=registry, refresh_seconds=10.0, clock=lambda: now[0]
+    )
+    value = registry.get_sample_value
+    monitor.update(test_digits[:10])  # first update publishes at once
+    assert value("inference_drift_window_images") == 10
+    monitor.update(1.0 - test_digits[:500])  # within refresh_seconds: gauges unchanged
+    assert value("inference_drift_window_images") == 10
+    now[0] = 11.0
+    monitor.update(1.0 - test_digits[500:600])
+    report = monitor.report()
+    assert value("inference_drift_window_images") == 610
+    for feature, score in report.psi.items():
+        assert value("inference_drift_psi", {"feature": feature}) == pytest.approx(score)
+    assert value("inference_drift_psi_max") == pytest.approx(report.max_psi)
+    assert (value("inference_drift_psi_max") or 0) > PSI_ALERT
