@@ -1,0 +1,188 @@
+"""``python -m benchmarks --models models [--quick]``: floor, HTTP ceiling, service configurations.
+
+On loopback, the server under test is pinned to core 0 and the load generator (wrk) to core 1.
+Writes ``benchmarks/results/<date>.md`` and ``<date>.png`` and prints the target ratios.
+Bounded: about 5 minutes (``--quick``: about 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchmarks import floor, wrk
+from benchmarks.report import Point, markdown, plot, ratios
+from benchmarks.servers import Server, free_port, pinned
+from loadtest.data import binary_body, json_body, load_digits, mnist_dir
+from model_repository.layout import resolve
+
+SERVER_CPU = 0
+LOAD_CPU = 1
+OTLP_GRPC_PORT = 4317  # otelsink listens here (fixed by oteltest)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    name: str
+    ceiling: bool = False
+    binary: bool = False
+    env: dict[str, str] = field(default_factory=dict)
+
+
+OFF = {"SERVING_TRACING_ENABLED": "false", "SERVING_METRICS_ENABLED": "false"}
+CONFIGS = [
+    Config("ceiling (hello world)", ceiling=True),
+    Config("service unbatched fp32", env={**OFF, "SERVING_MAX_BATCH_SIZE": "1"}),
+    Config("service batched fp32", env={**OFF, "SERVING_MODEL_VARIANT": "fp32"}),
+    Config("service batched int8", env={**OFF, "SERVING_MODEL_VARIANT": "int8"}),
+    Config("service batched fp32 binary", binary=True, env={**OFF}),
+    Config(
+        "service batched fp32 + tracing + metrics",
+        env={"SERVING_TRACING_ENABLED": "true", "SERVING_METRICS_ENABLED": "true"},
+    ),
+]
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def start_otlp_sink(log: Path) -> tuple[subprocess.Popen[bytes] | None, str, str]:
+    """A real OTLP/gRPC receiver (oteltest's ``otelsink``) on core 1, else a closed port."""
+    sink = shutil.which("otelsink") or str(Path(sys.executable).parent / "otelsink")
+    if Path(sink).exists() and not _listening(OTLP_GRPC_PORT):
+        with log.open("ab") as out:
+            proc = subprocess.Popen(pinned([sink], LOAD_CPU), stdout=out, stderr=out)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and proc.poll() is None:
+            if _listening(OTLP_GRPC_PORT):
+                return (
+                    proc,
+                    f"http://127.0.0.1:{OTLP_GRPC_PORT}",
+                    "otelsink (oteltest, OTLP/gRPC, pinned to core 1)",
+                )
+            time.sleep(0.1)
+        proc.terminate()
+        proc.wait()
+    closed = free_port()
+    return None, f"http://127.0.0.1:{closed}", f"closed port {closed} (otelsink unavailable)"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
+    parser.add_argument("--models", type=Path, default=Path("models"))
+    parser.add_argument("--model-name", default="mnist")
+    parser.add_argument("--quick", action="store_true", help="~1 minute: c=1 and c=32, 3 s each")
+    parser.add_argument("--seconds", type=float, help="per measured point (default 8, quick 3)")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--mnist-dir", default=None)
+    parser.add_argument("--only", default="", help="run configurations whose name has this text")
+    args = parser.parse_args()
+
+    if not wrk.available():
+        print("wrk not found: apt-get install wrk (see docs/readme/loadtest.md)", file=sys.stderr)
+        return 2
+    version = resolve(args.models, args.model_name)
+    seconds = args.seconds or (3.0 if args.quick else 8.0)
+    concurrencies = (1, 32) if args.quick else (1, 8, 32, 64)
+    started = time.monotonic()
+
+    images, _labels = load_digits(mnist_dir(args.mnist_dir), 500)
+    print(f"floor: onnxruntime in-process, model {version.path}", flush=True)
+    floor_points = []
+    for variant in ("fp32", "int8"):
+        floor_points += floor.measure(
+            variant,
+            version.model_file(variant),
+            images.reshape(len(images), -1),
+            (1, 8, 32, 128),
+            0.3 if args.quick else 1.0,
+        )
+    for f in floor_points:
+        print(f"  {f.variant} b{f.batch}: {f.per_sample_us:.2f} µs/sample", flush=True)
+
+    work = Path(tempfile.mkdtemp(prefix="bench-"))
+    json_file = wrk.write_bodies([json_body(img[None]) for img in images], work / "json.bodies")
+    bin_file = wrk.write_bodies([binary_body(img[None]) for img in images], work / "binary.bodies")
+    sink_log = work / "otelsink.log"
+    sink, endpoint, sink_desc = start_otlp_sink(sink_log)
+    points: list[Point] = []
+    try:
+        for config in [c for c in CONFIGS if args.only in c.name]:
+            port = free_port()
+            if config.ceiling:
+                server_args = ["-m", "benchmarks.ceiling", "--port", str(port)]
+            else:
+                server_args = ["-m", "serving", "--port", str(port),
+                               "--model-repository", str(args.models)]  # fmt: skip
+            env = {
+                "SERVING_HOST": "127.0.0.1",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+                **config.env,
+            }
+            bodies = bin_file if config.binary else json_file
+            ctype = "application/octet-stream" if config.binary else "application/json"
+            with Server(server_args, env, port, SERVER_CPU, work / "server.log") as server:
+                wrk.run(server.url, bodies, ctype, 8, 2.0, LOAD_CPU)  # warm-up, not recorded
+                for concurrency in concurrencies:
+                    cpu_before = server.cpu_seconds()
+                    load = wrk.run(server.url, bodies, ctype, concurrency, seconds, LOAD_CPU)
+                    point = Point(config.name, concurrency, load, server.cpu_seconds() - cpu_before)
+                    points.append(point)
+                    print(
+                        f"  {config.name:<42} c={concurrency:<3} rps={load.rps:8.0f} "
+                        f"p50={load.p50_ms:.3f} p95={load.p95_ms:.3f} p99={load.p99_ms:.3f} ms "
+                        f"cpu/req={point.cpu_us_per_request:.0f} µs errors={load.errors} "
+                        f"(server {point.server_cpu_pct:.0f}% "
+                        f"/ wrk {point.generator_cpu_pct:.0f}%)",
+                        flush=True,
+                    )
+    finally:
+        if sink is not None:
+            sink.terminate()
+            sink.wait()
+    shutil.rmtree(work, ignore_errors=True)
+
+    found = ratios(points)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = dt.date.today().isoformat() + ("-quick" if args.quick else "")
+    plot_path = args.out / f"{stem}.png"
+    plot(points, plot_path)
+    cpu_model = next(
+        (ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+         if ln.startswith("model name")), platform.processor())  # fmt: skip
+    header = "\n".join([
+        f"# Benchmark {stem}",
+        "",
+        f"- Command: `python -m benchmarks --models {args.models}"
+        f"{' --quick' if args.quick else ''}`; {seconds:g} s per point after a 2 s warm-up per "
+        f"configuration; total {time.monotonic() - started:.0f} s.",
+        f"- Machine: {os.cpu_count()} cores, {cpu_model}; Python {platform.python_version()}.",
+        f"- Model: {version.path} (one MNIST test digit per request, 500 digits cycled).",
+        "- Server pinned to core 0 (taskset), wrk 4.1 (1 thread, c connections) pinned to core 1; "
+        "loopback. Server CPU = utime+stime of the server process over the measured window.",
+        "- 'batched' = the service's default batching settings; 'unbatched' = "
+        "SERVING_MAX_BATCH_SIZE=1. Tracing and metrics are off except in the '+ tracing + "
+        f"metrics' row (default sample ratio), which exports to {sink_desc}.",
+    ])  # fmt: skip
+    text = markdown(points, floor_points, found, header, plot_path.name)
+    results = args.out / f"{stem}.md"
+    results.write_text(text)
+    print(f"\nwrote {results} and {plot_path}")
+    print("\n".join(r.line() for r in found))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,206 @@
+"""The results file (markdown table), the latency-throughput plot and the target ratios."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks.floor import FloorPoint
+from benchmarks.wrk import LoadResult
+
+P95_BUDGET_MS = 20.0
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    config: str
+    concurrency: int
+    load: LoadResult
+    server_cpu_s: float
+
+    @property
+    def cpu_us_per_request(self) -> float:
+        return self.server_cpu_s / self.load.requests * 1e6 if self.load.requests else 0.0
+
+    @property
+    def generator_cpu_pct(self) -> float:
+        return 100 * self.load.generator_cpu_s / self.load.seconds if self.load.seconds else 0.0
+
+    @property
+    def server_cpu_pct(self) -> float:
+        return 100 * self.server_cpu_s / self.load.seconds if self.load.seconds else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Ratio:
+    name: str
+    value: float | None
+    target: str
+    met: bool | None
+    detail: str
+
+    def line(self) -> str:
+        verdict = {True: "MET", False: "NOT MET", None: "N/A"}[self.met]
+        value = "n/a" if self.value is None else f"{self.value:.2f}"
+        return f"- {self.name}: {value} (target {self.target}) -> {verdict}; {self.detail}"
+
+
+def _of(points: Sequence[Point], config: str) -> list[Point]:
+    return [p for p in points if p.config == config]
+
+
+def _at(points: Sequence[Point], config: str, concurrency: int) -> Point | None:
+    return next((p for p in _of(points, config) if p.concurrency == concurrency), None)
+
+
+def _peak(points: Sequence[Point], config: str, budget_ms: float | None = None) -> Point | None:
+    ok = [
+        p
+        for p in _of(points, config)
+        if p.load.errors == 0 and (budget_ms is None or p.load.p95_ms <= budget_ms)
+    ]
+    return max(ok, key=lambda p: p.load.rps, default=None)
+
+
+def ratios(points: Sequence[Point]) -> list[Ratio]:
+    out = []
+    batched = _peak(points, "service batched fp32", P95_BUDGET_MS)
+    unbatched = _peak(points, "service unbatched fp32", P95_BUDGET_MS)
+    if batched and unbatched:
+        value = batched.load.rps / unbatched.load.rps
+        out.append(
+            Ratio(
+                "batched / unbatched throughput at p95 <= 20 ms",
+                value,
+                ">= 2",
+                value >= 2,
+                f"{batched.load.rps:.0f} rps (c={batched.concurrency}) vs "
+                f"{unbatched.load.rps:.0f} rps (c={unbatched.concurrency})",
+            )
+        )
+    ceiling_peak = _peak(points, "ceiling (hello world)")
+    if batched and ceiling_peak:
+        service = batched.cpu_us_per_request
+        ceiling = ceiling_peak.cpu_us_per_request
+        value = service / ceiling
+        out.append(
+            Ratio(
+                "server CPU per request / ceiling",
+                value,
+                "<= 1.5",
+                value <= 1.5,
+                f"{service:.0f} µs (batched fp32, c={batched.concurrency}) vs "
+                f"{ceiling:.0f} µs (ceiling, c={ceiling_peak.concurrency}), "
+                "each at its peak-throughput point",
+            )
+        )
+    svc1 = _at(points, "service batched fp32", 1)
+    ceil1 = _at(points, "ceiling (hello world)", 1)
+    if svc1 and ceil1:
+        delta = svc1.load.p50_ms - ceil1.load.p50_ms
+        out.append(
+            Ratio(
+                "c=1 p50 minus ceiling p50 (ms)",
+                delta,
+                "<= 0.5 ms",
+                delta <= 0.5,
+                f"{svc1.load.p50_ms:.3f} ms vs {ceil1.load.p50_ms:.3f} ms",
+            )
+        )
+    obs = _peak(points, "service batched fp32 + tracing + metrics")
+    plain = _peak(points, "service batched fp32")
+    if obs and plain:
+        cost = 1 - obs.load.rps / plain.load.rps
+        out.append(
+            Ratio(
+                "tracing + metrics throughput cost",
+                cost,
+                "<= 0.10",
+                cost <= 0.10,
+                f"peak {obs.load.rps:.0f} rps on vs {plain.load.rps:.0f} rps off",
+            )
+        )
+    binary = _peak(points, "service batched fp32 binary")
+    if binary and plain:
+        value = binary.load.rps / plain.load.rps
+        out.append(
+            Ratio(
+                "binary / JSON throughput",
+                value,
+                ">= 1.5",
+                value >= 1.5,
+                f"peak {binary.load.rps:.0f} rps binary vs {plain.load.rps:.0f} rps JSON",
+            )
+        )
+    return out
+
+
+def markdown(
+    points: Sequence[Point],
+    floor: Sequence[FloorPoint],
+    found: Sequence[Ratio],
+    header: str,
+    plot_name: str,
+) -> str:
+    lines = [
+        header,
+        "",
+        "## onnxruntime in-process floor (intra_op=1, no spinning)",
+        "",
+        "| variant | batch | median run (µs) | per sample (µs) |",
+        "|---|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {f.variant} | {f.batch} | {f.median_batch_us:.1f} | {f.per_sample_us:.2f} |"
+        for f in floor
+    ]
+    lines += [
+        "",
+        "## HTTP, closed loop (wrk, 1 thread, c keep-alive connections)",
+        "",
+        "| configuration | concurrency | rps | p50 ms | p95 ms | p99 ms | "
+        "server CPU/request µs | server CPU % | wrk CPU % | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {p.config} | {p.concurrency} | {p.load.rps:.0f} | {p.load.p50_ms:.3f} | "
+        f"{p.load.p95_ms:.3f} | {p.load.p99_ms:.3f} | {p.cpu_us_per_request:.0f} | "
+        f"{p.server_cpu_pct:.0f} | {p.generator_cpu_pct:.0f} | {p.load.errors} |"
+        for p in points
+    ]
+    lines += ["", "## Targets", ""] + [r.line() for r in found]
+    lines += ["", f"![latency vs throughput]({plot_name})", ""]
+    return "\n".join(lines)
+
+
+def plot(points: Sequence[Point], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    for config in dict.fromkeys(p.config for p in points):
+        series = sorted(_of(points, config), key=lambda p: p.concurrency)
+        ax.plot(
+            [p.load.rps for p in series], [p.load.p95_ms for p in series], marker="o", label=config
+        )
+        for p in series:
+            ax.annotate(
+                f"c{p.concurrency}",
+                (p.load.rps, p.load.p95_ms),
+                fontsize=7,
+                textcoords="offset points",
+                xytext=(3, 3),
+            )
+    ax.axhline(P95_BUDGET_MS, color="grey", linestyle="--", linewidth=1, label="p95 20 ms")
+    ax.set_xlabel("throughput (requests/s)")
+    ax.set_ylabel("p95 latency (ms, log)")
+    ax.set_yscale("log")
+    ax.set_title("POST /v1/predict on one core (server core 0, wrk core 1)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
