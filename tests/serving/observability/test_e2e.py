@@ -1,0 +1,250 @@
+"""A real server process (the service app + ObservabilityPlugin, tiny real ONNX model) exporting
+spans over OTLP/gRPC to a real receiver (oteltest's GrpcSink), and scraped on /metrics."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from oteltest.sink import GrpcSink
+from oteltest.sink.handler import RequestHandler
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.tiny_model import write_model_version
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
+REPO = Path(__file__).resolve().parents[3]
+SERVER_SCRIPT = Path(__file__).with_name("observed_server.py")
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+REQUESTS = 24
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class SpanCollector(RequestHandler):  # type: ignore[misc]
+    """Keeps every span the sink receives, with its resource attributes."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.spans: list[dict[str, Any]] = []
+
+    def handle_trace(self, request: Any, headers: Any) -> None:
+        with self.lock:
+            for resource_spans in request.resource_spans:
+                resource = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+                for scope_spans in resource_spans.scope_spans:
+                    for span in scope_spans.spans:
+                        self.spans.append(
+                            {
+                                "name": span.name,
+                                "trace_id": span.trace_id.hex(),
+                                "span_id": span.span_id.hex(),
+                                "parent": span.parent_span_id.hex(),
+                                "links": [link.span_id.hex() for link in span.links],
+                                "attributes": {a.key: a.value for a in span.attributes},
+                                "resource": resource,
+                            }
+                        )
+
+    def handle_metrics(self, request: Any, headers: Any) -> None:
+        pass
+
+    def handle_logs(self, request: Any, headers: Any) -> None:
+        pass
+
+    def named(self, name: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [s for s in self.spans if s["name"] == name]
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen[str]
+    log: list[str] = field(default_factory=list)
+
+    def stop(self) -> tuple[int, str]:
+        self.process.send_signal(signal.SIGTERM)
+        _, stderr = self.process.communicate(timeout=30)
+        return self.process.returncode, stderr
+
+
+@pytest.fixture(scope="module")
+def model_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("models")
+    write_model_version(root)
+    return root
+
+
+def start_server(model_repository: Path, **env: str) -> Server:
+    port = free_port()
+    environment = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("SERVING_", "OTEL_"))},
+        "PYTHONPATH": str(REPO),
+        "SERVING_PORT": str(port),
+        "SERVING_MODEL_REPOSITORY": str(model_repository),
+        "SERVING_LOG_LEVEL": "warning",
+        **env,
+    }
+    process = subprocess.Popen(
+        [sys.executable, str(SERVER_SCRIPT)],
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited: {process.communicate()[1]}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return Server(url, process)
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("server did not become ready in 60 s")
+
+
+@pytest.fixture
+def sink() -> Iterator[tuple[SpanCollector, int]]:
+    collector = SpanCollector()
+    port = free_port()
+    grpc_sink = GrpcSink(collector, logging.getLogger("sink"), port=port)
+    grpc_sink.start()
+    yield collector, port
+    grpc_sink.stop()
+
+
+def digits(rows: int, seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    return (rng.random((rows, 784)) * 200).astype(np.uint8).tobytes()
+
+
+def predict(url: str, rows: int, seed: int, headers: dict[str, str] | None = None) -> float:
+    started = time.perf_counter()
+    response = httpx.post(
+        f"{url}/v1/predict",
+        content=digits(rows, seed),
+        headers={"content-type": "application/octet-stream", **(headers or {})},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    return time.perf_counter() - started
+
+
+def metric_values(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_spans_reach_a_real_otlp_receiver_and_metrics_count_the_traffic(
+    model_repository: Path, sink: tuple[SpanCollector, int]
+) -> None:
+    collector, port = sink
+    server = start_server(
+        model_repository,
+        SERVING_TRACING_ENABLED="true",
+        SERVING_TRACE_SAMPLE_RATIO="1.0",
+        SERVING_MAX_BATCH_DELAY_MS="5",
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{port}",
+        OTEL_EXPORTER_OTLP_INSECURE="true",
+        OTEL_BSP_SCHEDULE_DELAY="100",
+    )
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(lambda i: predict(server.url, 2, i), range(REQUESTS)))
+        predict(server.url, 1, 99, {"traceparent": f"00-{TRACE_ID}-00f067aa0ba902b7-01"})
+        assert httpx.get(f"{server.url}/healthz").status_code == 200
+        scrape = httpx.get(f"{server.url}/metrics")
+        assert scrape.status_code == 200
+    finally:
+        code, stderr = server.stop()
+    assert code == 0, stderr
+    assert "Traceback" not in stderr
+
+    values = metric_values(scrape.text)
+    ok = (("method", "POST"), ("route", "/v1/predict"), ("status", "200"))
+    assert values[("inference_http_requests_total", ok)] == REQUESTS + 1
+    assert values[("inference_batch_size_rows_sum", ())] == 2 * REQUESTS + 1
+    assert values[("inference_queue_wait_seconds_count", ())] == REQUESTS + 1
+    assert values[("inference_prediction_confidence_count", ())] == 2 * REQUESTS + 1
+    assert sum(v for (n, _), v in values.items() if n == "inference_predictions_total") == (
+        2 * REQUESTS + 1
+    )
+    assert values[("inference_drift_window_images", ())] == 2 * REQUESTS + 1
+    routes = {
+        dict(labels)["route"] for (n, labels) in values if n == "inference_http_requests_total"
+    }
+    assert "/metrics" not in routes
+
+    servers = collector.named("POST /v1/predict")
+    waits = collector.named("queue wait")
+    batches = collector.named("inference batch")
+    assert len(servers) == REQUESTS + 1
+    assert len(waits) == REQUESTS + 1
+    names = {s["name"] for s in collector.spans}
+    assert names == {"POST /v1/predict", "queue wait", "inference batch"}  # no probe/scrape spans
+    server_ids = {s["span_id"] for s in servers}
+    assert {w["parent"] for w in waits} == server_ids
+    linked = [link for b in batches for link in b["links"]]
+    assert sorted(linked) == sorted(server_ids)  # every request linked from exactly one batch
+    assert sum(b["attributes"]["batch.size"].int_value for b in batches) == 2 * REQUESTS + 1
+    assert sum(b["attributes"]["batch.requests"].int_value for b in batches) == REQUESTS + 1
+    assert {b["attributes"]["model.name"].string_value for b in batches} == {"mnist"}
+    batch_ids = {b["attributes"]["batch.id"].int_value for b in batches}
+    assert {w["attributes"]["batch.id"].int_value for w in waits} == batch_ids
+    assert any(len(b["links"]) > 1 for b in batches)  # concurrent requests were batched together
+    assert servers[0]["resource"]["service.name"] == "mnist-inference"
+    assert TRACE_ID in {s["trace_id"] for s in servers}
+
+
+def test_a_dead_collector_changes_nothing_for_clients(model_repository: Path) -> None:
+    dead = free_port()  # nothing listens there
+    server = start_server(
+        model_repository,
+        SERVING_TRACING_ENABLED="true",
+        SERVING_TRACE_SAMPLE_RATIO="1.0",
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{dead}",
+        OTEL_EXPORTER_OTLP_INSECURE="true",
+        OTEL_BSP_SCHEDULE_DELAY="50",
+    )
+    try:
+        durations = [predict(server.url, 1, i) for i in range(40)]
+        time.sleep(0.5)  # let the exporter fail a few times in the background
+        durations += [predict(server.url, 1, i) for i in range(40)]
+    finally:
+        started = time.monotonic()
+        code, stderr = server.stop()
+        shutdown = time.monotonic() - started
+    assert code == 0, stderr
+    assert "Traceback" not in stderr
+    # Exports run on the BatchSpanProcessor thread: a request never waits for one (an export
+    # attempt to a dead endpoint retries for up to 10 s), and shutdown flushes for at most 2 s.
+    assert max(durations) < 1.0, durations
+    assert shutdown < 10.0
