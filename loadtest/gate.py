@@ -80,6 +80,11 @@ def judge(result: RunResult, config: GateConfig) -> Verdict:
     return Verdict(passed=not reasons, reasons=tuple(reasons))
 
 
+def decide(result: RunResult, config: GateConfig, *, is_worker: bool) -> Verdict | None:
+    """The verdict, or None on a worker: its stats are a slice, the master judges the whole."""
+    return None if is_worker else judge(result, config)
+
+
 def summary_line(result: RunResult, verdict: Verdict, config: GateConfig) -> str:
     """The one line printed last by every run; stable ``key=value`` fields for grep and CI logs."""
     accuracy = "n/a" if result.accuracy is None else f"{result.accuracy:.4f}"

@@ -21,7 +21,7 @@ from locust.runners import MasterRunner, WorkerRunner
 
 from loadtest import percentiles
 from loadtest.data import Sample, build_samples, load_digits, mnist_dir
-from loadtest.gate import AccuracyCounter, GateConfig, RunResult, judge, summary_line
+from loadtest.gate import AccuracyCounter, GateConfig, RunResult, decide, summary_line
 from loadtest.schema import SchemaError, check_response
 from loadtest.shapes import SelectableShape, StepPlan
 
@@ -137,15 +137,17 @@ class _Outcome:
 
 def _gate(environment: Environment, **_: Any) -> None:
     """Decide the exit code. Workers never judge: their stats are per-report slices."""
-    if isinstance(environment.runner, WorkerRunner) or environment.parsed_options is None:
-        return
     options = environment.parsed_options
+    if options is None:
+        return
     config = GateConfig(options.p95_budget_ms, options.max_error_rate)
+    result = _result(environment)
+    verdict = decide(result, config, is_worker=isinstance(environment.runner, WorkerRunner))
+    if verdict is None:
+        return
     plan = getattr(environment.shape_class, "plan", None)
     if isinstance(plan, StepPlan):
         print(plan.report(config.p95_budget_ms, config.max_error_rate), flush=True)
-    result = _result(environment)
-    verdict = judge(result, config)
     environment.process_exit_code = verdict.exit_code
     _Outcome.line = summary_line(result, verdict, config)
 
