@@ -7,7 +7,7 @@ Design (see docs/readme/serving.md, "Batching policy"):
   everything queued (up to ``max_batch_size`` rows, at least one request), so a request reaching
   an idle service is computed at once, and under load the next batch forms for free while the
   previous one computes. ``max_batch_delay_ms`` only caps EXTRA waiting, applied when the
-  service is busy (the previous dispatch already found requests waiting) and the batch is not
+  service is busy (requests arrived while the previous batch computed) and the batch is not
   full: the batch is held open until its oldest request has waited that long.
 * Inference runs on a dedicated executor (one thread per concurrent batch): one thread hop per
   batch, never per request. onnxruntime releases the GIL, so the event loop keeps serving.
@@ -252,13 +252,13 @@ class Batcher:
         """Wait for work, hold the batch open if busy, take it. Never raises but CancelledError."""
         assert self._wakeup is not None
         try:
-            found_waiting = bool(self._queue)
-            while not self._queue:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-            if self._busy and self._max_delay > 0:
+            if not self._queue:
+                self._busy = False  # idle: the next request is dispatched the moment it arrives
+                while not self._queue:
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+            elif self._busy and self._max_delay > 0:
                 await self._hold_open()
-            self._busy = found_waiting
             return self._take()
         except asyncio.CancelledError:
             raise
@@ -327,6 +327,10 @@ class Batcher:
             for request in batch:
                 _fail(request, exc)
         finally:
+            # Busy = requests arrived while this batch computed. Checked before the waiting
+            # clients' tasks run, so a client that sends its next request only after getting
+            # its answer (sequential traffic) never counts as load and never waits.
+            self._busy = bool(self._queue)
             self._in_flight -= 1
             self._slots.release()
             self._update_idle()

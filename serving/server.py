@@ -1,0 +1,122 @@
+"""The HTTP server process: uvicorn (uvloop + httptools) with a draining shutdown.
+
+Why a ``uvicorn.Server`` subclass: plain uvicorn stops accepting and closes idle connections on
+the first SIGTERM. Here the first SIGTERM/SIGINT first DRAINS: ``/readyz`` and new predictions
+answer 503 (so a load balancer stops routing here) while every queued and in-flight request is
+computed and answered; then (bounded by ``drain_timeout_s``) uvicorn's normal graceful shutdown
+finishes open responses and runs the lifespan shutdown. A second signal forces exit.
+
+uvicorn was chosen over granian by measurement (docs/readme/serving.md): same predict
+throughput, less CPU per tiny request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import socket
+from collections.abc import Callable
+from types import FrameType
+
+import uvicorn
+from litestar import Litestar
+from uvicorn.supervisors import Multiprocess
+
+from serving.app import create_app
+from serving.lifecycle import Service
+from serving.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+AppFactory = Callable[[Settings], Litestar]
+
+
+class DrainingServer(uvicorn.Server):
+    """A uvicorn server whose app is built in-process (per worker) and that drains on SIGTERM."""
+
+    def __init__(
+        self, config: uvicorn.Config, settings: Settings, app_factory: AppFactory = create_app
+    ) -> None:
+        super().__init__(config)
+        self.settings = settings
+        self.app_factory = app_factory
+        self.service: Service | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._drain_task: asyncio.Task[None] | None = None
+        self._signalled = False
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        # Built here, not in the parent: with workers > 1 each process owns its model + batcher.
+        app = self.app_factory(self.settings)
+        self.service = app.state.service
+        self.config.app = app
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # Not calling super(): uvicorn would re-raise the signal after shutdown, which turns a
+        # clean drain into "killed by SIGTERM" (exit code -15) instead of 0.
+        if self._signalled or self._loop is None or self.service is None:
+            self.force_exit = self._signalled
+            self.should_exit = True
+            return
+        self._signalled = True
+        logger.info("signal %d: draining (a second signal forces exit)", sig)
+        self._loop.call_soon_threadsafe(self._start_drain)
+
+    def _start_drain(self) -> None:
+        assert self._loop is not None
+        self._drain_task = self._loop.create_task(self._drain(), name="drain")
+
+    async def _drain(self) -> None:
+        assert self.service is not None
+        await self.service.drain(self.settings.drain_timeout_s)
+        self.should_exit = True
+
+
+def uvicorn_config(settings: Settings) -> uvicorn.Config:
+    return uvicorn.Config(
+        # Placeholder: DrainingServer.serve() puts the real app object in before loading.
+        app="serving.app:create_app",
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        log_level=settings.log_level,
+        access_log=False,
+        workers=settings.workers,
+        timeout_graceful_shutdown=math.ceil(settings.drain_timeout_s),
+    )
+
+
+def run(settings: Settings, before_workers: Callable[[Settings], None] | None = None) -> None:
+    """Serve until a signal. ``before_workers`` runs in the parent before worker processes
+    are spawned (hook for observability: e.g. setting PROMETHEUS_MULTIPROC_DIR)."""
+    if settings.workers == 1:
+        DrainingServer(uvicorn_config(settings), settings).run()
+        return
+    # workers > 1: uvicorn 0.54's Multiprocess always runs a plain uvicorn.Server in each worker
+    # (no target hook), so each worker builds its app with the create_app factory from the
+    # environment. The resolved settings (flags included) are exported to SERVING_* first.
+    # Workers then shut down the uvicorn way: stop accepting, answer every in-flight request
+    # (queued ones included: the lifespan shutdown drains the batcher), exit.
+    # TODO(observability): Prometheus multiprocess mode needs PROMETHEUS_MULTIPROC_DIR in the
+    # environment before the workers spawn; pass it in through ``before_workers``.
+    export_to_environment(settings)
+    if before_workers is not None:
+        before_workers(settings)
+    config = uvicorn_config(settings)
+    config.app = "serving.app:create_app"
+    config.factory = True
+    sock = config.bind_socket()
+    Multiprocess(config, sockets=[sock]).run()
+
+
+def export_to_environment(settings: Settings) -> None:
+    """Write every set field as SERVING_<NAME> so spawned workers read the same settings."""
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            os.environ[f"SERVING_{name.upper()}"] = str(value)

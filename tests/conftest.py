@@ -1,0 +1,62 @@
+"""Shared fixtures: a clean environment, a tiny real model repository, a real server process."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import pytest
+
+from tests.support.server import RunningServer, free_port, serving_process
+from tests.support.tiny_model import write_model_version
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No SERVING_*/OTEL_*/PROMETHEUS_MULTIPROC_DIR from the developer's shell leaks in."""
+    for key in list(os.environ):
+        if key.startswith(("SERVING_", "OTEL_")) or key in ("PROMETHEUS_MULTIPROC_DIR", "PORT"):
+            monkeypatch.delenv(key)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model repository holding ``mnist`` version 1 (fp32 + int8) built with onnx.helper."""
+    root = tmp_path_factory.mktemp("model-repository")
+    write_model_version(root, "mnist", 1)
+    return root
+
+
+@pytest.fixture(scope="session")
+def poison_model_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Like ``tiny_model_repository``, but onnxruntime raises on a row whose pixel 0 is 1.0."""
+    root = tmp_path_factory.mktemp("poison-repository")
+    write_model_version(root, "mnist", 1, poison=True)
+    return root
+
+
+@pytest.fixture
+def loopback_port() -> int:
+    return free_port()
+
+
+ServerStarter = Callable[..., AbstractContextManager[RunningServer]]
+
+
+@pytest.fixture
+def serving_server(tmp_path: Path) -> Iterator[ServerStarter]:
+    """``with serving_server({"SERVING_MODEL_REPOSITORY": ...}) as server:`` -> base_url, process.
+
+    Starts ``python -m serving`` on 127.0.0.1 (free port unless SERVING_PORT is given) and waits
+    for /readyz; stops it on exit. Output goes to ``tmp_path/server-<n>.log``.
+    """
+    count = 0
+
+    def start(env: dict[str, str], **kwargs: object) -> AbstractContextManager[RunningServer]:
+        nonlocal count
+        count += 1
+        return serving_process(env, tmp_path / f"server-{count}.log", **kwargs)  # type: ignore[arg-type]
+
+    yield start

@@ -1,0 +1,287 @@
+"""The Batcher through its public API, with a fake model function where timing or failure must
+be controlled (a legitimate double for the unit: the real model is covered in the API tests)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from serving.batching import (
+    Batcher,
+    DeadlineExceededError,
+    DrainingError,
+    InferenceError,
+    QueueFullError,
+)
+
+Array = npt.NDArray[np.float32]
+T = TypeVar("T")
+FEATURES = 4
+POISON = -1.0
+
+
+class FakeModel:
+    """Row-wise function (rows * 2) that records every batch; can be gated or poisoned."""
+
+    def __init__(self) -> None:
+        self.batches: list[Array] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+
+    def __call__(self, batch: Array) -> Array:
+        self.entered.set()
+        self.gate.wait(timeout=10)
+        if (batch == POISON).any():
+            raise RuntimeError("poisoned row")
+        self.batches.append(batch.copy())
+        return batch * 2
+
+    @property
+    def computed_rows(self) -> list[float]:
+        return [float(v) for b in self.batches for v in b[:, 0]]
+
+
+def rows(*values: float) -> Array:
+    return np.repeat(np.array(values, dtype=np.float32)[:, None], FEATURES, axis=1)
+
+
+def run(main: Callable[[], Awaitable[T]]) -> T:
+    return asyncio.run(asyncio.wait_for(main(), timeout=20))  # type: ignore[arg-type]
+
+
+def later(seconds: float = 5.0) -> float:
+    return time.monotonic() + seconds
+
+
+def make(model: FakeModel, **overrides: float) -> Batcher:
+    options: dict[str, float] = {
+        "max_batch_size": 8,
+        "max_batch_delay_ms": 1.0,
+        "max_queue_size": 64,
+    }
+    options.update(overrides)
+    return Batcher(
+        model,
+        max_batch_size=int(options["max_batch_size"]),
+        max_batch_delay_ms=options["max_batch_delay_ms"],
+        max_queue_size=int(options["max_queue_size"]),
+    )
+
+
+async def wait_until(condition: Callable[[], bool]) -> None:
+    while not condition():
+        await asyncio.sleep(0.001)
+
+
+def test_results_come_back_in_order_and_split_per_request() -> None:
+    model = FakeModel()
+
+    async def main() -> list[Array]:
+        batcher = make(model)
+        await batcher.start()
+        model.gate.clear()  # hold the first batch so the others queue up and merge
+        first = asyncio.create_task(batcher.submit(rows(0), later()))
+        await asyncio.to_thread(model.entered.wait, 5)
+        tasks = [
+            asyncio.create_task(batcher.submit(rows(*range(10 * i + 1, 10 * i + 1 + i)), later()))
+            for i in range(1, 4)
+        ]
+        await wait_until(lambda: batcher.queued_rows == 6)
+        model.gate.set()
+        results = await asyncio.gather(first, *tasks)
+        await batcher.stop()
+        return results
+
+    results = run(main)
+    assert [r[:, 0].tolist() for r in results] == [
+        [0.0],
+        [22.0],
+        [42.0, 44.0],
+        [62.0, 64.0, 66.0],
+    ]
+    assert [len(b) for b in model.batches] == [1, 6]  # the three queued requests formed ONE batch
+
+
+def test_batches_never_exceed_max_size_and_an_oversized_request_runs_alone() -> None:
+    model = FakeModel()
+
+    async def main() -> list[Array]:
+        batcher = make(model, max_batch_size=4)
+        await batcher.start()
+        model.gate.clear()
+        blocker = asyncio.create_task(batcher.submit(rows(0), later()))
+        await asyncio.to_thread(model.entered.wait, 5)
+        big = asyncio.create_task(batcher.submit(rows(*range(1, 11)), later()))  # 10 > 4
+        smalls = [asyncio.create_task(batcher.submit(rows(20 + i), later())) for i in range(6)]
+        await wait_until(lambda: batcher.queued_rows == 16)
+        model.gate.set()
+        results = await asyncio.gather(blocker, big, *smalls)
+        await batcher.stop()
+        return results
+
+    results = run(main)
+    assert results[1][:, 0].tolist() == [2.0 * v for v in range(1, 11)]
+    assert [r[0, 0] for r in results[2:]] == [2.0 * (20 + i) for i in range(6)]
+    sizes = [len(b) for b in model.batches]
+    assert sizes == [1, 10, 4, 2]  # the big request alone, then the smalls in batches of <= 4
+
+
+def test_a_lone_request_at_idle_does_not_wait_for_the_batch_delay() -> None:
+    model = FakeModel()
+
+    async def main() -> float:
+        batcher = make(model, max_batch_delay_ms=2000.0)  # a huge cap: waiting would show
+        await batcher.start()
+        started = time.monotonic()
+        for _ in range(5):
+            await batcher.submit(rows(1), later())
+        elapsed = time.monotonic() - started
+        await batcher.stop()
+        return elapsed
+
+    assert run(main) < 1.0  # five sequential requests, none held for the 2 s delay
+
+
+def test_queue_full_is_refused_at_once() -> None:
+    model = FakeModel()
+
+    async def main() -> None:
+        batcher = make(model, max_queue_size=4)
+        await batcher.start()
+        model.gate.clear()
+        blocker = asyncio.create_task(batcher.submit(rows(0), later()))
+        await asyncio.to_thread(model.entered.wait, 5)
+        queued = asyncio.create_task(batcher.submit(rows(1, 2, 3), later()))
+        await wait_until(lambda: batcher.queued_rows == 3)
+        with pytest.raises(QueueFullError):
+            await batcher.submit(rows(4, 5), later())  # 3 + 2 > 4 rows
+        model.gate.set()
+        assert (await queued)[:, 0].tolist() == [2.0, 4.0, 6.0]
+        await blocker
+        await batcher.stop()
+
+    run(main)
+    assert 4.0 not in model.computed_rows
+
+
+def test_a_request_past_its_deadline_is_answered_and_never_computed() -> None:
+    model = FakeModel()
+
+    async def main() -> None:
+        batcher = make(model)
+        await batcher.start()
+        model.gate.clear()
+        blocker = asyncio.create_task(batcher.submit(rows(0), later()))
+        await asyncio.to_thread(model.entered.wait, 5)
+        started = time.monotonic()
+        with pytest.raises(DeadlineExceededError):
+            await batcher.submit(rows(7), time.monotonic() + 0.05)
+        assert time.monotonic() - started < 1.0  # answered at its deadline, not after the batch
+        model.gate.set()
+        await blocker
+        assert (await batcher.submit(rows(8), later()))[0, 0] == 16.0
+        await batcher.stop()
+
+    run(main)
+    assert 7.0 not in model.computed_rows
+    assert model.computed_rows == [0.0, 8.0]
+
+
+def test_failure_is_isolated_to_the_poisoned_request_and_the_loop_keeps_serving() -> None:
+    model = FakeModel()
+
+    async def main() -> list[Array | BaseException]:
+        batcher = make(model)
+        await batcher.start()
+        model.gate.clear()
+        blocker = asyncio.create_task(batcher.submit(rows(0), later()))
+        await asyncio.to_thread(model.entered.wait, 5)
+        mates = [
+            asyncio.create_task(batcher.submit(rows(1), later())),
+            asyncio.create_task(batcher.submit(rows(POISON), later())),
+            asyncio.create_task(batcher.submit(rows(3, 4), later())),
+        ]
+        await wait_until(lambda: batcher.queued_rows == 4)
+        model.gate.set()
+        results: list[Array | BaseException] = list(
+            await asyncio.gather(blocker, *mates, return_exceptions=True)
+        )
+        # The loop survived: later requests are served, a lone poisoned one fails alone.
+        results.append(await batcher.submit(rows(5), later()))
+        with pytest.raises(InferenceError, match="poisoned row"):
+            await batcher.submit(rows(POISON), later())
+        results.append(await batcher.submit(rows(6), later()))
+        await batcher.stop()
+        return results
+
+    results = run(main)
+    assert isinstance(results[2], InferenceError)
+    values = [r for i, r in enumerate(results) if i != 2]
+    assert all(isinstance(r, np.ndarray) for r in values)
+    assert [float(r[0, 0]) for r in values if isinstance(r, np.ndarray)] == [
+        0.0,
+        2.0,
+        6.0,
+        10.0,
+        12.0,
+    ]
+
+
+def test_a_cancelled_client_is_skipped_and_others_are_unaffected() -> None:
+    model = FakeModel()
+
+    async def main() -> list[Array]:
+        batcher = make(model)
+        await batcher.start()
+        model.gate.clear()
+        blocker = asyncio.create_task(batcher.submit(rows(0), later()))
+        await asyncio.to_thread(model.entered.wait, 5)
+        gone = asyncio.create_task(batcher.submit(rows(9), later()))
+        stays = asyncio.create_task(batcher.submit(rows(1), later()))
+        await wait_until(lambda: batcher.queued_rows == 2)
+        gone.cancel()  # what Litestar/uvicorn do to the handler task when the client disconnects
+        model.gate.set()
+        results = await asyncio.gather(blocker, stays)
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        await batcher.stop()
+        return list(results)
+
+    results = run(main)
+    assert [float(r[0, 0]) for r in results] == [0.0, 2.0]
+    assert 9.0 not in model.computed_rows
+
+
+def test_draining_refuses_new_work_but_answers_queued_work() -> None:
+    model = FakeModel()
+
+    async def main() -> None:
+        batcher = make(model)
+        await batcher.start()
+        model.gate.clear()
+        blocker = asyncio.create_task(batcher.submit(rows(0), later()))
+        await asyncio.to_thread(model.entered.wait, 5)
+        queued = asyncio.create_task(batcher.submit(rows(1), later()))
+        await wait_until(lambda: batcher.queued_rows == 1)
+        batcher.begin_drain()
+        with pytest.raises(DrainingError):
+            await batcher.submit(rows(2), later())
+        idle = asyncio.create_task(batcher.wait_idle())
+        await asyncio.sleep(0.01)
+        assert not idle.done()  # still busy: the blocked batch and one queued request
+        model.gate.set()
+        await idle
+        assert blocker.done()
+        assert queued.done()
+        assert (await queued)[0, 0] == 2.0
+        await batcher.stop()
+
+    run(main)
