@@ -7,18 +7,19 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 import pytest
+from litestar import Litestar
 from litestar.testing import TestClient
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
 from model_repository.metadata import Metadata
 from serving.batching.queue import Batcher, DeadlineExceededError, DrainingError, QueueFullError
+from serving.observability import ObservabilityPlugin
 from serving.observability.metrics import ServingMetrics, observe_many
 from serving.observability.observer import TelemetryObserver
 
-from .conftest import AppFactory
-
 Array = npt.NDArray[np.float32]
+AppFactory = Callable[..., tuple[Litestar, ObservabilityPlugin]]
 PREDICT = {"route": "/predict", "method": "POST"}
 
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 import pytest
+from litestar import Litestar
 from litestar.testing import TestClient
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
     OTLPSpanExporter as GrpcExporter,
@@ -19,6 +20,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from serving.batching.queue import Batcher
+from serving.observability import ObservabilityPlugin
 from serving.observability.observer import TelemetryObserver
 from serving.observability.tracing import (
     BatchTracer,
@@ -27,9 +29,8 @@ from serving.observability.tracing import (
     resolve_protocol,
 )
 
-from .conftest import AppFactory
-
 Array = npt.NDArray[np.float32]
+AppFactory = Callable[..., tuple[Litestar, ObservabilityPlugin]]
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
 
@@ -54,9 +55,11 @@ def test_request_gets_server_queue_wait_and_batch_spans(
     (server,) = by_name(spans, "POST /predict")
     (wait,) = by_name(spans, "queue wait")
     (batch,) = by_name(spans, "inference batch")
-    assert wait.parent is not None and wait.parent.span_id == server.context.span_id
+    assert wait.parent is not None
+    assert wait.parent.span_id == server.context.span_id
     assert wait.context.trace_id == server.context.trace_id
-    assert batch.attributes is not None and wait.attributes is not None
+    assert batch.attributes is not None
+    assert wait.attributes is not None
     assert wait.attributes["batch.id"] == batch.attributes["batch.id"]
     assert batch.attributes["batch.size"] == 2
     assert batch.attributes["batch.requests"] == 1
@@ -127,7 +130,8 @@ def test_batch_span_links_every_request_in_the_batch(
     waits = by_name(spans, "queue wait")
     assert len(waits) == 5
     for wait in waits:
-        assert wait.parent is not None and wait.attributes is not None
+        assert wait.parent is not None
+        assert wait.attributes is not None
         server = next(s for s in servers.values() if s.context.span_id == wait.parent.span_id)
         batch = batches[wait.attributes["batch.id"]]
         assert server.context.span_id in {link.context.span_id for link in batch.links}
@@ -149,7 +153,8 @@ def test_caller_traceparent_is_honoured(
     assert sorted(s.name for s in spans) == ["POST /predict", "inference batch", "queue wait"]
     assert {f"{s.context.trace_id:032x}" for s in spans} == {TRACE_ID}
     (server,) = by_name(spans, "POST /predict")
-    assert server.parent is not None and f"{server.parent.span_id:016x}" == PARENT_ID
+    assert server.parent is not None
+    assert f"{server.parent.span_id:016x}" == PARENT_ID
 
 
 @pytest.mark.parametrize("traceparent", [None, f"00-{TRACE_ID}-{PARENT_ID}-00"])
