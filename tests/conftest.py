@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 
@@ -46,7 +46,7 @@ ServerStarter = Callable[..., AbstractContextManager[RunningServer]]
 
 
 @pytest.fixture
-def serving_server(tmp_path: Path) -> Iterator[ServerStarter]:
+def serving_server(tmp_path: Path) -> ServerStarter:
     """``with serving_server({"SERVING_MODEL_REPOSITORY": ...}) as server:`` -> base_url, process.
 
     Starts ``python -m serving`` on 127.0.0.1 (free port unless SERVING_PORT is given) and waits
@@ -54,9 +54,12 @@ def serving_server(tmp_path: Path) -> Iterator[ServerStarter]:
     """
     count = 0
 
-    def start(env: dict[str, str], **kwargs: object) -> AbstractContextManager[RunningServer]:
+    def start(
+        env: dict[str, str], *, ready_timeout_s: float = 30.0, args: tuple[str, ...] = ()
+    ) -> AbstractContextManager[RunningServer]:
         nonlocal count
         count += 1
-        return serving_process(env, tmp_path / f"server-{count}.log", **kwargs)  # type: ignore[arg-type]
+        log = tmp_path / f"server-{count}.log"
+        return serving_process(env, log, ready_timeout_s=ready_timeout_s, args=args)
 
-    yield start
+    return start

@@ -77,7 +77,8 @@ def make(model: FakeModel, **overrides: float) -> Batcher:
 
 
 async def wait_until(condition: Callable[[], bool]) -> None:
-    while not condition():
+    """Poll a public counter (the batcher exposes no event for it; tests only)."""
+    while not condition():  # noqa: ASYNC110
         await asyncio.sleep(0.001)
 
 

@@ -1,0 +1,95 @@
+"""Health, readiness, model metadata, OpenAPI, and X-Request-ID on every response."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from litestar.testing import TestClient
+
+from model_repository import sha256_file
+from serving.app import create_app
+from serving.settings import Settings
+from tests.support.tiny_model import synthetic_images
+
+
+def test_health_and_readiness(settings: Settings) -> None:
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/healthz").json() == {"status": "ok"}
+        ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ready"}
+
+
+def test_models_describes_the_served_version(settings: Settings) -> None:
+    with TestClient(create_app(settings)) as client:
+        response = client.get("/v1/models")
+    assert response.status_code == 200
+    (model,) = response.json()["models"]
+    served = settings.model_repository / "mnist" / "1" / "model.onnx"
+    assert model["name"] == "mnist"
+    assert model["version"] == "1"
+    assert model["variant"] == "fp32"
+    assert model["sha256"] == sha256_file(served)
+    assert model["inputs"] == [{"name": "pixels", "dtype": "float32", "shape": ["batch", 784]}]
+    assert model["outputs"][0]["name"] == "probabilities"
+    assert model["test_accuracy"] == {"fp32": 0.1, "int8": 0.1}
+    assert model["batching"]["max_batch_size"] == settings.max_batch_size
+
+
+def test_int8_variant_is_served_when_configured(settings: Settings) -> None:
+    int8 = settings.model_copy(update={"model_variant": "int8"})
+    with TestClient(create_app(int8)) as client:
+        assert client.get("/v1/models").json()["models"][0]["variant"] == "int8"
+        response = client.post("/v1/predict", json={"instances": synthetic_images(2).tolist()})
+    assert response.status_code == 200
+
+
+def test_openapi_documents_predict_bodies(settings: Settings) -> None:
+    with TestClient(create_app(settings)) as client:
+        schema = client.get("/schema/openapi.json").json()
+    operation = schema["paths"]["/v1/predict"]["post"]
+    assert set(operation["requestBody"]["content"]) == {
+        "application/json",
+        "application/octet-stream",
+        "image/png",
+    }
+    assert {"200", "400", "413", "415", "422", "500", "503", "504"} <= set(operation["responses"])
+    assert "PredictResponse" in schema["components"]["schemas"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/healthz", 200),
+        ("POST", "/v1/predict", 415),
+        ("GET", "/nowhere", 404),
+        ("GET", "/v1/predict", 405),
+    ],
+)
+def test_request_id_is_echoed_and_generated(
+    settings: Settings, method: str, path: str, status: int
+) -> None:
+    with TestClient(create_app(settings)) as client:
+        echoed = client.request(method, path, headers={"x-request-id": "abc-123"})
+        generated = client.request(method, path)
+    assert echoed.status_code == status
+    assert echoed.headers["x-request-id"] == "abc-123"
+    assert re.fullmatch(r"[0-9a-f]{32}", generated.headers["x-request-id"])
+    if status >= 400:
+        assert echoed.json()["error"] == {
+            "status": status,
+            "message": echoed.json()["error"]["message"],
+            "request_id": "abc-123",
+        }
+
+
+def test_request_id_on_a_successful_prediction(settings: Settings) -> None:
+    with TestClient(create_app(settings)) as client:
+        response = client.post(
+            "/v1/predict",
+            json={"instances": synthetic_images(1).tolist()},
+            headers={"x-request-id": "ok-7"},
+        )
+    assert response.status_code == 200
+    assert response.headers["x-request-id"] == "ok-7"
