@@ -14,6 +14,7 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins import PluginProtocol
+from litestar.types import Message, Scope
 
 from serving.api.errors import exception_handlers
 from serving.api.request_id import add_request_id
@@ -41,6 +42,11 @@ def create_app(
     settings = settings if settings is not None else Settings()
     service = Service(settings, observer=observer, model_loader=model_loader)
 
+    async def close_when_draining(message: Message, scope: Scope) -> None:
+        # While draining, tell keep-alive clients not to reuse the connection.
+        if message["type"] == "http.response.start" and service.closing:
+            message["headers"] = [*message.get("headers", ()), (b"connection", b"close")]
+
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         await service.start()
@@ -54,7 +60,7 @@ def create_app(
         route_handlers=build_route_handlers(service),
         lifespan=[lifespan],
         exception_handlers=exception_handlers(),
-        before_send=[add_request_id],
+        before_send=[add_request_id, close_when_draining],
         plugins=list(plugins),
         state=State({"service": service}),
         openapi_config=OpenAPIConfig(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import time
 from collections.abc import Callable
 
 from serving.batching import Batcher, BatchObserver, NullObserver
@@ -88,16 +89,29 @@ class Service:
         if self.batcher is not None:
             self.batcher.begin_drain()
 
-    async def drain(self, timeout_s: float) -> bool:
-        """``begin_drain`` and wait (bounded) until the batcher is idle; False on timeout."""
+    @property
+    def closing(self) -> bool:
+        """True once draining: responses then carry ``Connection: close``."""
+        return self.phase in (Phase.DRAINING, Phase.STOPPED)
+
+    async def drain(self, timeout_s: float, grace_s: float = 0.0) -> bool:
+        """``begin_drain``, then wait until the batcher is idle and ``grace_s`` has passed.
+
+        The grace period lets every keep-alive client receive a response with
+        ``Connection: close`` before the server closes idle connections, so no client sends a
+        request on a connection that is being closed. Bounded by ``timeout_s``; False on timeout.
+        """
         self.begin_drain()
-        if self.batcher is None:
-            return True
+        started = time.monotonic()
         try:
             async with asyncio.timeout(timeout_s):
-                await self.batcher.wait_idle()
+                if self.batcher is not None:
+                    await self.batcher.wait_idle()
+                remaining = grace_s - (time.monotonic() - started)
+                if remaining > 0:
+                    await asyncio.sleep(remaining)
         except TimeoutError:
-            logger.warning("drain: batcher still busy after %.1f s", timeout_s)
+            logger.warning("drain: still busy after %.1f s", timeout_s)
             return False
         return True
 

@@ -72,7 +72,7 @@ class DrainingServer(uvicorn.Server):
 
     async def _drain(self) -> None:
         assert self.service is not None
-        await self.service.drain(self.settings.drain_timeout_s)
+        await self.service.drain(self.settings.drain_timeout_s, self.settings.drain_grace_s)
         self.should_exit = True
 
 

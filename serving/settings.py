@@ -41,6 +41,12 @@ class Settings(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = Field(
         default="info", description="Log level of the service and of uvicorn."
     )
+    drain_grace_s: float = Field(
+        default=0.5,
+        ge=0,
+        description="On SIGTERM, keep answering (503, Connection: close) at least this long so "
+        "keep-alive clients and load balancers see the drain before connections close.",
+    )
     drain_timeout_s: float = Field(
         default=30.0,
         gt=0,

@@ -54,7 +54,7 @@ def rows(*values: float) -> Array:
 
 
 def run(main: Callable[[], Awaitable[T]]) -> T:
-    return asyncio.run(asyncio.wait_for(main(), timeout=20))  # type: ignore[arg-type]
+    return asyncio.run(asyncio.wait_for(main(), timeout=20))
 
 
 def later(seconds: float = 5.0) -> float:
