@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
 from benchmarks import floor, wrk
 from benchmarks.report import Point, markdown, plot, ratios
 from benchmarks.servers import Server, free_port, pinned
@@ -79,6 +81,12 @@ def start_otlp_sink(log: Path) -> tuple[subprocess.Popen[bytes] | None, str, str
     return None, f"http://127.0.0.1:{closed}", f"closed port {closed} (otelsink unavailable)"
 
 
+def _machine_busy() -> float:
+    """Busy CPU seconds of the whole machine (all cores), to expose noise from other processes."""
+    times = psutil.cpu_times()
+    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
     parser.add_argument("--models", type=Path, default=Path("models"))
@@ -136,16 +144,22 @@ def main() -> int:
             with Server(server_args, env, port, SERVER_CPU, work / "server.log") as server:
                 wrk.run(server.url, bodies, ctype, 8, 2.0, LOAD_CPU)  # warm-up, not recorded
                 for concurrency in concurrencies:
-                    cpu_before = server.cpu_seconds()
+                    cpu_before, busy_before = server.cpu_seconds(), _machine_busy()
                     load = wrk.run(server.url, bodies, ctype, concurrency, seconds, LOAD_CPU)
-                    point = Point(config.name, concurrency, load, server.cpu_seconds() - cpu_before)
+                    point = Point(
+                        config.name,
+                        concurrency,
+                        load,
+                        server.cpu_seconds() - cpu_before,
+                        _machine_busy() - busy_before,
+                    )
                     points.append(point)
                     print(
                         f"  {config.name:<42} c={concurrency:<3} rps={load.rps:8.0f} "
                         f"p50={load.p50_ms:.3f} p95={load.p95_ms:.3f} p99={load.p99_ms:.3f} ms "
                         f"cpu/req={point.cpu_us_per_request:.0f} µs errors={load.errors} "
                         f"(server {point.server_cpu_pct:.0f}% "
-                        f"/ wrk {point.generator_cpu_pct:.0f}%)",
+                        f"/ wrk {point.generator_cpu_pct:.0f}% / other {point.other_cpu_pct:.0f}%)",
                         flush=True,
                     )
     finally:
@@ -171,7 +185,9 @@ def main() -> int:
         f"- Machine: {os.cpu_count()} cores, {cpu_model}; Python {platform.python_version()}.",
         f"- Model: {version.path} (one MNIST test digit per request, 500 digits cycled).",
         "- Server pinned to core 0 (taskset), wrk 4.1 (1 thread, c connections) pinned to core 1; "
-        "loopback. Server CPU = utime+stime of the server process over the measured window.",
+        "loopback. Server CPU = utime+stime of the server process over the measured window; "
+        "'other CPU %' = the rest of the machine's busy CPU in that window (other processes: "
+        "noise; 200 % = both cores).",
         "- 'batched' = the service's default batching settings; 'unbatched' = "
         "SERVING_MAX_BATCH_SIZE=1. Tracing and metrics are off except in the '+ tracing + "
         f"metrics' row (default sample ratio), which exports to {sink_desc}.",

@@ -18,6 +18,7 @@ class Point:
     concurrency: int
     load: LoadResult
     server_cpu_s: float
+    machine_busy_s: float = 0.0  # all cores, whole machine, over the same window
 
     @property
     def cpu_us_per_request(self) -> float:
@@ -26,6 +27,12 @@ class Point:
     @property
     def generator_cpu_pct(self) -> float:
         return 100 * self.load.generator_cpu_s / self.load.seconds if self.load.seconds else 0.0
+
+    @property
+    def other_cpu_pct(self) -> float:
+        """CPU used by everything but the server and wrk: noise from other work on the machine."""
+        other = self.machine_busy_s - self.server_cpu_s - self.load.generator_cpu_s
+        return max(0.0, 100 * other / self.load.seconds) if self.load.seconds else 0.0
 
     @property
     def server_cpu_pct(self) -> float:
@@ -166,7 +173,8 @@ def markdown(
     lines += [
         f"| {p.config} | {p.concurrency} | {p.load.rps:.0f} | {p.load.p50_ms:.3f} | "
         f"{p.load.p95_ms:.3f} | {p.load.p99_ms:.3f} | {p.cpu_us_per_request:.0f} | "
-        f"{p.server_cpu_pct:.0f} | {p.generator_cpu_pct:.0f} | {p.load.errors} |"
+        f"{p.server_cpu_pct:.0f} | {p.generator_cpu_pct:.0f} | {p.other_cpu_pct:.0f} | "
+        f"{p.load.errors} |"
         for p in points
     ]
     lines += ["", "## Targets", ""] + [r.line() for r in found]
