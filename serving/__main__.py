@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +53,15 @@ def main(argv: list[str] | None = None) -> int:
         level=settings.log_level.upper() if settings.log_level != "trace" else "DEBUG",
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    from serving.server import run  # imported late: --help and errors stay fast
+    from serving.observability import prepare_multiprocess_dir  # late: --help stays fast
+    from serving.server import run
 
+    # Several workers share one /metrics view through prometheus_client's multiprocess mode,
+    # which needs an empty directory named in the environment before any worker starts.
+    if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        prepare_multiprocess_dir(Path(tempfile.mkdtemp(prefix="serving-metrics-")))
+    else:
+        prepare_multiprocess_dir()
     run(settings)
     return 0
 

@@ -21,7 +21,8 @@ from serving.api.request_id import add_request_id
 from serving.api.routes import build_route_handlers
 from serving.batching import BatchObserver
 from serving.lifecycle import ModelLoader, Service
-from serving.model import load_model
+from serving.model import load_model, locate_metadata
+from serving.observability import ObservabilityPlugin
 from serving.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -34,13 +35,24 @@ def create_app(
     plugins: Sequence[PluginProtocol] = (),
     model_loader: ModelLoader = load_model,
 ) -> Litestar:
-    """Build the service app. ``observer`` receives the batcher's hooks (default: none);
-    ``plugins`` lets observability add its middleware and routes; ``model_loader`` is the seam
-    tests use to wrap the real model (e.g. to hold a batch while they fill the queue).
-    The process's :class:`~serving.lifecycle.Service` is ``app.state.service``.
+    """Build the service app.
+
+    Observability (traces, ``/metrics``, drift) is wired in from the settings unless the caller
+    passes its own ``observer`` (the batcher's hooks). ``plugins`` adds Litestar plugins;
+    ``model_loader`` is the seam tests use to wrap the real model (e.g. to hold a batch while
+    they fill the queue). The process's :class:`~serving.lifecycle.Service` is
+    ``app.state.service``.
     """
     settings = settings if settings is not None else Settings()
+    plugins = list(plugins)
+    telemetry: ObservabilityPlugin | None = None
+    if observer is None and (settings.metrics_enabled or settings.tracing_enabled):
+        telemetry = ObservabilityPlugin(settings, locate_metadata(settings))
+        observer = telemetry.observer
+        plugins.append(telemetry)
     service = Service(settings, observer=observer, model_loader=model_loader)
+    if telemetry is not None:
+        telemetry.observer.watch_queue(service.queued_rows)
 
     async def close_when_draining(message: Message, scope: Scope) -> None:
         # While draining, tell keep-alive clients not to reuse the connection.
@@ -61,7 +73,7 @@ def create_app(
         lifespan=[lifespan],
         exception_handlers=exception_handlers(),
         before_send=[add_request_id, close_when_draining],
-        plugins=list(plugins),
+        plugins=plugins,
         state=State({"service": service}),
         openapi_config=OpenAPIConfig(
             title="MNIST inference service",

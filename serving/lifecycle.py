@@ -81,6 +81,10 @@ class Service:
             model.model_file,
         )
 
+    def queued_rows(self) -> int:
+        """Rows waiting in the batcher (0 before start): what the queue-depth gauge reads."""
+        return self.batcher.queued_rows if self.batcher is not None else 0
+
     def begin_drain(self) -> None:
         """Refuse new work (503) from now on; queued and in-flight requests are still answered."""
         if self.phase in (Phase.STARTING, Phase.READY):

@@ -64,23 +64,35 @@ class LoadedModel:
         return result
 
 
+def locate_metadata(settings: Settings) -> Metadata:
+    """The configured version's metadata (no checksum: :func:`locate` verifies the file)."""
+    return _read_metadata(_resolve(settings))
+
+
+def _resolve(settings: Settings) -> ModelVersionDir:
+    try:
+        return resolve(settings.model_repository, settings.model_name, settings.model_version)
+    except ModelRepositoryError as exc:
+        raise ModelLoadError(str(exc)) from None
+
+
+def _read_metadata(version_dir: ModelVersionDir) -> Metadata:
+    try:
+        return load_metadata(version_dir.metadata_file)
+    except FileNotFoundError:
+        raise ModelLoadError(f"{version_dir.metadata_file} is missing") from None
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ModelLoadError(f"{version_dir.metadata_file} is invalid: {exc}") from None
+
+
 def locate(settings: Settings) -> tuple[ModelVersionDir, Metadata, Path, str]:
     """Resolve the version, read its metadata and verify the served file's checksum.
 
     Cheap enough (a hash of a few MB) to run as a pre-flight check in the CLI before any server
     process starts, so a bad model is one clear line on stderr instead of a lifespan traceback.
     """
-    root = settings.model_repository
-    try:
-        version_dir = resolve(root, settings.model_name, settings.model_version)
-    except ModelRepositoryError as exc:
-        raise ModelLoadError(str(exc)) from None
-    try:
-        metadata = load_metadata(version_dir.metadata_file)
-    except FileNotFoundError:
-        raise ModelLoadError(f"{version_dir.metadata_file} is missing") from None
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise ModelLoadError(f"{version_dir.metadata_file} is invalid: {exc}") from None
+    version_dir = _resolve(settings)
+    metadata = _read_metadata(version_dir)
     model_file = version_dir.model_file(settings.model_variant)
     file_name = VARIANT_FILES[settings.model_variant]
     if not model_file.is_file():

@@ -92,9 +92,8 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
     )
 
 
-def run(settings: Settings, before_workers: Callable[[Settings], None] | None = None) -> None:
-    """Serve until a signal. ``before_workers`` runs in the parent before worker processes
-    are spawned (hook for observability: e.g. setting PROMETHEUS_MULTIPROC_DIR)."""
+def run(settings: Settings) -> None:
+    """Serve until a signal (the CLI has prepared PROMETHEUS_MULTIPROC_DIR for workers > 1)."""
     if settings.workers == 1:
         DrainingServer(uvicorn_config(settings), settings).run()
         return
@@ -103,11 +102,7 @@ def run(settings: Settings, before_workers: Callable[[Settings], None] | None = 
     # environment. The resolved settings (flags included) are exported to SERVING_* first.
     # Workers then shut down the uvicorn way: stop accepting, answer every in-flight request
     # (queued ones included: the lifespan shutdown drains the batcher), exit.
-    # TODO(observability): Prometheus multiprocess mode needs PROMETHEUS_MULTIPROC_DIR in the
-    # environment before the workers spawn; pass it in through ``before_workers``.
     export_to_environment(settings)
-    if before_workers is not None:
-        before_workers(settings)
     config = uvicorn_config(settings)
     config.app = "serving.app:create_app"
     config.factory = True

@@ -1,5 +1,5 @@
-"""A real server process (the service app + ObservabilityPlugin, tiny real ONNX model) exporting
-spans over OTLP/gRPC to a real receiver (oteltest's GrpcSink), and scraped on /metrics."""
+"""A real ``python -m serving`` process (tiny real ONNX model) exporting spans over OTLP/gRPC to a
+real receiver (oteltest's GrpcSink), and scraped on /metrics."""
 
 from __future__ import annotations
 
@@ -29,7 +29,6 @@ from tests.support.tiny_model import write_model_version
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 REPO = Path(__file__).resolve().parents[3]
-SERVER_SCRIPT = Path(__file__).with_name("observed_server.py")
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 REQUESTS = 24
 
@@ -107,7 +106,8 @@ def start_server(model_repository: Path, **env: str) -> Server:
         **env,
     }
     process = subprocess.Popen(
-        [sys.executable, str(SERVER_SCRIPT)],
+        [sys.executable, "-m", "serving"],
+        cwd=REPO,
         env=environment,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
