@@ -40,8 +40,14 @@ class BatchObserver(Protocol):
     ) -> None:
         """A batch finished: ``outputs`` on success, ``error`` (and ``outputs=None``) on failure."""
 
-    def on_rejected(self, reason: RejectReason, rows: int) -> None:
-        """A request was refused or dropped without being computed."""
+    def on_rejected(
+        self, reason: RejectReason, rows: int, request: QueuedRequest | None = None
+    ) -> None:
+        """A request was refused or dropped without being computed.
+
+        ``request`` is given when it had been queued (deadline passed, client gone), so that
+        whatever ``on_enqueued`` started for it (a queue-wait span) can be ended.
+        """
 
 
 class NullObserver:
@@ -64,5 +70,7 @@ class NullObserver:
     ) -> None:
         pass
 
-    def on_rejected(self, reason: RejectReason, rows: int) -> None:
+    def on_rejected(
+        self, reason: RejectReason, rows: int, request: QueuedRequest | None = None
+    ) -> None:
         pass

@@ -227,7 +227,7 @@ class Batcher:
             request.future.set_exception(
                 DeadlineExceededError("the request deadline passed before its result was ready")
             )
-            self._observer.on_rejected("deadline", request.rows)
+            self._observer.on_rejected("deadline", request.rows, request)
 
     # ------------------------------------------------------------------ batch side
     async def _run(self) -> None:
@@ -293,7 +293,7 @@ class Batcher:
                 queue.popleft()
                 self._queued_rows -= request.rows
                 if request.future.cancelled():
-                    self._observer.on_rejected("cancelled", request.rows)
+                    self._observer.on_rejected("cancelled", request.rows, request)
                 continue
             if request.deadline <= now:
                 queue.popleft()

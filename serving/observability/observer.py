@@ -94,7 +94,11 @@ class TelemetryObserver:
         if self.drift is not None and outputs is not None:
             self.drift.update(inputs)
 
-    def on_rejected(self, reason: RejectReason, rows: int) -> None:
+    def on_rejected(
+        self, reason: RejectReason, rows: int, request: QueuedRequest | None = None
+    ) -> None:
+        if self.tracer is not None and request is not None:
+            self.tracer.end_queue_wait(request.trace_context, reason)
         if self.metrics is not None:
             self.metrics.rejected.labels(reason).inc()
             self.refresh_queue_depth()

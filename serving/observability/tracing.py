@@ -121,6 +121,13 @@ class BatchTracer:
             return None
         return RequestTrace(server.get_span_context(), self._tracer.start_span("queue wait"))
 
+    def end_queue_wait(self, trace_context: object, reason: str) -> None:
+        """A queued request left without being computed: end its queue wait as an error."""
+        if isinstance(trace_context, RequestTrace) and trace_context.queue_span.is_recording():
+            trace_context.queue_span.set_attribute("rejected.reason", reason)
+            trace_context.queue_span.set_status(Status(StatusCode.ERROR, reason))
+            trace_context.queue_span.end()
+
     def start_batch(
         self, batch_id: int, traces: Sequence[RequestTrace], rows: int, requests: int
     ) -> None:

@@ -18,8 +18,9 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
 
-from serving.batching.queue import Batcher
+from serving.batching.queue import Batcher, DeadlineExceededError
 from serving.observability import ObservabilityPlugin
 from serving.observability.observer import TelemetryObserver
 from serving.observability.tracing import (
@@ -135,6 +136,64 @@ def test_batch_span_links_every_request_in_the_batch(
         server = next(s for s in servers.values() if s.context.span_id == wait.parent.span_id)
         batch = batches[wait.attributes["batch.id"]]
         assert server.context.span_id in {link.context.span_id for link in batch.links}
+
+
+def test_queue_wait_of_an_expired_request_ends_as_an_error(
+    predict: Callable[[Array], Array], exporter: InMemorySpanExporter
+) -> None:
+    provider = build_tracer_provider(
+        service_name="t",
+        service_version="0",
+        sample_ratio=1.0,
+        processor=SimpleSpanProcessor(exporter),
+    )
+    tracer = provider.get_tracer("test")
+    observer = TelemetryObserver(
+        metrics=None,
+        drift=None,
+        tracer=BatchTracer(tracer, "mnist", "1"),
+        low_confidence_threshold=0.5,
+    )
+
+    def slow_predict(batch: Array) -> Array:
+        time.sleep(0.2)  # holds the only inference slot while the second request expires
+        return predict(batch)
+
+    async def scenario() -> None:
+        batcher = Batcher(
+            slow_predict,
+            max_batch_size=64,
+            max_batch_delay_ms=0,
+            max_queue_size=256,
+            observer=observer,
+        )
+        await batcher.start()
+
+        async def request(name: str, timeout_s: float) -> None:
+            with tracer.start_as_current_span(name):
+                await batcher.submit(
+                    np.full((1, 784), 0.1, np.float32), time.monotonic() + timeout_s
+                )
+
+        first = asyncio.create_task(request("computed", 5.0))
+        await asyncio.sleep(0.02)
+        with pytest.raises(DeadlineExceededError):
+            await request("expired", 0.05)
+        await first
+        await batcher.stop()
+
+    asyncio.run(scenario())
+    spans = exporter.get_finished_spans()
+    (expired,) = by_name(spans, "expired")
+    (wait,) = [
+        w
+        for w in by_name(spans, "queue wait")
+        if w.parent and w.parent.span_id == expired.context.span_id
+    ]
+    assert wait.attributes is not None
+    assert wait.attributes["rejected.reason"] == "deadline"
+    assert wait.status.status_code == StatusCode.ERROR
+    assert "batch.id" not in wait.attributes
 
 
 def test_caller_traceparent_is_honoured(
