@@ -162,6 +162,12 @@ assert len(probs) == 10, probs
 assert all(0.0 <= p <= 1.0 for p in probs) and math.isclose(sum(probs), 1.0, abs_tol=1e-3), probs
 assert pred["label"] == max(range(10), key=probs.__getitem__), pred
 print(f"[container-smoke] predict ok: label={pred['label']} model={answer.get('model')}", file=sys.stderr)
+with urllib.request.urlopen(sys.argv[1].replace("/v1/predict", "/metrics"), timeout=10) as resp:
+    text = resp.read().decode()
+line = 'inference_http_requests_total{method="POST",route="/v1/predict",status="200"} 1.0'
+assert line in text, "the predict request is not counted on /metrics"
+assert "inference_model_info{" in text
+print("[container-smoke] /metrics ok: the request is counted", file=sys.stderr)
 PY
 
 if [[ $engine == podman ]]; then

@@ -149,8 +149,15 @@ def build_route_handlers(service: Service) -> list[HTTPRouteHandler]:
         "in instance order. Header X-Request-Timeout-Ms overrides the deadline.",
         operation_class=_PredictOperation,
         responses={
-            200: ResponseSpec(PredictResponse, description="Predictions in instance order"),
-            **{code: ResponseSpec(ErrorBody, description=text) for code, text in _ERRORS.items()},
+            200: ResponseSpec(
+                PredictResponse,
+                generate_examples=False,
+                description="Predictions in instance order",
+            ),
+            **{
+                code: ResponseSpec(ErrorBody, generate_examples=False, description=text)
+                for code, text in _ERRORS.items()
+            },
         },
         request_max_body_size=settings.max_body_bytes,
     )
@@ -178,7 +185,9 @@ def build_route_handlers(service: Service) -> list[HTTPRouteHandler]:
     @get(
         "/readyz",
         summary="Readiness: 200 once the model is loaded and warmed up; 503 starting/draining",
-        responses={503: ResponseSpec(Status, description="Starting or draining")},
+        responses={
+            503: ResponseSpec(Status, generate_examples=False, description="Starting or draining")
+        },
     )
     async def readyz() -> Response[bytes]:
         status = 200 if service.ready else 503

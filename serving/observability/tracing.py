@@ -52,10 +52,15 @@ def otlp_exporter(protocol: OtlpProtocol) -> SpanExporter:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         return OTLPSpanExporter()
-    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
-        OTLPSpanExporter as GrpcOTLPSpanExporter,
-    )
-
+    try:
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+            OTLPSpanExporter as GrpcOTLPSpanExporter,
+        )
+    except ImportError as exc:  # the slim image ships OTLP/HTTP only (Dockerfile.serve OTLP_GRPC)
+        raise RuntimeError(
+            "OTLP/gRPC exporter not installed: set OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf "
+            "(collector port 4318) or build the image with --build-arg OTLP_GRPC=true"
+        ) from exc
     return GrpcOTLPSpanExporter()
 
 

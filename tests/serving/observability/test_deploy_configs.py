@@ -94,7 +94,7 @@ def test_compose_file_is_valid_and_its_mounts_exist() -> None:
     inference = services["inference"]
     assert inference["build"]["dockerfile"] == "Dockerfile.serve"
     endpoint = inference["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"]
-    assert endpoint == "http://otel-collector:4317"
+    assert endpoint == "http://otel-collector:4318"
     targets = load(DEPLOY / "prometheus.yml")["scrape_configs"][0]["static_configs"][0]["targets"]
     assert targets == [f"inference:{inference['environment']['SERVING_PORT']}"]
 
