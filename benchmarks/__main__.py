@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import os
 import platform
 import shutil
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,14 +89,48 @@ def _machine_busy() -> float:
     return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
 
 
+def _measure(
+    server: Server, name: str, bodies: Path, ctype: str, concurrency: int, seconds: float
+) -> Point:
+    cpu_before, busy_before = server.cpu_seconds(), _machine_busy()
+    load = wrk.run(server.url, bodies, ctype, concurrency, seconds, LOAD_CPU)
+    return Point(
+        name, concurrency, load, server.cpu_seconds() - cpu_before, _machine_busy() - busy_before
+    )
+
+
+QUIET_OTHER_CPU_PCT = 25.0
+
+
+def _least_disturbed(measure: Callable[[], Point], attempts: int) -> Point:
+    """Measure up to ``attempts`` times, stopping at the first quiet run; keep the least disturbed.
+
+    Other work on a shared machine only ever slows the server down (it steals its core and
+    caches), so the repetition in which other processes used the least CPU is the closest to the
+    server's own behaviour. On a quiet machine a point is measured once.
+    """
+    runs = []
+    for _ in range(max(attempts, 1)):
+        runs.append(measure())
+        if runs[-1].other_cpu_pct <= QUIET_OTHER_CPU_PCT:
+            break
+    return min(runs, key=lambda p: p.other_cpu_pct)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
     parser.add_argument("--models", type=Path, default=Path("models"))
     parser.add_argument("--model-name", default="mnist")
     parser.add_argument("--quick", action="store_true", help="~1 minute: c=1 and c=32, 3 s each")
-    parser.add_argument("--seconds", type=float, help="per measured point (default 8, quick 3)")
+    parser.add_argument("--seconds", type=float, help="per measured point (default 5, quick 3)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--mnist-dir", default=None)
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="at most this many runs per point while other processes disturb it (see header)",
+    )
     parser.add_argument("--only", default="", help="run configurations whose name has this text")
     args = parser.parse_args()
 
@@ -102,7 +138,7 @@ def main() -> int:
         print("wrk not found: apt-get install wrk (see docs/readme/loadtest.md)", file=sys.stderr)
         return 2
     version = resolve(args.models, args.model_name)
-    seconds = args.seconds or (3.0 if args.quick else 8.0)
+    seconds = args.seconds or (3.0 if args.quick else 5.0)
     concurrencies = (1, 32) if args.quick else (1, 8, 32, 64)
     started = time.monotonic()
 
@@ -144,16 +180,14 @@ def main() -> int:
             with Server(server_args, env, port, SERVER_CPU, work / "server.log") as server:
                 wrk.run(server.url, bodies, ctype, 8, 2.0, LOAD_CPU)  # warm-up, not recorded
                 for concurrency in concurrencies:
-                    cpu_before, busy_before = server.cpu_seconds(), _machine_busy()
-                    load = wrk.run(server.url, bodies, ctype, concurrency, seconds, LOAD_CPU)
-                    point = Point(
-                        config.name,
-                        concurrency,
-                        load,
-                        server.cpu_seconds() - cpu_before,
-                        _machine_busy() - busy_before,
+                    point = _least_disturbed(
+                        functools.partial(
+                            _measure, server, config.name, bodies, ctype, concurrency, seconds
+                        ),
+                        args.repeat,
                     )
                     points.append(point)
+                    load = point.load
                     print(
                         f"  {config.name:<42} c={concurrency:<3} rps={load.rps:8.0f} "
                         f"p50={load.p50_ms:.3f} p95={load.p95_ms:.3f} p99={load.p99_ms:.3f} ms "
@@ -181,7 +215,9 @@ def main() -> int:
         "",
         f"- Command: `python -m benchmarks --models {args.models}"
         f"{' --quick' if args.quick else ''}`; {seconds:g} s per point after a 2 s warm-up per "
-        f"configuration; total {time.monotonic() - started:.0f} s.",
+        f"configuration; a point disturbed by other processes (other CPU > "
+        f"{QUIET_OTHER_CPU_PCT:g} %) is re-run, up to {args.repeat} runs, and the least disturbed "
+        f"run is kept; total {time.monotonic() - started:.0f} s.",
         f"- Machine: {os.cpu_count()} cores, {cpu_model}; Python {platform.python_version()}.",
         f"- Model: {version.path} (one MNIST test digit per request, 500 digits cycled).",
         "- Server pinned to core 0 (taskset), wrk 4.1 (1 thread, c connections) pinned to core 1; "

@@ -25,6 +25,12 @@ class Point:
         return self.server_cpu_s / self.load.requests * 1e6 if self.load.requests else 0.0
 
     @property
+    def capacity_rps(self) -> float:
+        """Requests/s one fully used core would serve at this CPU cost: robust to noise that
+        steals the server's core (CPU time is the server's own), unlike measured rps."""
+        return 1e6 / self.cpu_us_per_request if self.cpu_us_per_request else 0.0
+
+    @property
     def generator_cpu_pct(self) -> float:
         return 100 * self.load.generator_cpu_s / self.load.seconds if self.load.seconds else 0.0
 
@@ -68,6 +74,22 @@ def _peak(points: Sequence[Point], config: str, budget_ms: float | None = None) 
         if p.load.errors == 0 and (budget_ms is None or p.load.p95_ms <= budget_ms)
     ]
     return max(ok, key=lambda p: p.load.rps, default=None)
+
+
+def _cheapest(points: Sequence[Point], config: str) -> Point | None:
+    """The point (c >= 8) with the lowest CPU per request: the least noise-inflated cost."""
+    loaded = [p for p in _of(points, config) if p.concurrency >= 8 and p.load.requests]
+    return min(loaded, key=lambda p: p.cpu_us_per_request, default=None)
+
+
+def _capacity_ratio(points: Sequence[Point], a: str, b: str) -> str:
+    pa, pb = _cheapest(points, a), _cheapest(points, b)
+    if pa is None or pb is None:
+        return ""
+    return (
+        f"; CPU-derived capacity ratio {pa.capacity_rps / pb.capacity_rps:.2f} "
+        f"({pa.capacity_rps:.0f} vs {pb.capacity_rps:.0f} rps per core)"
+    )
 
 
 def ratios(points: Sequence[Point]) -> list[Ratio]:
@@ -173,6 +195,7 @@ def markdown(
     lines += [
         f"| {p.config} | {p.concurrency} | {p.load.rps:.0f} | {p.load.p50_ms:.3f} | "
         f"{p.load.p95_ms:.3f} | {p.load.p99_ms:.3f} | {p.cpu_us_per_request:.0f} | "
+        f"{p.capacity_rps:.0f} | "
         f"{p.server_cpu_pct:.0f} | {p.generator_cpu_pct:.0f} | {p.other_cpu_pct:.0f} | "
         f"{p.load.errors} |"
         for p in points
