@@ -8,8 +8,10 @@ Bounded: about 5 minutes (``--quick``: about 1).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import functools
+import json
 import os
 import platform
 import shutil
@@ -231,7 +233,13 @@ def main() -> int:
     text = markdown(points, floor_points, found, header, plot_path.name)
     results = args.out / f"{stem}.md"
     results.write_text(text)
-    print(f"\nwrote {results} and {plot_path}")
+    raw = [{**dataclasses.asdict(p), "load": dataclasses.asdict(p.load)} for p in points]
+    (args.out / f"{stem}.json").write_text(
+        json.dumps(
+            {"floor": [dataclasses.asdict(f) for f in floor_points], "points": raw}, indent=1
+        )
+    )
+    print(f"\nwrote {results}, {plot_path} and the raw points ({stem}.json)")
     print("\n".join(r.line() for r in found))
     return 0
 
