@@ -54,7 +54,11 @@ CONFIGS = [
     Config("service batched fp32 binary", binary=True, env={**OFF}),
     Config(
         "service batched fp32 + tracing + metrics",
-        env={"SERVING_TRACING_ENABLED": "true", "SERVING_METRICS_ENABLED": "true"},
+        env={
+            "SERVING_TRACING_ENABLED": "true",
+            "SERVING_METRICS_ENABLED": "true",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+        },
     ),
 ]
 
@@ -69,7 +73,12 @@ def start_otlp_sink(log: Path) -> tuple[subprocess.Popen[bytes] | None, str, str
     sink = shutil.which("otelsink") or str(Path(sys.executable).parent / "otelsink")
     if Path(sink).exists() and not _listening(OTLP_GRPC_PORT):
         with log.open("ab") as out:
-            proc = subprocess.Popen(pinned([sink], LOAD_CPU), stdout=out, stderr=out)
+            proc = subprocess.Popen(
+                pinned([sink], LOAD_CPU),
+                stdout=out,
+                stderr=out,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and proc.poll() is None:
             if _listening(OTLP_GRPC_PORT):
@@ -202,6 +211,7 @@ def main() -> int:
         if sink is not None:
             sink.terminate()
             sink.wait()
+    sink_bytes = sink_log.stat().st_size if sink_log.exists() else 0
     shutil.rmtree(work, ignore_errors=True)
 
     found = ratios(points)
@@ -228,7 +238,8 @@ def main() -> int:
         "noise; 200 % = both cores).",
         "- 'batched' = the service's default batching settings; 'unbatched' = "
         "SERVING_MAX_BATCH_SIZE=1. Tracing and metrics are off except in the '+ tracing + "
-        f"metrics' row (default sample ratio), which exports to {sink_desc}.",
+        f"metrics' row (default sample ratio), which exports to {sink_desc}; the receiver "
+        f"printed {sink_bytes} bytes of received telemetry.",
     ])  # fmt: skip
     text = markdown(points, floor_points, found, header, plot_path.name)
     results = args.out / f"{stem}.md"

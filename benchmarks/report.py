@@ -198,7 +198,15 @@ def markdown(
         "server CPU/request µs | capacity rps/core | server CPU % | wrk CPU % | other CPU % | "
         "errors |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ] + [r.line() for r in found]
+    ]
+    lines += [
+        f"| {p.config} | {p.concurrency} | {p.load.rps:.0f} | {p.load.p50_ms:.3f} | "
+        f"{p.load.p95_ms:.3f} | {p.load.p99_ms:.3f} | {p.cpu_us_per_request:.0f} | "
+        f"{p.capacity_rps:.0f} | {p.server_cpu_pct:.0f} | {p.generator_cpu_pct:.0f} | "
+        f"{p.other_cpu_pct:.0f} | {p.load.errors} |"
+        for p in points
+    ]
+    lines += ["", "## Targets", ""] + [r.line() for r in found]
     lines += ["", f"![latency vs throughput]({plot_name})", ""]
     return "\n".join(lines)
 
