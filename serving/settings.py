@@ -128,7 +128,12 @@ class Settings(BaseSettings):
         description="OTLP transport; unset honours OTEL_EXPORTER_OTLP_PROTOCOL, else grpc.",
     )
     trace_sample_ratio: float = Field(
-        default=0.1, ge=0, le=1, description="Share of root traces sampled (parent-based)."
+        default=0.01,
+        ge=0,
+        le=1,
+        description="Share of requests without a sampled caller trace that are traced "
+        "(parent-based: a caller's sampled traceparent is always honoured). A traced request "
+        "costs ~0.7 ms of CPU; 1% keeps tracing under 10% of throughput.",
     )
     metrics_enabled: bool = Field(default=True, description="Serve Prometheus metrics on /metrics.")
     drift_window: int = Field(

@@ -17,6 +17,7 @@ from litestar.enums import ScopeType
 
 if TYPE_CHECKING:
     from litestar.types import ASGIApp, Message, Receive, Scope, Send
+    from prometheus_client import Counter, Histogram
 
     from serving.observability.metrics import ServingMetrics
 
@@ -28,6 +29,10 @@ class HttpMetricsMiddleware:
         self.app = app
         self._metrics = metrics
         self._skip = skip_paths
+        # Labelled children by label values: ``.labels()`` locks and hashes on every call; the
+        # label sets are bounded (route templates x methods x statuses), so caching is safe.
+        self._latency: dict[str, Histogram] = {}
+        self._counts: dict[tuple[str, str, int], Counter] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP or scope["path"] in self._skip:
@@ -49,5 +54,12 @@ class HttpMetricsMiddleware:
         finally:
             metrics.in_flight.dec()
             route = scope.get("path_template") or "unmatched"
-            metrics.request_latency.labels(route).observe(time.perf_counter() - started)
-            metrics.requests.labels(route, scope.get("method", ""), str(status)).inc()
+            latency = self._latency.get(route)
+            if latency is None:
+                latency = self._latency[route] = metrics.request_latency.labels(route)
+            latency.observe(time.perf_counter() - started)
+            key = (route, scope.get("method", ""), status)
+            count = self._counts.get(key)
+            if count is None:
+                count = self._counts[key] = metrics.requests.labels(key[0], key[1], str(status))
+            count.inc()

@@ -58,8 +58,7 @@ class TelemetryObserver:
     def on_enqueued(self, request: QueuedRequest) -> None:
         if self.tracer is not None:
             request.trace_context = self.tracer.start_queue_wait()
-        # Called just before the batcher counts the request's rows: add them here.
-        self.refresh_queue_depth(request.rows)
+        # Queue depth is refreshed per batch, per rejection and per scrape, not per request.
 
     def on_batch_start(self, batch_id: int, requests: Sequence[QueuedRequest], rows: int) -> None:
         if self.tracer is not None:

@@ -31,7 +31,7 @@ from serving.observability.tracing import (
     INSTRUMENTATION_NAME,
     BatchTracer,
     build_tracer_provider,
-    server_span_config,
+    server_span_middleware,
 )
 from serving.settings import Settings
 
@@ -84,7 +84,9 @@ class ObservabilityPlugin(InitPlugin):
             self.tracer_provider = build_tracer_provider(
                 service_name=settings.service_name,
                 service_version=package_version(),
-                sample_ratio=settings.trace_sample_ratio,
+                # Roots are sampled at trace_sample_ratio by SampledServerSpans before a span
+                # exists; the provider keeps every root it is handed (and follows parents).
+                sample_ratio=1.0,
                 processor=span_processor,
                 protocol=settings.otlp_protocol,
             )
@@ -116,18 +118,22 @@ class ObservabilityPlugin(InitPlugin):
         if self.tracer_provider is not None:
             # Litestar moves this middleware outermost (before routing), so the server span
             # covers the whole request and a caller's traceparent is honoured.
-            app_config.middleware.append(server_span_config(self.tracer_provider).middleware)
+            app_config.middleware.append(
+                server_span_middleware(self.tracer_provider, self.settings.trace_sample_ratio)
+            )
         app_config.on_shutdown.append(self.stop)
         return app_config
 
     def _metrics_route(self) -> HTTPRouteHandler:
         metrics, drift, registry = self.metrics, self.drift, self.registry
+        observer = self.observer
 
         @get(METRICS_PATH, include_in_schema=False, sync_to_thread=True)
         def scrape() -> Response[bytes]:
             """Prometheus scrape: refresh this worker's sampled gauges, then render."""
             if metrics is not None:
                 metrics.refresh_process()
+                observer.refresh_queue_depth()
             if drift is not None:
                 drift.publish()
             return Response(render(registry), media_type=CONTENT_TYPE)

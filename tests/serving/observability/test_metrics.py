@@ -157,6 +157,7 @@ def test_rejections_by_reason_and_queue_depth(
         await asyncio.sleep(0.01)  # computing: the next ones queue
         queued = [asyncio.create_task(batcher.submit(pixels, soon)) for _ in range(3)]
         await asyncio.sleep(0)
+        observer.refresh_queue_depth()  # what /metrics and the periodic sampler do
         depth_while_computing.append(registry.get_sample_value("inference_queue_depth_rows"))
         with pytest.raises(QueueFullError):
             await batcher.submit(np.full((3, 784), 0.1, np.float32), soon)

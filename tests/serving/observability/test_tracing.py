@@ -3,12 +3,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
 import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
+from litestar.types import Scope
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
     OTLPSpanExporter as GrpcExporter,
 )
@@ -26,6 +28,7 @@ from serving.observability.observer import TelemetryObserver
 from serving.observability.tracing import (
     BatchTracer,
     build_tracer_provider,
+    head_sampled,
     otlp_exporter,
     resolve_protocol,
 )
@@ -260,3 +263,36 @@ def test_protocol_selection(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_protocol("grpc") == "grpc"
     assert isinstance(otlp_exporter("grpc"), GrpcExporter)
     assert isinstance(otlp_exporter("http/protobuf"), HttpExporter)
+
+
+def scope_with(*headers: tuple[bytes, bytes]) -> Scope:
+    return cast(Scope, {"type": "http", "headers": list(headers)})
+
+
+def test_head_sampling_follows_the_callers_flag_over_the_ratio() -> None:
+    sampled = (b"traceparent", f"00-{TRACE_ID}-{PARENT_ID}-01".encode())
+    unsampled = (b"traceparent", f"00-{TRACE_ID}-{PARENT_ID}-00".encode())
+    assert head_sampled(scope_with(sampled), ratio=0.0)
+    assert not head_sampled(scope_with(unsampled), ratio=1.0)
+
+
+def test_head_sampling_of_roots_uses_the_ratio() -> None:
+    malformed = (b"traceparent", b"garbage")
+    assert not any(head_sampled(scope_with(malformed), ratio=0.0) for _ in range(100))
+    assert all(head_sampled(scope_with(), ratio=1.0) for _ in range(100))
+    share = sum(head_sampled(scope_with(), ratio=0.3) for _ in range(4000)) / 4000
+    assert 0.25 < share < 0.35
+
+
+def test_unsampled_requests_make_no_spans_at_a_partial_ratio(
+    make_app: AppFactory, exporter: InMemorySpanExporter
+) -> None:
+    app, _ = make_app(tracing_enabled=True, trace_sample_ratio=0.25)
+    with TestClient(app) as client:
+        for _ in range(400):
+            assert client.post("/predict", json=one_instance_body()).status_code == 200
+    spans = exporter.get_finished_spans()
+    servers = by_name(spans, "POST /predict")
+    # Each sampled request has its three spans; the ratio is applied once, not squared.
+    assert 60 < len(servers) < 140
+    assert len(by_name(spans, "queue wait")) == len(servers)
