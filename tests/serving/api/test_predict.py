@@ -93,6 +93,24 @@ def test_png_image(settings: Settings, reference: Reference, mode: str) -> None:
 
 
 # ---------------------------------------------------------------------- 4xx
+def test_number_beyond_float_range_is_422_naming_its_place(settings: Settings) -> None:
+    body = (
+        b'{"instances": [['
+        + b"0.5," * 783
+        + b"0.5], ["
+        + b"0.5," * 10
+        + b"1e999"
+        + b",0.5" * 773
+        + b"]]}"
+    )
+    with TestClient(create_app(settings)) as client:
+        response = client.post(
+            "/v1/predict", content=body, headers={"content-type": "application/json"}
+        )
+    assert response.status_code == 422, response.text
+    assert "instances[1][10]" in response.json()["error"]["message"]
+
+
 @pytest.mark.parametrize(
     ("content", "content_type", "fragment"),
     [
@@ -163,7 +181,7 @@ def _short_at(index: int) -> list[list[float]]:
     [
         (_with(2, 1.5), ["instance 2", "pixel 10", "outside [0, 1]"]),
         (_with(3, -0.1), ["instance 3", "outside [0, 1]"]),
-        (_with(1, 1e39), ["instance 1", "not finite"]),
+        (_with(1, 1e39), ["instance 1", "pixel 10", "outside [0, 1]"]),
         (_short_at(1), ["instance 1", "784"]),
         ([[0.5] * 784, [[0.5] * 28] * 27], ["instance 1", "28 rows"]),
         ([[0.5] * 784, ["a"] * 784], ["instance 1", "number"]),
