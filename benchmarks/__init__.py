@@ -1,1 +1,1 @@
-"""Benchmark harness: ``python -m benchmarks --models models`` (see docs/readme/loadtest.md)."""
+"""Benchmark harness: ``python -m benchmarks --models models`` (README: "Load test...")."""

@@ -1,6 +1,6 @@
 """The adaptive micro-batcher: requests wait here, rows are computed together.
 
-Design (see docs/readme/serving.md, "Batching policy"):
+Design (see README.md, "Batching policy"):
 
 * Requests are validated NumPy arrays ``(rows, features)``; the queue is bounded in ROWS.
 * ONE long-lived task forms batches. It first waits for a free inference slot, THEN takes
