@@ -11,6 +11,7 @@ import pytest
 
 from tests.support.server import RunningServer, free_port, serving_process
 from tests.support.tiny_model import write_model_version
+from training.data import IDX_FILES
 
 
 @pytest.fixture(autouse=True)
@@ -19,6 +20,18 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
         if key.startswith(("SERVING_", "OTEL_")) or key in ("PROMETHEUS_MULTIPROC_DIR", "PORT"):
             monkeypatch.delenv(key)
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    """The local MNIST copy: $MNIST_DIR, else ../shared/data/mnist beside the repository."""
+    path = Path(os.environ.get("MNIST_DIR") or REPO.parent / "shared" / "data" / "mnist")
+    if not all((path / name).is_file() for name in IDX_FILES):
+        pytest.fail(f"MNIST IDX files not found in {path}: set MNIST_DIR (tests never download)")
+    return path
 
 
 @pytest.fixture(scope="session")

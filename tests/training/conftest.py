@@ -1,24 +1,12 @@
-"""Fixtures for the training tests: the real MNIST files and a small model trained on them."""
+"""Fixtures for the training tests: the real MNIST data and a small model trained on it."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from training.data import Mnist, load_from_dir
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="session")
-def mnist_dir() -> Path:
-    """The local MNIST copy: $MNIST_DIR, else ../shared/data/mnist beside the repository."""
-    path = Path(os.environ.get("MNIST_DIR") or REPO.parent / "shared" / "data" / "mnist")
-    if not (path / "t10k-images-idx3-ubyte.gz").is_file():
-        pytest.fail(f"MNIST IDX files not found in {path}: set MNIST_DIR (tests never download)")
-    return path
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ and a fresh Prometheus registry per test."""
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -31,21 +30,6 @@ from tests.support.tiny_model import write_model_version
 
 Array = npt.NDArray[np.float32]
 REPO = Path(__file__).resolve().parents[3]
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for key in list(os.environ):
-        if key.startswith(("SERVING_", "OTEL_")) or key == "PROMETHEUS_MULTIPROC_DIR":
-            monkeypatch.delenv(key)
-
-
-@pytest.fixture(scope="session")
-def mnist_dir() -> Path:
-    path = Path(os.environ.get("MNIST_DIR") or REPO.parent / "shared" / "data" / "mnist")
-    if not (path / "train-images-idx3-ubyte.gz").is_file():
-        pytest.fail(f"MNIST IDX files not found in {path}: set MNIST_DIR (tests never download)")
-    return path
 
 
 @pytest.fixture(scope="session")

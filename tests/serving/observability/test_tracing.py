@@ -20,7 +20,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import StatusCode
+from opentelemetry.trace import StatusCode, Tracer
 
 from serving.batching.queue import Batcher, DeadlineExceededError
 from serving.observability import ObservabilityPlugin
@@ -45,6 +45,24 @@ def by_name(spans: tuple[ReadableSpan, ...], name: str) -> list[ReadableSpan]:
 
 def one_instance_body(rows: int = 1) -> dict[str, list[list[float]]]:
     return {"instances": [[0.1] * 784 for _ in range(rows)]}
+
+
+def tracing_observer(exporter: InMemorySpanExporter) -> tuple[Tracer, TelemetryObserver]:
+    """A tracer for the test's "server" spans and a batch observer, both exporting to memory."""
+    provider = build_tracer_provider(
+        service_name="t",
+        service_version="0",
+        sample_ratio=1.0,
+        processor=SimpleSpanProcessor(exporter),
+    )
+    tracer = provider.get_tracer("test")
+    observer = TelemetryObserver(
+        metrics=None,
+        drift=None,
+        tracer=BatchTracer(tracer, "mnist", "1"),
+        low_confidence_threshold=0.5,
+    )
+    return tracer, observer
 
 
 def test_request_gets_server_queue_wait_and_batch_spans(
@@ -78,19 +96,7 @@ def test_request_gets_server_queue_wait_and_batch_spans(
 def test_batch_span_links_every_request_in_the_batch(
     predict: Callable[[Array], Array], exporter: InMemorySpanExporter
 ) -> None:
-    provider = build_tracer_provider(
-        service_name="t",
-        service_version="0",
-        sample_ratio=1.0,
-        processor=SimpleSpanProcessor(exporter),
-    )
-    tracer = provider.get_tracer("test")
-    observer = TelemetryObserver(
-        metrics=None,
-        drift=None,
-        tracer=BatchTracer(tracer, "mnist", "1"),
-        low_confidence_threshold=0.5,
-    )
+    tracer, observer = tracing_observer(exporter)
 
     def slow_predict(batch: Array) -> Array:
         time.sleep(0.05)  # the first batch computes while the other requests queue up
@@ -144,19 +150,7 @@ def test_batch_span_links_every_request_in_the_batch(
 def test_queue_wait_of_an_expired_request_ends_as_an_error(
     predict: Callable[[Array], Array], exporter: InMemorySpanExporter
 ) -> None:
-    provider = build_tracer_provider(
-        service_name="t",
-        service_version="0",
-        sample_ratio=1.0,
-        processor=SimpleSpanProcessor(exporter),
-    )
-    tracer = provider.get_tracer("test")
-    observer = TelemetryObserver(
-        metrics=None,
-        drift=None,
-        tracer=BatchTracer(tracer, "mnist", "1"),
-        low_confidence_threshold=0.5,
-    )
+    tracer, observer = tracing_observer(exporter)
 
     def slow_predict(batch: Array) -> Array:
         time.sleep(0.2)  # holds the only inference slot while the second request expires
