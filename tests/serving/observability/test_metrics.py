@@ -13,10 +13,11 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
 from model_repository.metadata import Metadata
-from serving.batching.queue import Batcher, DeadlineExceededError, DrainingError, QueueFullError
+from serving.batching.queue import DeadlineExceededError, DrainingError, QueueFullError
 from serving.observability import ObservabilityPlugin
 from serving.observability.metrics import ServingMetrics, observe_many
 from serving.observability.observer import TelemetryObserver
+from tests.support.slow_batcher import slow_batcher
 
 Array = npt.NDArray[np.float32]
 AppFactory = Callable[..., tuple[Litestar, ObservabilityPlugin]]
@@ -137,18 +138,8 @@ def test_rejections_by_reason_and_queue_depth(
     )
     depth_while_computing: list[float | None] = []
 
-    def slow_predict(batch: Array) -> Array:
-        time.sleep(0.05)
-        return predict(batch)
-
     async def scenario() -> None:
-        batcher = Batcher(
-            slow_predict,
-            max_batch_size=64,
-            max_batch_delay_ms=0,
-            max_queue_size=8,
-            observer=observer,
-        )
+        batcher = slow_batcher(predict, 0.05, observer, max_queue_size=8)
         observer.watch_queue(lambda: batcher.queued_rows)
         await batcher.start()
         pixels = np.full((2, 784), 0.1, np.float32)

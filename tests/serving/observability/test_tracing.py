@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode, Tracer
 
-from serving.batching.queue import Batcher, DeadlineExceededError
+from serving.batching.queue import DeadlineExceededError
 from serving.observability import ObservabilityPlugin
 from serving.observability.observer import TelemetryObserver
 from serving.observability.tracing import (
@@ -32,6 +32,7 @@ from serving.observability.tracing import (
     otlp_exporter,
     resolve_protocol,
 )
+from tests.support.slow_batcher import slow_batcher
 
 Array = npt.NDArray[np.float32]
 AppFactory = Callable[..., tuple[Litestar, ObservabilityPlugin]]
@@ -98,18 +99,9 @@ def test_batch_span_links_every_request_in_the_batch(
 ) -> None:
     tracer, observer = tracing_observer(exporter)
 
-    def slow_predict(batch: Array) -> Array:
-        time.sleep(0.05)  # the first batch computes while the other requests queue up
-        return predict(batch)
-
     async def scenario() -> None:
-        batcher = Batcher(
-            slow_predict,
-            max_batch_size=64,
-            max_batch_delay_ms=0,
-            max_queue_size=256,
-            observer=observer,
-        )
+        # the first batch computes while the other requests queue up
+        batcher = slow_batcher(predict, 0.05, observer)
         await batcher.start()
 
         async def request(i: int) -> None:
@@ -152,18 +144,9 @@ def test_queue_wait_of_an_expired_request_ends_as_an_error(
 ) -> None:
     tracer, observer = tracing_observer(exporter)
 
-    def slow_predict(batch: Array) -> Array:
-        time.sleep(0.2)  # holds the only inference slot while the second request expires
-        return predict(batch)
-
     async def scenario() -> None:
-        batcher = Batcher(
-            slow_predict,
-            max_batch_size=64,
-            max_batch_delay_ms=0,
-            max_queue_size=256,
-            observer=observer,
-        )
+        # holds the only inference slot while the second request expires
+        batcher = slow_batcher(predict, 0.2, observer)
         await batcher.start()
 
         async def request(name: str, timeout_s: float) -> None:
