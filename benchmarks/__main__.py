@@ -34,7 +34,7 @@ from model_repository.layout import resolve
 
 SERVER_CPU = 0
 LOAD_CPU = 1
-OTLP_GRPC_PORT = 4317  # otelsink listens here (fixed by oteltest)
+OTLP_HTTP_PORT = 4318  # `otelsink --http` listens here (fixed by oteltest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +57,6 @@ CONFIGS = [
         env={
             "SERVING_TRACING_ENABLED": "true",
             "SERVING_METRICS_ENABLED": "true",
-            "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
         },
     ),
 ]
@@ -69,23 +68,23 @@ def _listening(port: int) -> bool:
 
 
 def start_otlp_sink(log: Path) -> tuple[subprocess.Popen[bytes] | None, str, str]:
-    """A real OTLP/gRPC receiver (oteltest's ``otelsink``) on core 1, else a closed port."""
+    """A real OTLP/HTTP receiver (oteltest's ``otelsink --http``) on core 1, else a closed port."""
     sink = shutil.which("otelsink") or str(Path(sys.executable).parent / "otelsink")
-    if Path(sink).exists() and not _listening(OTLP_GRPC_PORT):
+    if Path(sink).exists() and not _listening(OTLP_HTTP_PORT):
         with log.open("ab") as out:
             proc = subprocess.Popen(
-                pinned([sink], LOAD_CPU),
+                pinned([sink, "--http"], LOAD_CPU),
                 stdout=out,
                 stderr=out,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and proc.poll() is None:
-            if _listening(OTLP_GRPC_PORT):
+            if _listening(OTLP_HTTP_PORT):
                 return (
                     proc,
-                    f"http://127.0.0.1:{OTLP_GRPC_PORT}",
-                    "otelsink (oteltest, OTLP/gRPC, pinned to core 1)",
+                    f"http://127.0.0.1:{OTLP_HTTP_PORT}",
+                    "otelsink (oteltest, OTLP/HTTP, pinned to core 1)",
                 )
             time.sleep(0.1)
         proc.terminate()

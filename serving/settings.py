@@ -125,7 +125,8 @@ class Settings(BaseSettings):
     )
     otlp_protocol: Literal["grpc", "http/protobuf"] | None = Field(
         default=None,
-        description="OTLP transport; unset honours OTEL_EXPORTER_OTLP_PROTOCOL, else grpc.",
+        description="OTLP transport; unset honours OTEL_EXPORTER_OTLP_PROTOCOL, "
+        "else http/protobuf.",
     )
     trace_sample_ratio: float = Field(
         default=0.01,

@@ -42,13 +42,14 @@ INSTRUMENTATION_NAME = "serving.batching"
 
 
 def resolve_protocol(configured: OtlpProtocol | None) -> OtlpProtocol:
-    """The setting wins; else the standard OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL; else grpc."""
+    """The setting wins; else the standard OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL; else
+    http/protobuf, the OpenTelemetry specification's default (and all the slim image ships)."""
     if configured is not None:
         return configured
     env = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or os.environ.get(
         "OTEL_EXPORTER_OTLP_PROTOCOL"
     )
-    return "http/protobuf" if env == "http/protobuf" else "grpc"
+    return "grpc" if env == "grpc" else "http/protobuf"
 
 
 def otlp_exporter(protocol: OtlpProtocol) -> SpanExporter:

@@ -174,6 +174,7 @@ def test_spans_reach_a_real_otlp_receiver_and_metrics_count_the_traffic(
         SERVING_TRACING_ENABLED="true",
         SERVING_TRACE_SAMPLE_RATIO="1.0",
         SERVING_MAX_BATCH_DELAY_MS="5",
+        SERVING_OTLP_PROTOCOL="grpc",  # the sink speaks gRPC; the dead-collector test uses HTTP
         OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{port}",
         OTEL_EXPORTER_OTLP_INSECURE="true",
         OTEL_BSP_SCHEDULE_DELAY="100",

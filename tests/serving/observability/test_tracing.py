@@ -234,7 +234,7 @@ def test_tracing_off_adds_no_middleware_and_no_spans(
 
 
 def test_protocol_selection(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert resolve_protocol(None) == "grpc"
+    assert resolve_protocol(None) == "http/protobuf"
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
     assert resolve_protocol(None) == "http/protobuf"
     assert resolve_protocol("grpc") == "grpc"
