@@ -19,11 +19,12 @@ from training.idx import load_test_digits
 
 PIXELS = 28 * 28
 JSON_DECIMALS = 4
-DEFAULT_MNIST_DIR = "/work/shared/data/mnist"
+#: The offline copy beside the repository (../shared/data/mnist), as CI and the tests lay it out.
+DEFAULT_MNIST_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 
 
 def mnist_dir(explicit: str | None = None) -> Path:
-    """The IDX directory: an explicit path, else ``MNIST_DIR``, else the shared data directory."""
+    """The IDX directory: an explicit path, else ``$MNIST_DIR``, else ``../shared/data/mnist``."""
     return Path(explicit or os.environ.get("MNIST_DIR") or DEFAULT_MNIST_DIR)
 
 

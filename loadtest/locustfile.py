@@ -66,7 +66,7 @@ def _add_options(parser: LocustArgumentParser) -> None:
         "--mnist-dir",
         default="",
         env_var="LOCUST_MNIST_DIR",
-        help="IDX directory (default: $MNIST_DIR, else /work/shared/data/mnist)",
+        help="IDX directory (default: $MNIST_DIR, else ../shared/data/mnist)",
     )
     group.add_argument("--digits", type=int, default=2000, help="Test digits to cycle through")
     group.add_argument(

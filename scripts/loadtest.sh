@@ -6,7 +6,7 @@
 # Environment (defaults in brackets):
 #   LOADTEST_USERS [8]  LOADTEST_SPAWN_RATE [=users]  LOADTEST_DURATION [30s]
 #   LOADTEST_SHAPE [steady|step|spike]  LOADTEST_PROCESSES [1; N>1 = master + N workers]
-#   LOCUST_P95_BUDGET_MS [50]  LOCUST_MAX_ERROR_RATE [0.01]  MNIST_DIR [/work/shared/data/mnist]
+#   LOCUST_P95_BUDGET_MS [50]  LOCUST_MAX_ERROR_RATE [0.01]  MNIST_DIR [../shared/data/mnist]
 #   LOADTEST_CPU [unset; a core number pins Locust there with taskset]
 #   LOADTEST_RUN_DIR [runs/loadtest/<UTC timestamp>]
 set -euo pipefail

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from loadtest.data import mnist_dir as default_mnist_dir
 from tests.support.server import RunningServer, free_port, serving_process
 from tests.support.tiny_model import write_model_version
 from training.data import IDX_FILES
@@ -22,13 +23,10 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(key)
 
 
-REPO = Path(__file__).resolve().parents[1]
-
-
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
     """The local MNIST copy: $MNIST_DIR, else ../shared/data/mnist beside the repository."""
-    path = Path(os.environ.get("MNIST_DIR") or REPO.parent / "shared" / "data" / "mnist")
+    path = default_mnist_dir()
     if not all((path / name).is_file() for name in IDX_FILES):
         pytest.fail(f"MNIST IDX files not found in {path}: set MNIST_DIR (tests never download)")
     return path

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -24,6 +23,7 @@ from oteltest.sink import GrpcSink
 from oteltest.sink.handler import RequestHandler
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.server import free_port
 from tests.support.tiny_model import write_model_version
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
@@ -31,13 +31,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 REPO = Path(__file__).resolve().parents[3]
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 REQUESTS = 24
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class SpanCollector(RequestHandler):  # type: ignore[misc]
