@@ -3,8 +3,8 @@ distribution the model was trained on (``metadata.training_stats``).
 
 The features and the PSI formula are ``model_repository.features`` (shared with training, so the
 two sides cannot compute them differently). Per batch the work is one vectorized feature pass and
-a copy into a ring buffer; PSI (two ``np.histogram`` calls over the window) is recomputed at most
-every ``refresh_seconds``, not per request.
+a copy into a ring buffer; PSI (two ``np.histogram`` calls over the window) is computed only when
+the gauges are published: on each scrape and by the plugin's periodic sampler, never per batch.
 
 Reading the score (``model_repository.features``): PSI < 0.1 (PSI_WARN) stable; 0.1-0.25
 moderate shift, look at it; > 0.25 (PSI_ALERT) the inputs no longer look like the training data.
@@ -12,8 +12,6 @@ moderate shift, look at it; > 0.25 (PSI_ALERT) the inputs no longer look like th
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,8 +46,6 @@ class DriftMonitor:
         window: int,
         *,
         registry: CollectorRegistry | None = None,
-        refresh_seconds: float = 1.0,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._features = [name for name in FEATURE_NAMES if name in training_stats.features]
         self._edges = {
@@ -60,9 +56,6 @@ class DriftMonitor:
         self._window = window
         self._next = 0
         self._filled = 0
-        self._refresh_seconds = refresh_seconds
-        self._clock = clock
-        self._last_refresh = -float("inf")
         self._gauges: tuple[Gauge, Gauge, Gauge, Gauge] | None = None
         if registry is not None:
             self._gauges = (
@@ -105,10 +98,6 @@ class DriftMonitor:
             self._buffer[: n - first] = values[first:]
         self._next = end % self._window
         self._filled = min(self._window, self._filled + n)
-        now = self._clock()
-        if self._gauges is not None and now - self._last_refresh >= self._refresh_seconds:
-            self._last_refresh = now
-            self.publish()
 
     def report(self) -> DriftReport:
         """PSI and summary statistics of the current window (computed now)."""

@@ -1,8 +1,9 @@
 """The one entry point the app factory uses: ``ObservabilityPlugin(settings, metadata)``.
 
 It adds, according to the settings: the OTel server-span middleware (tracing on), the HTTP
-metrics middleware and ``GET /metrics`` (metrics on), a background sampler of process CPU/memory
-and drift gauges, and builds ``.observer`` for the batcher. Nothing is global: the registry and
+metrics wrapper (installed around the whole app at startup) and ``GET /metrics`` (metrics on), a
+background sampler of process CPU/memory, in-flight, queue-depth and drift gauges, and builds
+``.observer`` for the batcher. Nothing is global: the registry and
 the TracerProvider belong to this plugin, so many apps can live in one process (tests).
 """
 
@@ -13,10 +14,9 @@ import contextlib
 import importlib.metadata
 import threading
 
-from litestar import Response, get
+from litestar import Litestar, Response, get
 from litestar.config.app import AppConfig
 from litestar.handlers import HTTPRouteHandler
-from litestar.middleware.base import DefineMiddleware
 from litestar.plugins import InitPlugin
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from prometheus_client import CollectorRegistry
@@ -25,7 +25,7 @@ from model_repository.layout import VARIANT_FILES
 from model_repository.metadata import Metadata
 from serving.observability.drift import DriftMonitor
 from serving.observability.metrics import CONTENT_TYPE, ServingMetrics, render
-from serving.observability.middleware import HttpMetricsMiddleware
+from serving.observability.middleware import HttpMetrics
 from serving.observability.observer import TelemetryObserver
 from serving.observability.tracing import (
     INSTRUMENTATION_NAME,
@@ -36,8 +36,6 @@ from serving.observability.tracing import (
 from serving.settings import Settings
 
 METRICS_PATH = "/metrics"
-#: How often each worker refreshes its CPU/memory, queue-depth and drift gauges when idle.
-SAMPLE_INTERVAL_S = 5.0
 #: Longest wait at shutdown for the last spans to leave (a dead collector must not hang exit).
 FLUSH_TIMEOUT_S = 2.0
 
@@ -101,18 +99,12 @@ class ObservabilityPlugin(InitPlugin):
             tracer=tracer,
             low_confidence_threshold=settings.low_confidence_threshold,
         )
+        self.http: HttpMetrics | None = None
         self._sampler: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ Litestar wiring
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
         if self.metrics is not None:
-            app_config.middleware.append(
-                DefineMiddleware(
-                    HttpMetricsMiddleware,
-                    metrics=self.metrics,
-                    skip_paths=frozenset({METRICS_PATH}),
-                )
-            )
             app_config.route_handlers.append(self._metrics_route())
             app_config.on_startup.append(self.start)
         if self.tracer_provider is not None:
@@ -125,35 +117,38 @@ class ObservabilityPlugin(InitPlugin):
         return app_config
 
     def _metrics_route(self) -> HTTPRouteHandler:
-        metrics, drift, registry = self.metrics, self.drift, self.registry
-        observer = self.observer
-
         @get(METRICS_PATH, include_in_schema=False, sync_to_thread=True)
         def scrape() -> Response[bytes]:
             """Prometheus scrape: refresh this worker's sampled gauges, then render."""
-            if metrics is not None:
-                metrics.refresh_process()
-                observer.refresh_queue_depth()
-            if drift is not None:
-                drift.publish()
-            return Response(render(registry), media_type=CONTENT_TYPE)
+            self.sample()
+            return Response(render(self.registry), media_type=CONTENT_TYPE)
 
         return scrape
 
     # ------------------------------------------------------------------ lifecycle
-    async def start(self) -> None:
-        """Start the per-worker sampler (metrics only)."""
-        if self._sampler is None and self.metrics is not None:
+    async def start(self, app: Litestar) -> None:
+        """Wrap the app in the HTTP metrics (outermost) and start the per-worker sampler.
+
+        At startup because the wrapper needs the app's finished ASGI handler, which Litestar
+        builds after the plugins' ``on_app_init``; no request is served before startup ends.
+        """
+        if self.metrics is None:
+            return
+        self.http = HttpMetrics.install(app, self.metrics, skip_paths=frozenset({METRICS_PATH}))
+        if self._sampler is None:
             self._sampler = asyncio.create_task(self._sample_forever(), name="metrics-sampler")
 
     async def _sample_forever(self) -> None:
         while True:
             self.sample()
-            await asyncio.sleep(SAMPLE_INTERVAL_S)
+            await asyncio.sleep(self.settings.metrics_sample_interval_s)
 
     def sample(self) -> None:
+        """Refresh this worker's sampled gauges: CPU, memory, in-flight, queue depth, drift."""
         if self.metrics is not None:
             self.metrics.refresh_process()
+        if self.http is not None:
+            self.http.publish()
         self.observer.refresh_queue_depth()
         if self.drift is not None:
             self.drift.publish()

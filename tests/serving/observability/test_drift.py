@@ -76,18 +76,16 @@ def test_non_mnist_inputs_raise_an_alert(
 
 def test_gauges_publish_the_report(train_stats: TrainingStats, test_digits: Pixels) -> None:
     registry = CollectorRegistry()
-    now = [0.0]
-    monitor = DriftMonitor(
-        train_stats, WINDOW, registry=registry, refresh_seconds=10.0, clock=lambda: now[0]
-    )
+    monitor = DriftMonitor(train_stats, WINDOW, registry=registry)
     value = registry.get_sample_value
-    monitor.update(test_digits[:10])  # first update publishes at once
+    monitor.update(test_digits[:10])
+    assert value("inference_drift_window_images") == 0  # updates never publish: scrapes do
+    monitor.publish()
     assert value("inference_drift_window_images") == 10
-    monitor.update(1.0 - test_digits[:500])  # within refresh_seconds: gauges unchanged
-    assert value("inference_drift_window_images") == 10
-    now[0] = 11.0
+    monitor.update(1.0 - test_digits[:500])
     monitor.update(1.0 - test_digits[500:600])
-    report = monitor.report()
+    assert value("inference_drift_window_images") == 10
+    report = monitor.publish()
     assert value("inference_drift_window_images") == 610
     for feature, score in report.psi.items():
         assert value("inference_drift_psi", {"feature": feature}) == pytest.approx(score)

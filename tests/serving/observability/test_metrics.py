@@ -1,13 +1,16 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
+import anyio
 import numpy as np
 import numpy.typing as npt
 import pytest
-from litestar import Litestar
+from litestar import Litestar, get
 from litestar.testing import TestClient
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.parser import text_string_to_metric_families
@@ -17,6 +20,7 @@ from serving.batching.queue import DeadlineExceededError, DrainingError, QueueFu
 from serving.observability import ObservabilityPlugin
 from serving.observability.metrics import ServingMetrics, observe_many
 from serving.observability.observer import TelemetryObserver
+from serving.settings import Settings
 from tests.support.slow_batcher import slow_batcher
 
 Array = npt.NDArray[np.float32]
@@ -80,6 +84,9 @@ def test_http_metrics_by_route_template_and_status(
         assert client.get("/items/3").status_code == 200
         assert client.get("/items/4").status_code == 200
         assert client.get("/healthz").status_code == 200
+        assert client.get("/no/such/path/1").status_code == 404
+        assert client.get("/no/such/path/2").status_code == 404
+        assert client.request("BREW", "/predict").status_code == 405
         scrape = client.get("/metrics")
         assert scrape.status_code == 200
         assert scrape.headers["content-type"].startswith("text/plain")
@@ -89,6 +96,10 @@ def test_http_metrics_by_route_template_and_status(
     items = {"route": "/items/{item_id}", "method": "GET", "status": "200"}
     assert value("inference_http_requests_total", items) == 2
     assert value("inference_http_request_duration_seconds_count", {"route": "/predict"}) == 4
+    unmatched = {"route": "unmatched", "method": "GET", "status": "404"}
+    assert value("inference_http_requests_total", unmatched) == 2
+    brewed = {"route": "unmatched", "method": "other", "status": "405"}
+    assert value("inference_http_requests_total", brewed) == 1
     assert value("inference_http_requests_in_flight") == 0
     routes = {
         s.labels["route"]
@@ -96,9 +107,40 @@ def test_http_metrics_by_route_template_and_status(
         for s in family.samples
         if s.name == "inference_http_requests_total"
     }
-    assert routes == {"/predict", "/items/{item_id}", "/healthz"}  # no raw path, no /metrics
+    # Route templates only: no raw path, no /metrics, one label for everything unrouted.
+    assert routes == {"/predict", "/items/{item_id}", "/healthz", "unmatched"}
     families = {f.name for f in text_string_to_metric_families(scrape.text)}
     assert {"inference_http_requests", "inference_model_info", "inference_drift_psi"} <= families
+
+
+def test_in_flight_gauge_counts_requests_being_handled(
+    metadata: Metadata, registry: CollectorRegistry
+) -> None:
+    plugin = ObservabilityPlugin(Settings(tracing_enabled=False), metadata, registry=registry)
+    # The test client runs the app on its own event loop thread: thread primitives, and the
+    # handler waits in a worker thread so that loop stays free to serve the scrapes.
+    arrived, release = threading.Semaphore(0), threading.Event()
+
+    @get("/hold")
+    async def hold() -> str:
+        arrived.release()
+        await anyio.to_thread.run_sync(release.wait, 10.0)
+        return "done"
+
+    def in_flight_at_scrape(client: TestClient[Litestar]) -> float | None:
+        assert client.get("/metrics").status_code == 200  # a scrape publishes the gauge
+        return registry.get_sample_value("inference_http_requests_in_flight")
+
+    app = Litestar([hold], plugins=[plugin], debug=False)
+    with TestClient(app) as client, ThreadPoolExecutor(2) as pool:
+        held = [pool.submit(client.get, "/hold") for _ in range(2)]
+        assert arrived.acquire(timeout=10)
+        assert arrived.acquire(timeout=10)
+        during = in_flight_at_scrape(client)
+        release.set()
+        assert [r.result().status_code for r in held] == [200, 200]
+        after = in_flight_at_scrape(client)
+    assert (during, after) == (2, 0)
 
 
 def test_batch_quality_and_drift_metrics_after_known_traffic(
