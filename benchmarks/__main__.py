@@ -26,7 +26,7 @@ from pathlib import Path
 
 import psutil
 
-from benchmarks import floor, wrk
+from benchmarks import ab, floor, wrk
 from benchmarks.report import Point, markdown, plot, ratios
 from benchmarks.servers import Server, free_port, pinned
 from loadtest.data import binary_body, json_body, load_digits, mnist_dir
@@ -46,20 +46,21 @@ class Config:
 
 
 OFF = {"SERVING_TRACING_ENABLED": "false", "SERVING_METRICS_ENABLED": "false"}
+BATCHED = Config("service batched fp32", env={**OFF, "SERVING_MODEL_VARIANT": "fp32"})
+OBSERVED = Config(
+    "service batched fp32 + tracing + metrics",
+    env={"SERVING_TRACING_ENABLED": "true", "SERVING_METRICS_ENABLED": "true"},
+)
 CONFIGS = [
     Config("ceiling (hello world)", ceiling=True),
     Config("service unbatched fp32", env={**OFF, "SERVING_MAX_BATCH_SIZE": "1"}),
-    Config("service batched fp32", env={**OFF, "SERVING_MODEL_VARIANT": "fp32"}),
+    BATCHED,
     Config("service batched int8", env={**OFF, "SERVING_MODEL_VARIANT": "int8"}),
     Config("service batched fp32 binary", binary=True, env={**OFF}),
-    Config(
-        "service batched fp32 + tracing + metrics",
-        env={
-            "SERVING_TRACING_ENABLED": "true",
-            "SERVING_METRICS_ENABLED": "true",
-        },
-    ),
+    OBSERVED,
 ]
+#: Concurrency of the interleaved observability A/B: the batched service's usual throughput peak.
+AB_CONCURRENCY = 32
 
 
 def _listening(port: int) -> bool:
@@ -91,6 +92,17 @@ def start_otlp_sink(log: Path) -> tuple[subprocess.Popen[bytes] | None, str, str
         proc.wait()
     closed = free_port()
     return None, f"http://127.0.0.1:{closed}", f"closed port {closed} (otelsink unavailable)"
+
+
+def _server(config: Config, args: argparse.Namespace, endpoint: str, log: Path) -> Server:
+    port = free_port()
+    if config.ceiling:
+        server_args = ["-m", "benchmarks.ceiling", "--port", str(port)]
+    else:
+        server_args = ["-m", "serving", "--port", str(port),
+                       "--model-repository", str(args.models)]  # fmt: skip
+    env = {"SERVING_HOST": "127.0.0.1", "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, **config.env}
+    return Server(server_args, env, port, SERVER_CPU, log)
 
 
 def _machine_busy() -> float:
@@ -127,6 +139,41 @@ def _least_disturbed(measure: Callable[[], Point], attempts: int) -> Point:
     return min(runs, key=lambda p: p.other_cpu_pct)
 
 
+def observability_ab(
+    args: argparse.Namespace, endpoint: str, bodies: Path, work: Path
+) -> list[ab.Round]:
+    """The tracing + metrics cost from interleaved windows against two live servers (ab.py)."""
+    ctype = "application/json"
+    with (
+        _server(BATCHED, args, endpoint, work / "server-off.log") as off,
+        _server(OBSERVED, args, endpoint, work / "server-on.log") as on,
+    ):
+        for server in (off, on):
+            wrk.run(server.url, bodies, ctype, 8, 2.0, LOAD_CPU)  # warm-up, not recorded
+
+        def measure(server: Server, name: str) -> Point:
+            return _least_disturbed(
+                functools.partial(
+                    _measure, server, name, bodies, ctype, AB_CONCURRENCY, args.ab_seconds
+                ),
+                args.repeat,
+            )
+
+        rounds = ab.interleave(
+            functools.partial(measure, off, BATCHED.name),
+            functools.partial(measure, on, OBSERVED.name),
+            args.ab_rounds,
+        )
+    for r in rounds:
+        print(
+            f"  A/B round {r.index + 1}: off {r.base.load.rps:.0f} rps, on "
+            f"{r.variant.load.rps:.0f} rps, cost {r.throughput_cost:+.1%} "
+            f"(CPU/request {r.cpu_cost:+.1%})",
+            flush=True,
+        )
+    return rounds
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
     parser.add_argument("--models", type=Path, default=Path("models"))
@@ -142,6 +189,10 @@ def main() -> int:
         help="at most this many runs per point while other processes disturb it (see header)",
     )
     parser.add_argument("--only", default="", help="run configurations whose name has this text")
+    parser.add_argument(
+        "--ab-rounds", type=int, help="interleaved tracing+metrics A/B rounds (default 6, quick 2)"
+    )
+    parser.add_argument("--ab-seconds", type=float, default=4.0, help="per A/B window")
     args = parser.parse_args()
 
     if not wrk.available():
@@ -152,6 +203,8 @@ def main() -> int:
     version = resolve(args.models, args.model_name)
     seconds = args.seconds or (3.0 if args.quick else 5.0)
     concurrencies = (1, 32) if args.quick else (1, 8, 32, 64)
+    if args.ab_rounds is None:
+        args.ab_rounds = 2 if args.quick else 6
     started = time.monotonic()
 
     images, _labels = load_digits(mnist_dir(args.mnist_dir), 500)
@@ -176,20 +229,9 @@ def main() -> int:
     points: list[Point] = []
     try:
         for config in [c for c in CONFIGS if args.only in c.name]:
-            port = free_port()
-            if config.ceiling:
-                server_args = ["-m", "benchmarks.ceiling", "--port", str(port)]
-            else:
-                server_args = ["-m", "serving", "--port", str(port),
-                               "--model-repository", str(args.models)]  # fmt: skip
-            env = {
-                "SERVING_HOST": "127.0.0.1",
-                "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
-                **config.env,
-            }
             bodies = bin_file if config.binary else json_file
             ctype = "application/octet-stream" if config.binary else "application/json"
-            with Server(server_args, env, port, SERVER_CPU, work / "server.log") as server:
+            with _server(config, args, endpoint, work / "server.log") as server:
                 wrk.run(server.url, bodies, ctype, 8, 2.0, LOAD_CPU)  # warm-up, not recorded
                 for concurrency in concurrencies:
                     point = _least_disturbed(
@@ -208,6 +250,9 @@ def main() -> int:
                         f"/ wrk {point.generator_cpu_pct:.0f}% / other {point.other_cpu_pct:.0f}%)",
                         flush=True,
                     )
+        rounds: list[ab.Round] = []
+        if args.ab_rounds and args.only in OBSERVED.name:
+            rounds = observability_ab(args, endpoint, json_file, work)
     finally:
         if sink is not None:
             sink.terminate()
@@ -215,7 +260,7 @@ def main() -> int:
     sink_bytes = sink_log.stat().st_size if sink_log.exists() else 0
     shutil.rmtree(work, ignore_errors=True)
 
-    found = ratios(points)
+    found = ratios(points, ab.summarize(rounds))
     args.out.mkdir(parents=True, exist_ok=True)
     stem = dt.date.today().isoformat() + ("-quick" if args.quick else "")
     plot_path = args.out / f"{stem}.png"
@@ -243,12 +288,26 @@ def main() -> int:
         f"printed {sink_bytes} bytes of received telemetry.",
     ])  # fmt: skip
     text = markdown(points, floor_points, found, header, plot_path.name)
+    if rounds:
+        text += "\n" + "\n".join(
+            ab.markdown(
+                rounds,
+                f"Tracing + metrics cost, interleaved A/B (c={AB_CONCURRENCY}, "
+                f"{args.ab_seconds:g} s per window, both servers alive, order alternating)",
+            )
+        )
     results = args.out / f"{stem}.md"
     results.write_text(text)
     raw = [{**dataclasses.asdict(p), "load": dataclasses.asdict(p.load)} for p in points]
+    raw_ab = [
+        {"round": r.index, **{k: {**dataclasses.asdict(p), "load": dataclasses.asdict(p.load)}
+                              for k, p in (("off", r.base), ("on", r.variant))}}
+        for r in rounds
+    ]  # fmt: skip
     (args.out / f"{stem}.json").write_text(
         json.dumps(
-            {"floor": [dataclasses.asdict(f) for f in floor_points], "points": raw}, indent=1
+            {"floor": [dataclasses.asdict(f) for f in floor_points], "points": raw, "ab": raw_ab},
+            indent=1,
         )
     )
     print(f"\nwrote {results}, {plot_path} and the raw points ({stem}.json)")
