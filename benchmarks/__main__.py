@@ -34,7 +34,6 @@ from model_repository.layout import resolve
 
 SERVER_CPU = 0
 LOAD_CPU = 1
-OTLP_HTTP_PORT = 4318  # `otelsink --http` listens here (fixed by oteltest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,29 +68,36 @@ def _listening(port: int) -> bool:
 
 
 def start_otlp_sink(log: Path) -> tuple[subprocess.Popen[bytes] | None, str, str]:
-    """A real OTLP/HTTP receiver (oteltest's ``otelsink --http``) on core 1, else a closed port."""
-    sink = shutil.which("otelsink") or str(Path(sys.executable).parent / "otelsink")
-    if Path(sink).exists() and not _listening(OTLP_HTTP_PORT):
-        with log.open("ab") as out:
-            proc = subprocess.Popen(
-                pinned([sink, "--http"], LOAD_CPU),
-                stdout=out,
-                stderr=out,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and proc.poll() is None:
-            if _listening(OTLP_HTTP_PORT):
-                return (
-                    proc,
-                    f"http://127.0.0.1:{OTLP_HTTP_PORT}",
-                    "otelsink (oteltest, OTLP/HTTP, pinned to core 1)",
-                )
-            time.sleep(0.1)
-        proc.terminate()
-        proc.wait()
+    """A quiet OTLP/HTTP receiver (``benchmarks.otlp_sink``) on core 1, else a closed port."""
+    port = free_port()
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            pinned([sys.executable, "-m", "benchmarks.otlp_sink", "--port", str(port)], LOAD_CPU),
+            stdout=out,
+            stderr=out,
+        )
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and proc.poll() is None:
+        if _listening(port):
+            return proc, f"http://127.0.0.1:{port}", "benchmarks.otlp_sink (OTLP/HTTP, core 1)"
+        time.sleep(0.1)
+    proc.terminate()
+    proc.wait()
     closed = free_port()
-    return None, f"http://127.0.0.1:{closed}", f"closed port {closed} (otelsink unavailable)"
+    return None, f"http://127.0.0.1:{closed}", f"closed port {closed} (receiver did not start)"
+
+
+def stop_otlp_sink(sink: subprocess.Popen[bytes] | None, log: Path) -> dict[str, int]:
+    """Stop the receiver; its totals (requests, spans, bytes, errors), empty if none."""
+    if sink is None:
+        return {}
+    sink.terminate()
+    sink.wait()
+    for line in log.read_text(errors="replace").splitlines():
+        if line.startswith("OTLPSINK "):
+            totals: dict[str, int] = json.loads(line.removeprefix("OTLPSINK "))
+            return totals
+    return {}
 
 
 def _server(config: Config, args: argparse.Namespace, endpoint: str, log: Path) -> Server:
@@ -190,9 +196,9 @@ def main() -> int:
     )
     parser.add_argument("--only", default="", help="run configurations whose name has this text")
     parser.add_argument(
-        "--ab-rounds", type=int, help="interleaved tracing+metrics A/B rounds (default 6, quick 2)"
+        "--ab-rounds", type=int, help="interleaved tracing+metrics A/B rounds (default 12, quick 2)"
     )
-    parser.add_argument("--ab-seconds", type=float, default=4.0, help="per A/B window")
+    parser.add_argument("--ab-seconds", type=int, default=3, help="per A/B window (whole s)")
     args = parser.parse_args()
 
     if not wrk.available():
@@ -204,7 +210,7 @@ def main() -> int:
     seconds = args.seconds or (3.0 if args.quick else 5.0)
     concurrencies = (1, 32) if args.quick else (1, 8, 32, 64)
     if args.ab_rounds is None:
-        args.ab_rounds = 2 if args.quick else 6
+        args.ab_rounds = 2 if args.quick else 12
     started = time.monotonic()
 
     images, _labels = load_digits(mnist_dir(args.mnist_dir), 500)
@@ -224,7 +230,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     json_file = wrk.write_bodies([json_body(img[None]) for img in images], work / "json.bodies")
     bin_file = wrk.write_bodies([binary_body(img[None]) for img in images], work / "binary.bodies")
-    sink_log = work / "otelsink.log"
+    sink_log = work / "otlp-sink.log"
     sink, endpoint, sink_desc = start_otlp_sink(sink_log)
     points: list[Point] = []
     try:
@@ -254,10 +260,7 @@ def main() -> int:
         if args.ab_rounds and args.only in OBSERVED.name:
             rounds = observability_ab(args, endpoint, json_file, work)
     finally:
-        if sink is not None:
-            sink.terminate()
-            sink.wait()
-    sink_bytes = sink_log.stat().st_size if sink_log.exists() else 0
+        received = stop_otlp_sink(sink, sink_log)
     shutil.rmtree(work, ignore_errors=True)
 
     found = ratios(points, ab.summarize(rounds))
@@ -284,8 +287,9 @@ def main() -> int:
         "noise; 200 % = both cores).",
         "- 'batched' = the service's default batching settings; 'unbatched' = "
         "SERVING_MAX_BATCH_SIZE=1. Tracing and metrics are off except in the '+ tracing + "
-        f"metrics' row (default sample ratio), which exports to {sink_desc}; the receiver "
-        f"printed {sink_bytes} bytes of received telemetry.",
+        f"metrics' rows (default sample ratio), which export to {sink_desc}; it received "
+        f"{received.get('spans', 0)} spans in {received.get('requests', 0)} exports "
+        f"({received.get('errors', 0)} malformed).",
     ])  # fmt: skip
     text = markdown(points, floor_points, found, header, plot_path.name)
     if rounds:

@@ -9,7 +9,7 @@ model load and shutdown cancelled out. Instructions are not time (a cache miss c
 add), so ``make bench`` still measures throughput; this says where the cost is and whether a
 change reduced it, repeatably.
 
-Tracing runs export to a real OTLP/HTTP receiver (oteltest's ``otelsink``) when one can be
+Tracing runs export to a real OTLP/HTTP receiver (``benchmarks.otlp_sink``) when one can be
 started, so span encoding and export are counted too, and sample with a seeded ``random`` (the
 same requests are traced in every run). Writes ``benchmarks/results/<date>-instructions.md``.
 """
@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.__main__ import start_otlp_sink
+from benchmarks.__main__ import start_otlp_sink, stop_otlp_sink
 
 COLLECTED = re.compile(rb"Collected : (\d+)")
 
@@ -101,7 +101,7 @@ def main() -> int:
 
     started = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="instructions-"))
-    sink, endpoint, sink_desc = start_otlp_sink(work / "otelsink.log")
+    sink, endpoint, sink_desc = start_otlp_sink(work / "otlp-sink.log")
     base_env = {
         **os.environ,
         "PYTHONHASHSEED": "0",  # dict/set layouts, hence instruction counts, repeat run to run
@@ -129,9 +129,7 @@ def main() -> int:
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
             runs = list(pool.map(run_job, jobs))
     finally:
-        if sink is not None:
-            sink.terminate()
-            sink.wait()
+        stop_otlp_sink(sink, work / "otlp-sink.log")
         shutil.rmtree(work, ignore_errors=True)
 
     costs = []

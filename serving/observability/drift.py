@@ -2,9 +2,10 @@
 distribution the model was trained on (``metadata.training_stats``).
 
 The features and the PSI formula are ``model_repository.features`` (shared with training, so the
-two sides cannot compute them differently). Per batch the work is one vectorized feature pass and
-a copy into a ring buffer; PSI (two ``np.histogram`` calls over the window) is computed only when
-the gauges are published: on each scrape and by the plugin's periodic sampler, never per batch.
+two sides cannot compute them differently). Per batch, :meth:`DriftMonitor.update` only keeps a
+reference to the input array (at most a window's worth of rows: older rows would leave the window
+anyway). Features, the ring buffer and PSI are computed when a report is asked for: on each scrape
+and by the plugin's periodic sampler, never per batch.
 
 Reading the score (``model_repository.features``): PSI < 0.1 (PSI_WARN) stable; 0.1-0.25
 moderate shift, look at it; > 0.25 (PSI_ALERT) the inputs no longer look like the training data.
@@ -12,6 +13,7 @@ moderate shift, look at it; > 0.25 (PSI_ALERT) the inputs no longer look like th
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,6 +58,8 @@ class DriftMonitor:
         self._window = window
         self._next = 0
         self._filled = 0
+        self._pending: deque[npt.NDArray[np.floating]] = deque()
+        self._pending_rows = 0
         self._gauges: tuple[Gauge, Gauge, Gauge, Gauge] | None = None
         if registry is not None:
             self._gauges = (
@@ -83,9 +87,25 @@ class DriftMonitor:
         return list(self._features)
 
     def update(self, pixels: npt.NDArray[np.floating]) -> None:
-        """Add one batch of scaled inputs (rows x 784, values in [0, 1]) to the window."""
+        """Add one batch of scaled inputs (rows x 784, values in [0, 1]) to the window.
+
+        Cheap: keeps a reference (the caller must not modify the array afterwards); the features
+        are computed by the next :meth:`report`.
+        """
         if pixels.ndim != 2 or pixels.shape[0] == 0 or not self._features:
             return
+        self._pending.append(pixels)
+        self._pending_rows += pixels.shape[0]
+        while self._pending_rows - self._pending[0].shape[0] >= self._window:
+            self._pending_rows -= self._pending.popleft().shape[0]
+
+    def _absorb(self) -> None:
+        """Compute the features of the pending rows into the ring buffer."""
+        if not self._pending:
+            return
+        pixels = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
+        self._pending.clear()
+        self._pending_rows = 0
         computed = image_features(pixels)
         values = np.column_stack([computed[n] for n in self._features])[-self._window :]
         n = values.shape[0]
@@ -101,6 +121,7 @@ class DriftMonitor:
 
     def report(self) -> DriftReport:
         """PSI and summary statistics of the current window (computed now)."""
+        self._absorb()
         window = self._buffer[: self._filled]
         scores: dict[str, float] = {}
         means: dict[str, float] = {}

@@ -103,6 +103,40 @@ def observe_many(histogram: Histogram, values: npt.NDArray[np.floating]) -> None
     total.inc(float(values.sum()))
 
 
+class BufferedHistogram:
+    """Observations collected on the hot path, written to ``histogram`` by :meth:`flush`.
+
+    ``add`` is a list append, where ``Histogram.observe`` takes a lock and walks the buckets in
+    Python for every value; :func:`observe_many` then writes a whole interval in one pass. The
+    plugin flushes on every scrape and every ``metrics_sample_interval_s``, so a scrape always
+    sees everything that happened before it. Only the event loop thread may call these methods.
+    Past ``MAX_BUFFERED`` values (a long sample interval under heavy load) it flushes itself.
+    """
+
+    MAX_BUFFERED = 65536
+
+    __slots__ = ("_values", "histogram")
+
+    def __init__(self, histogram: Histogram) -> None:
+        self.histogram = histogram
+        self._values: list[float] = []
+
+    def add(self, value: float) -> None:
+        self._values.append(value)
+        if len(self._values) >= self.MAX_BUFFERED:
+            self.flush()
+
+    def extend(self, values: Sequence[float]) -> None:
+        self._values.extend(values)
+        if len(self._values) >= self.MAX_BUFFERED:
+            self.flush()
+
+    def flush(self) -> None:
+        values, self._values = self._values, []
+        if values:
+            observe_many(self.histogram, np.asarray(values, dtype=np.float64))
+
+
 class ServingMetrics:
     """Every metric of the service. Build one per app; pass a fresh registry in tests."""
 

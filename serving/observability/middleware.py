@@ -12,9 +12,11 @@ Installed around ``app.asgi_handler`` (see :meth:`HttpMetrics.install`), the wra
 routing; the router writes ``scope["path_template"]`` into the same scope, so after the call the
 bounded route label is known. Requests that match no route are counted as ``unmatched``.
 
-In-flight requests are a plain integer here, published to the gauge when metrics are sampled
-(every scrape and every few seconds): a gauge is read at scrape time anyway, and two locked gauge
-updates per request are not worth a value nobody reads in between.
+Per request the wrapper only appends the latency to a list and adds one to a plain counter;
+:meth:`HttpMetrics.publish` writes them to Prometheus on every scrape and every
+``metrics_sample_interval_s`` (prometheus_client takes a lock and walks the buckets in Python per
+``observe``). In-flight requests are a plain integer copied to the gauge at the same moments: a
+gauge is read at scrape time anyway.
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ from typing import TYPE_CHECKING
 
 from litestar.enums import ScopeType
 
+from serving.observability.metrics import BufferedHistogram
+
 if TYPE_CHECKING:
     from litestar import Litestar
     from litestar.types import ASGIApp, Message, Receive, Scope, Send
-    from prometheus_client import Counter, Histogram
 
     from serving.observability.metrics import ServingMetrics
 
@@ -44,10 +47,9 @@ class HttpMetrics:
         self._metrics = metrics
         self._skip = skip_paths
         self.in_flight = 0
-        # Labelled children by label values: ``.labels()`` locks and hashes on every call; the
-        # label sets are bounded (route templates x methods x statuses), so caching is safe.
-        self._latency: dict[str, Histogram] = {}
-        self._counts: dict[tuple[str, str, int], Counter] = {}
+        # By label values, which are bounded (route templates x methods x statuses).
+        self._latency: dict[str, BufferedHistogram] = {}
+        self._counts: dict[tuple[str, str, int], int] = {}
 
     @classmethod
     def install(
@@ -61,7 +63,16 @@ class HttpMetrics:
         return wrapper
 
     def publish(self) -> None:
-        """Copy the in-flight count to its gauge (called by the sampler and on each scrape)."""
+        """Write the buffered counts and latencies and the in-flight count to Prometheus.
+
+        Called on the event loop (the plugin's sampler and each scrape), like the hot path.
+        """
+        for latency in self._latency.values():
+            latency.flush()
+        counts, self._counts = self._counts, {}
+        for (route, method, status), count in counts.items():
+            method = method if method in METHODS else "other"
+            self._metrics.requests.labels(route, method, str(status)).inc(count)
         self._metrics.in_flight.set(self.in_flight)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -85,13 +96,8 @@ class HttpMetrics:
             route = scope.get("path_template") or UNMATCHED
             latency = self._latency.get(route)
             if latency is None:
-                latency = self._latency[route] = self._metrics.request_latency.labels(route)
-            latency.observe(time.perf_counter() - started)
+                child = self._metrics.request_latency.labels(route)
+                latency = self._latency[route] = BufferedHistogram(child)
+            latency.add(time.perf_counter() - started)
             key = (route, scope["method"], status)
-            count = self._counts.get(key)
-            if count is None:
-                method = key[1] if key[1] in METHODS else "other"
-                count = self._counts[key] = self._metrics.requests.labels(
-                    route, method, str(status)
-                )
-            count.inc()
+            self._counts[key] = self._counts.get(key, 0) + 1

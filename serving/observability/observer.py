@@ -1,8 +1,13 @@
 """The batcher's observer: turns the four batching hooks into spans, metrics and drift updates.
 
-Everything here runs on the event loop, so it is kept to a few vectorized NumPy calls and metric
-increments per BATCH (model quality, drift, batch histograms) and one or two increments per
-request (queue wait). With tracing off the tracing branches are a single ``is None`` check.
+Everything here runs on the event loop, so the hooks only RECORD: list appends of the queue
+waits, batch sizes and compute times, and references to the batch's output array (model
+quality) and input array (drift). :meth:`TelemetryObserver.flush`, called by the plugin on every
+scrape and every ``metrics_sample_interval_s``, turns them into metric updates with a few
+vectorized NumPy calls for the whole interval instead of per batch. The arrays are never written
+after the batch (inputs are merged copies, outputs come fresh from onnxruntime), so keeping
+references is safe; drift keeps at most its window's worth of rows. With tracing off the tracing
+branches are a single ``is None`` check.
 """
 
 from __future__ import annotations
@@ -15,12 +20,16 @@ import numpy as np
 import numpy.typing as npt
 
 from serving.observability.drift import DriftMonitor
-from serving.observability.metrics import ServingMetrics, observe_many
+from serving.observability.metrics import BufferedHistogram, ServingMetrics
 from serving.observability.tracing import BatchTracer, sampled_traces
 
 if TYPE_CHECKING:
     from serving.batching.observer import RejectReason
     from serving.batching.queue import QueuedRequest
+
+
+#: Batches recorded before a flush happens anyway (a long sample interval under heavy load).
+MAX_BUFFERED_BATCHES = 4096
 
 
 class TelemetryObserver:
@@ -45,6 +54,16 @@ class TelemetryObserver:
         self.tracer = tracer
         self._threshold = low_confidence_threshold
         self._queue_rows: Callable[[], int] | None = None
+        self._outputs: list[npt.NDArray[np.float32]] = []
+        self._buffers: tuple[BufferedHistogram, ...] = ()
+        if metrics is not None:
+            self._queue_wait = BufferedHistogram(metrics.queue_wait)
+            self._batch_rows = BufferedHistogram(metrics.batch_size)
+            self._batch_requests = BufferedHistogram(metrics.batch_requests)
+            self._inference_time = BufferedHistogram(metrics.inference_time)
+            self._buffers = (
+                self._queue_wait, self._batch_rows, self._batch_requests, self._inference_time
+            )  # fmt: skip
 
     def watch_queue(self, queue_rows: Callable[[], int]) -> None:
         """Give the observer a way to read the rows waiting (the batcher's ``queued_rows``)."""
@@ -54,24 +73,31 @@ class TelemetryObserver:
         if self.metrics is not None and self._queue_rows is not None:
             self.metrics.queue_depth.set(self._queue_rows() + pending)
 
+    def flush(self) -> None:
+        """Write everything recorded since the last flush to the metrics (on the event loop)."""
+        for buffer in self._buffers:
+            buffer.flush()
+        outputs, self._outputs = self._outputs, []
+        if self.metrics is not None and outputs:
+            self.metrics.observe_outputs(np.concatenate(outputs), self._threshold)
+        self.refresh_queue_depth()
+
     # ------------------------------------------------------------------ hooks
     def on_enqueued(self, request: QueuedRequest) -> None:
         if self.tracer is not None:
             request.trace_context = self.tracer.start_queue_wait()
-        # Queue depth is refreshed per batch, per rejection and per scrape, not per request.
+        # Queue depth is read from the batcher when flushed and per rejection, not per request.
 
     def on_batch_start(self, batch_id: int, requests: Sequence[QueuedRequest], rows: int) -> None:
         if self.tracer is not None:
             traces = sampled_traces(r.trace_context for r in requests)
             self.tracer.start_batch(batch_id, traces, rows, len(requests))
-        metrics = self.metrics
-        if metrics is None:
+        if self.metrics is None:
             return
         now = time.monotonic()
-        observe_many(metrics.queue_wait, np.array([now - r.enqueued_at for r in requests]))
-        metrics.batch_size.observe(rows)
-        metrics.batch_requests.observe(len(requests))
-        self.refresh_queue_depth()
+        self._queue_wait.extend([now - r.enqueued_at for r in requests])
+        self._batch_rows.add(rows)
+        self._batch_requests.add(len(requests))
 
     def on_batch_end(
         self,
@@ -85,11 +111,13 @@ class TelemetryObserver:
         if self.tracer is not None:
             self.tracer.end_batch(batch_id, error, compute_seconds)
         if self.metrics is not None:
-            self.metrics.inference_time.observe(compute_seconds)
+            self._inference_time.add(compute_seconds)
             if error is not None:
                 self.metrics.batch_errors.inc()
             elif outputs is not None:
-                self.metrics.observe_outputs(outputs, self._threshold)
+                self._outputs.append(outputs)
+                if len(self._outputs) >= MAX_BUFFERED_BATCHES:
+                    self.flush()
         if self.drift is not None and outputs is not None:
             self.drift.update(inputs)
 

@@ -14,6 +14,7 @@ import contextlib
 import importlib.metadata
 import threading
 
+import anyio
 from litestar import Litestar, Response, get
 from litestar.config.app import AppConfig
 from litestar.handlers import HTTPRouteHandler
@@ -117,11 +118,13 @@ class ObservabilityPlugin(InitPlugin):
         return app_config
 
     def _metrics_route(self) -> HTTPRouteHandler:
-        @get(METRICS_PATH, include_in_schema=False, sync_to_thread=True)
-        def scrape() -> Response[bytes]:
-            """Prometheus scrape: refresh this worker's sampled gauges, then render."""
+        @get(METRICS_PATH, include_in_schema=False)
+        async def scrape() -> Response[bytes]:
+            """Prometheus scrape: flush and sample this worker (on the event loop, where the
+            buffers are written), then render in a thread (it reads files with workers > 1)."""
             self.sample()
-            return Response(render(self.registry), media_type=CONTENT_TYPE)
+            body = await anyio.to_thread.run_sync(render, self.registry)
+            return Response(body, media_type=CONTENT_TYPE)
 
         return scrape
 
@@ -144,12 +147,13 @@ class ObservabilityPlugin(InitPlugin):
             await asyncio.sleep(self.settings.metrics_sample_interval_s)
 
     def sample(self) -> None:
-        """Refresh this worker's sampled gauges: CPU, memory, in-flight, queue depth, drift."""
+        """Write the buffered HTTP and batch observations and refresh the sampled gauges (CPU,
+        memory, in-flight, queue depth, drift). Runs on the event loop."""
         if self.metrics is not None:
             self.metrics.refresh_process()
         if self.http is not None:
             self.http.publish()
-        self.observer.refresh_queue_depth()
+        self.observer.flush()
         if self.drift is not None:
             self.drift.publish()
 
@@ -160,6 +164,7 @@ class ObservabilityPlugin(InitPlugin):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sampler
             self._sampler = None
+            self.sample()  # the last observations reach the registry (and a final scrape)
         await asyncio.get_running_loop().run_in_executor(None, self.shutdown_tracing)
 
     def shutdown_tracing(self) -> None:

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from model_repository.metadata import Metadata
 from serving.batching.queue import DeadlineExceededError, DrainingError, QueueFullError
 from serving.observability import ObservabilityPlugin
-from serving.observability.metrics import ServingMetrics, observe_many
+from serving.observability.metrics import BufferedHistogram, ServingMetrics, observe_many
 from serving.observability.observer import TelemetryObserver
 from serving.settings import Settings
 from tests.support.slow_batcher import slow_batcher
@@ -52,6 +52,25 @@ def test_bulk_observe_matches_one_by_one() -> None:
         loop.observe(value)
     assert samples(bulk_registry) == pytest.approx(samples(loop_registry))
     assert bulk_registry.get_sample_value("h_bucket", {"le": "0.2"}) == 3
+
+
+def test_buffered_histogram_writes_on_flush_and_when_full(
+    registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    histogram = Histogram("h", "h", buckets=(0.2, 0.5, 1.0), registry=registry)
+    buffered = BufferedHistogram(histogram)
+    buffered.add(0.1)
+    buffered.extend([0.3, 0.7])
+    assert registry.get_sample_value("h_count") == 0  # recorded, not written
+    buffered.flush()
+    assert registry.get_sample_value("h_count") == 3
+    assert registry.get_sample_value("h_bucket", {"le": "0.5"}) == 2
+    assert registry.get_sample_value("h_sum") == pytest.approx(1.1)
+    monkeypatch.setattr(BufferedHistogram, "MAX_BUFFERED", 4)
+    buffered.extend([0.1, 0.1, 0.1])
+    assert registry.get_sample_value("h_count") == 3
+    buffered.add(0.1)  # the 4th buffered value: flushes itself
+    assert registry.get_sample_value("h_count") == 7
 
 
 def test_model_quality_metrics_from_a_batch(registry: CollectorRegistry) -> None:
@@ -209,6 +228,8 @@ def test_rejections_by_reason_and_queue_depth(
     assert value("inference_rejected_requests_total", {"reason": "queue_full"}) == 1
     assert value("inference_rejected_requests_total", {"reason": "deadline"}) == 1
     assert value("inference_rejected_requests_total", {"reason": "draining"}) == 1
+    assert value("inference_batch_size_rows_sum") == 0  # recorded by the hooks, not yet written
+    observer.flush()  # what every scrape and the periodic sampler do
     assert value("inference_batch_size_rows_sum") == 8
     assert value("inference_batch_requests_sum") == 4
 
