@@ -87,8 +87,12 @@ loadtest: setup ## Gated Locust run against URL=http://host:port (see README: Lo
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/loadtest.sh "$(URL)"
 
 .PHONY: bench
-bench: model ## Benchmark (~10 min): writes benchmarks/results/<date>.md and a plot
+bench: model ## Benchmark (~7 min, needs wrk): writes benchmarks/results/<date>.md and a plot
 	$(BIN)/python -m benchmarks --models $(MODELS)
+
+.PHONY: bench-instructions
+bench-instructions: model ## Tracing/metrics cost in instructions per request (~11 min, valgrind)
+	$(BIN)/python -m benchmarks.instructions --models $(MODELS)
 
 # ---------------------------------------------------------------- containers
 .PHONY: container-smoke

@@ -134,7 +134,7 @@ class Settings(BaseSettings):
         le=1,
         description="Share of requests without a sampled caller trace that are traced "
         "(parent-based: a caller's sampled traceparent is always honoured). A traced request "
-        "costs ~0.7 ms of CPU; 1% keeps tracing under 10% of throughput.",
+        "costs ~0.3 ms of CPU (its spans and their export): ~3 µs per request at 1%.",
     )
     metrics_enabled: bool = Field(default=True, description="Serve Prometheus metrics on /metrics.")
     metrics_sample_interval_s: float = Field(
