@@ -145,6 +145,20 @@ def _least_disturbed(measure: Callable[[], Point], attempts: int) -> Point:
     return min(runs, key=lambda p: p.other_cpu_pct)
 
 
+def _warm_up(server: Server, bodies: Path, ctype: str) -> None:
+    wrk.run(server.url, bodies, ctype, 8, 2.0, LOAD_CPU)  # not recorded
+
+
+def _point(
+    server: Server, name: str, bodies: Path, ctype: str, concurrency: int, seconds: float,
+    repeat: int,
+) -> Point:  # fmt: skip
+    """One measured point, re-run while other processes disturb it (``_least_disturbed``)."""
+    return _least_disturbed(
+        functools.partial(_measure, server, name, bodies, ctype, concurrency, seconds), repeat
+    )
+
+
 def observability_ab(
     args: argparse.Namespace, endpoint: str, bodies: Path, work: Path
 ) -> list[ab.Round]:
@@ -155,19 +169,11 @@ def observability_ab(
         _server(OBSERVED, args, endpoint, work / "server-on.log") as on,
     ):
         for server in (off, on):
-            wrk.run(server.url, bodies, ctype, 8, 2.0, LOAD_CPU)  # warm-up, not recorded
-
-        def measure(server: Server, name: str) -> Point:
-            return _least_disturbed(
-                functools.partial(
-                    _measure, server, name, bodies, ctype, AB_CONCURRENCY, args.ab_seconds
-                ),
-                args.repeat,
-            )
-
+            _warm_up(server, bodies, ctype)
+        window = (bodies, ctype, AB_CONCURRENCY, args.ab_seconds, args.repeat)
         rounds = ab.interleave(
-            functools.partial(measure, off, BATCHED.name),
-            functools.partial(measure, on, OBSERVED.name),
+            functools.partial(_point, off, BATCHED.name, *window),
+            functools.partial(_point, on, OBSERVED.name, *window),
             args.ab_rounds,
         )
     for r in rounds:
@@ -238,13 +244,10 @@ def main() -> int:
             bodies = bin_file if config.binary else json_file
             ctype = "application/octet-stream" if config.binary else "application/json"
             with _server(config, args, endpoint, work / "server.log") as server:
-                wrk.run(server.url, bodies, ctype, 8, 2.0, LOAD_CPU)  # warm-up, not recorded
+                _warm_up(server, bodies, ctype)
                 for concurrency in concurrencies:
-                    point = _least_disturbed(
-                        functools.partial(
-                            _measure, server, config.name, bodies, ctype, concurrency, seconds
-                        ),
-                        args.repeat,
+                    point = _point(
+                        server, config.name, bodies, ctype, concurrency, seconds, args.repeat
                     )
                     points.append(point)
                     load = point.load
