@@ -69,9 +69,9 @@ class TelemetryObserver:
         """Give the observer a way to read the rows waiting (the batcher's ``queued_rows``)."""
         self._queue_rows = queue_rows
 
-    def refresh_queue_depth(self, pending: int = 0) -> None:
+    def refresh_queue_depth(self) -> None:
         if self.metrics is not None and self._queue_rows is not None:
-            self.metrics.queue_depth.set(self._queue_rows() + pending)
+            self.metrics.queue_depth.set(self._queue_rows())
 
     def flush(self) -> None:
         """Write everything recorded since the last flush to the metrics (on the event loop)."""
