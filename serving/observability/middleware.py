@@ -55,9 +55,7 @@ class HttpMetrics:
     def install(
         cls, app: Litestar, metrics: ServingMetrics, skip_paths: frozenset[str]
     ) -> HttpMetrics:
-        """Wrap ``app``'s ASGI handler (idempotent: a second install returns the first wrapper)."""
-        if isinstance(app.asgi_handler, cls):
-            return app.asgi_handler
+        """Wrap ``app``'s ASGI handler (at startup: Litestar builds it after ``on_app_init``)."""
         wrapper = cls(app.asgi_handler, metrics, skip_paths)
         app.asgi_handler = wrapper
         return wrapper

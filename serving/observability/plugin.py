@@ -1,10 +1,10 @@
 """The one entry point the app factory uses: ``ObservabilityPlugin(settings, metadata)``.
 
-It adds, according to the settings: the OTel server-span middleware (tracing on), the HTTP
-metrics wrapper (installed around the whole app at startup) and ``GET /metrics`` (metrics on), a
-background sampler of process CPU/memory, in-flight, queue-depth and drift gauges, and builds
-``.observer`` for the batcher. Nothing is global: the registry and
-the TracerProvider belong to this plugin, so many apps can live in one process (tests).
+It adds, according to the settings: the server-span wrapper (tracing on), the HTTP metrics
+wrapper and ``GET /metrics`` (metrics on), both wrappers installed around the whole app at
+startup, a background sampler of process CPU/memory, in-flight, queue-depth and drift gauges,
+and builds ``.observer`` for the batcher. Nothing is global: the registry and the
+TracerProvider belong to this plugin, so many apps can live in one process (tests).
 """
 
 from __future__ import annotations
@@ -28,11 +28,12 @@ from serving.observability.drift import DriftMonitor
 from serving.observability.metrics import CONTENT_TYPE, ServingMetrics, render
 from serving.observability.middleware import HttpMetrics
 from serving.observability.observer import TelemetryObserver
+from serving.observability.server_spans import ServerSpans
 from serving.observability.tracing import (
-    INSTRUMENTATION_NAME,
+    BATCH_INSTRUMENTATION,
+    HTTP_INSTRUMENTATION,
     BatchTracer,
     build_tracer_provider,
-    server_span_middleware,
 )
 from serving.settings import Settings
 
@@ -83,14 +84,14 @@ class ObservabilityPlugin(InitPlugin):
             self.tracer_provider = build_tracer_provider(
                 service_name=settings.service_name,
                 service_version=package_version(),
-                # Roots are sampled at trace_sample_ratio by SampledServerSpans before a span
-                # exists; the provider keeps every root it is handed (and follows parents).
+                # Roots are sampled at trace_sample_ratio by ServerSpans before a span exists;
+                # the provider keeps every root it is handed (and follows parents).
                 sample_ratio=1.0,
                 processor=span_processor,
                 protocol=settings.otlp_protocol,
             )
             tracer = BatchTracer(
-                self.tracer_provider.get_tracer(INSTRUMENTATION_NAME),
+                self.tracer_provider.get_tracer(BATCH_INSTRUMENTATION),
                 metadata.name,
                 model_version,
             )
@@ -101,19 +102,14 @@ class ObservabilityPlugin(InitPlugin):
             low_confidence_threshold=settings.low_confidence_threshold,
         )
         self.http: HttpMetrics | None = None
+        self._wrapped = False
         self._sampler: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ Litestar wiring
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
         if self.metrics is not None:
             app_config.route_handlers.append(self._metrics_route())
-            app_config.on_startup.append(self.start)
-        if self.tracer_provider is not None:
-            # Litestar moves this middleware outermost (before routing), so the server span
-            # covers the whole request and a caller's traceparent is honoured.
-            app_config.middleware.append(
-                server_span_middleware(self.tracer_provider, self.settings.trace_sample_ratio)
-            )
+        app_config.on_startup.append(self.start)
         app_config.on_shutdown.append(self.stop)
         return app_config
 
@@ -130,15 +126,26 @@ class ObservabilityPlugin(InitPlugin):
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, app: Litestar) -> None:
-        """Wrap the app in the HTTP metrics (outermost) and start the per-worker sampler.
+        """Wrap the app in the server spans and, outermost, the HTTP metrics (so the latency
+        histogram includes the tracing work); start the per-worker sampler.
 
-        At startup because the wrapper needs the app's finished ASGI handler, which Litestar
+        At startup because the wrappers need the app's finished ASGI handler, which Litestar
         builds after the plugins' ``on_app_init``; no request is served before startup ends.
+        Once per app: a restarted app (e.g. a second TestClient) keeps its wrappers.
         """
-        if self.metrics is None:
-            return
-        self.http = HttpMetrics.install(app, self.metrics, skip_paths=frozenset({METRICS_PATH}))
-        if self._sampler is None:
+        if not self._wrapped:
+            self._wrapped = True
+            if self.tracer_provider is not None:
+                ServerSpans.install(
+                    app,
+                    self.tracer_provider.get_tracer(HTTP_INSTRUMENTATION),
+                    self.settings.trace_sample_ratio,
+                )
+            if self.metrics is not None:
+                self.http = HttpMetrics.install(
+                    app, self.metrics, skip_paths=frozenset({METRICS_PATH})
+                )
+        if self.metrics is not None and self._sampler is None:
             self._sampler = asyncio.create_task(self._sample_forever(), name="metrics-sampler")
 
     async def _sample_forever(self) -> None:

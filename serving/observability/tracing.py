@@ -1,33 +1,26 @@
-"""OpenTelemetry: the TracerProvider, the Litestar server-span config, and the batch spans.
+"""OpenTelemetry: the TracerProvider and its OTLP exporter, and the batch spans.
 
 The provider is built per app and never installed globally (``trace.set_tracer_provider`` works
-once per process, and tests build many apps): it is handed to Litestar's OpenTelemetryConfig and
-used directly for the spans made here.
+once per process, and tests build many apps): the server spans (:mod:`.server_spans`) and the
+spans made here get their tracers from it directly.
 
 Span layout per request::
 
-    POST /v1/predict            (server span, Litestar/ASGI instrumentation, honours traceparent)
+    POST /v1/predict            (server span, server_spans.py, honours traceparent)
       └─ queue wait             (enqueue -> batch start; attribute batch.id)
     inference batch             (child of the first sampled request, LINKED to every sampled one)
 
-Only sampled requests get spans: an unsampled request costs one attribute check at enqueue.
+Only sampled requests get spans: an unsampled request costs one current-span check at enqueue.
 """
 
 from __future__ import annotations
 
 import os
-import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from litestar.enums import ScopeType
-from litestar.middleware.base import DefineMiddleware
-from litestar.plugins.opentelemetry import OpenTelemetryConfig
-from litestar.plugins.opentelemetry.middleware import OpenTelemetryInstrumentationMiddleware
-from litestar.types import ASGIApp, Receive, Scope, Send
 from opentelemetry import trace
-from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
@@ -36,9 +29,9 @@ from opentelemetry.trace import Link, Span, SpanContext, Status, StatusCode, Tra
 
 OtlpProtocol = Literal["grpc", "http/protobuf"]
 
-#: Paths that never produce spans: probes, scrapes and the OpenAPI pages are noise in traces.
-UNTRACED_PATHS = ("^/healthz", "^/readyz", "^/metrics", "^/schema")
-INSTRUMENTATION_NAME = "serving.batching"
+#: Instrumentation scopes of the spans: the HTTP server spans and the batching spans.
+HTTP_INSTRUMENTATION = "serving.http"
+BATCH_INSTRUMENTATION = "serving.batching"
 
 
 def resolve_protocol(configured: OtlpProtocol | None) -> OtlpProtocol:
@@ -92,67 +85,6 @@ def build_tracer_provider(
         processor or BatchSpanProcessor(otlp_exporter(resolve_protocol(protocol)))
     )
     return provider
-
-
-def head_sampled(scope: Scope, ratio: float) -> bool:
-    """The parent-based ratio decision, made from the raw headers before any OTel work.
-
-    A valid W3C ``traceparent`` decides by its sampled flag (the caller's decision wins); without
-    one (or with a malformed one, which the propagator ignores too) the request is a trace root
-    and is sampled with probability ``ratio``.
-    """
-    for name, value in scope["headers"]:
-        if name == b"traceparent":
-            if len(value) == 55 and value[:3] == b"00-" and value[35:36] == b"-":
-                return value[-1] in b"13579bdf"  # the sampled bit of the flags byte
-            break
-    return random.random() < ratio
-
-
-class SampledServerSpans(OpenTelemetryInstrumentationMiddleware):
-    """Litestar's OpenTelemetry middleware, entered only by requests that will be sampled.
-
-    The ASGI instrumentation does most of its work (collecting ~15 request attributes, URL
-    redaction, environment lookups, wrapping ``send``) before and regardless of the sampler's
-    verdict: at the default ratio of 0.1 it cost ~20% of the event loop for spans that are then
-    dropped. Deciding first with :func:`head_sampled` and handing unsampled requests straight to
-    the app keeps the same sampling semantics (parent-based ratio; the provider itself then
-    samples every root it is handed) at a fraction of the cost. Being a subclass, Litestar still
-    moves it outermost, so a sampled server span covers the whole request.
-    """
-
-    def __init__(self, app: ASGIApp, config: OpenTelemetryConfig, sample_ratio: float) -> None:
-        super().__init__(app=app, config=config)
-        self._next = app
-        self._ratio = sample_ratio
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == ScopeType.HTTP and head_sampled(scope, self._ratio):
-            await self.open_telemetry_middleware(scope, receive, send)  # type: ignore[arg-type]
-        else:
-            await self._next(scope, receive, send)
-
-
-def server_span_middleware(provider: TracerProvider, sample_ratio: float) -> DefineMiddleware:
-    """The server-span middleware for an app whose provider samples every root it sees."""
-    return DefineMiddleware(
-        SampledServerSpans, config=server_span_config(provider), sample_ratio=sample_ratio
-    )
-
-
-def server_span_config(provider: TracerProvider) -> OpenTelemetryConfig:
-    """Litestar's OTel middleware config: one server span per request, nothing more.
-
-    ``exclude_spans`` drops the per-message "http send"/"http receive" internal spans the ASGI
-    instrumentation makes by default (they tripled the span count per request). The meter
-    provider is a no-op: metrics go to Prometheus, not through OTel.
-    """
-    return OpenTelemetryConfig(
-        tracer_provider=provider,
-        meter_provider=NoOpMeterProvider(),
-        exclude=list(UNTRACED_PATHS),
-        exclude_spans=["receive", "send"],
-    )
 
 
 @dataclass(slots=True)

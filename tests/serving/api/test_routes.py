@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import re
 
 import pytest
@@ -19,6 +20,17 @@ def test_health_and_readiness(settings: Settings) -> None:
         ready = client.get("/readyz")
     assert ready.status_code == 200
     assert ready.json() == {"status": "ready"}
+
+
+def test_startup_freezes_the_heap_it_leaves(settings: Settings) -> None:
+    gc.unfreeze()
+    app = create_app(settings)
+    assert gc.get_freeze_count() == 0
+    with TestClient(app) as client:
+        # The loaded model's session and the app itself are out of the collector's reach.
+        assert gc.get_freeze_count() > 0
+        assert not any(client.app is obj for obj in gc.get_objects())
+        assert client.get("/readyz").status_code == 200
 
 
 def test_models_describes_the_served_version(settings: Settings) -> None:

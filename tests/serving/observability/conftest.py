@@ -123,8 +123,16 @@ def make_app(
         def item(item_id: FromPath[int]) -> int:
             return item_id
 
+        @get("/boom", sync_to_thread=False)
+        def boom() -> None:
+            raise RuntimeError("a bug in a handler")
+
         app = Litestar(
-            [predict_route, healthz, item], plugins=[plugin], lifespan=[lifespan], debug=False
+            [predict_route, healthz, item, boom],
+            plugins=[plugin],
+            lifespan=[lifespan],
+            debug=False,
+            logging_config=None,
         )
         return app, plugin
 
