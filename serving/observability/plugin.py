@@ -1,10 +1,11 @@
 """The one entry point the app factory uses: ``ObservabilityPlugin(settings, metadata)``.
 
-It adds, according to the settings: the server-span wrapper (tracing on), the HTTP metrics
-wrapper and ``GET /metrics`` (metrics on), both wrappers installed around the whole app at
-startup, a background sampler of process CPU/memory, in-flight, queue-depth and drift gauges,
-and builds ``.observer`` for the batcher. Nothing is global: the registry and the
-TracerProvider belong to this plugin, so many apps can live in one process (tests).
+It adds, according to the settings: one ASGI wrapper around the whole app, installed at
+startup, that makes the server spans (tracing on) and the HTTP metrics (metrics on);
+``GET /metrics`` (metrics on); a background sampler of process CPU/memory, in-flight,
+queue-depth and drift gauges; and it builds ``.observer`` for the batcher. Nothing is global:
+the registry and the TracerProvider belong to this plugin, so many apps can live in one
+process (tests).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from model_repository.layout import VARIANT_FILES
 from model_repository.metadata import Metadata
 from serving.observability.drift import DriftMonitor
 from serving.observability.metrics import CONTENT_TYPE, ServingMetrics, render
-from serving.observability.middleware import HttpMetrics
+from serving.observability.middleware import HttpMetrics, ObservedRequests
 from serving.observability.observer import TelemetryObserver
 from serving.observability.server_spans import ServerSpans
 from serving.observability.tracing import (
@@ -126,25 +127,24 @@ class ObservabilityPlugin(InitPlugin):
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, app: Litestar) -> None:
-        """Wrap the app in the server spans and, outermost, the HTTP metrics (so the latency
-        histogram includes the tracing work); start the per-worker sampler.
+        """Wrap the app in the one request observer (HTTP metrics, server spans) and start the
+        per-worker sampler.
 
-        At startup because the wrappers need the app's finished ASGI handler, which Litestar
+        At startup because the wrapper needs the app's finished ASGI handler, which Litestar
         builds after the plugins' ``on_app_init``; no request is served before startup ends.
-        Once per app: a restarted app (e.g. a second TestClient) keeps its wrappers.
+        Once per app: a restarted app (e.g. a second TestClient) keeps its wrapper.
         """
         if not self._wrapped:
             self._wrapped = True
+            spans = None
             if self.tracer_provider is not None:
-                ServerSpans.install(
-                    app,
+                spans = ServerSpans(
                     self.tracer_provider.get_tracer(HTTP_INSTRUMENTATION),
                     self.settings.trace_sample_ratio,
                 )
             if self.metrics is not None:
-                self.http = HttpMetrics.install(
-                    app, self.metrics, skip_paths=frozenset({METRICS_PATH})
-                )
+                self.http = HttpMetrics(self.metrics, skip_paths=frozenset({METRICS_PATH}))
+            ObservedRequests.install(app, self.http, spans)
         if self.metrics is not None and self._sampler is None:
             self._sampler = asyncio.create_task(self._sample_forever(), name="metrics-sampler")
 

@@ -1,4 +1,4 @@
-"""The HTTP server span of each sampled request: a pure-ASGI wrapper around the whole app.
+"""The HTTP server span of each sampled request (called by the one ASGI wrapper, middleware.py).
 
 The sampling decision comes first, from the raw ``traceparent`` header (:func:`head_sampled`):
 an unsampled request costs one header scan and one ``random()`` call, and no OpenTelemetry
@@ -20,10 +20,9 @@ per request with the plugin and 4.6-5.6 % with this wrapper (README, "Tracing").
 
 from __future__ import annotations
 
-import random
+from random import random as _random
 from typing import TYPE_CHECKING
 
-from litestar.enums import ScopeType
 from opentelemetry import propagate
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.semconv.attributes.http_attributes import (
@@ -35,7 +34,6 @@ from opentelemetry.semconv.attributes.url_attributes import URL_PATH, URL_SCHEME
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 if TYPE_CHECKING:
-    from litestar import Litestar
     from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
 
 #: Path prefixes that never produce spans: probes, scrapes and the OpenAPI pages are noise.
@@ -54,40 +52,27 @@ def head_sampled(scope: Scope, ratio: float) -> bool:
             if len(value) == 55 and value[:3] == b"00-" and value[35:36] == b"-":
                 return value[-1] in b"13579bdf"  # the sampled bit of the flags byte
             break
-    return random.random() < ratio
+    return _random() < ratio
 
 
 class ServerSpans:
-    """Makes the SERVER span of sampled HTTP requests; everything else passes straight through.
+    """Decides which requests are traced and makes their SERVER span; used by the one ASGI
+    wrapper (:class:`serving.observability.middleware.ObservedRequests`).
 
     The provider behind ``tracer`` must sample every root it is handed (ratio 1, parent-based):
     the ratio is applied here, before a span exists.
     """
 
-    def __init__(self, app: ASGIApp, tracer: Tracer, sample_ratio: float) -> None:
-        self.app = app
+    def __init__(self, tracer: Tracer, sample_ratio: float) -> None:
         self._tracer = tracer
         self._ratio = sample_ratio
 
-    @classmethod
-    def install(cls, app: Litestar, tracer: Tracer, sample_ratio: float) -> ServerSpans:
-        """Wrap ``app``'s ASGI handler, so the span covers routing, the exception handlers and
-        the handler itself (at startup: Litestar builds the handler after ``on_app_init``)."""
-        wrapper = cls(app.asgi_handler, tracer, sample_ratio)
-        app.asgi_handler = wrapper
-        return wrapper
+    def sampled(self, scope: HTTPScope) -> bool:
+        """Head sampling first (cheap, and false for ~99 % of requests), then the path."""
+        return head_sampled(scope, self._ratio) and not scope["path"].startswith(UNTRACED_PREFIXES)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != ScopeType.HTTP
-            or scope["path"].startswith(UNTRACED_PREFIXES)
-            or not head_sampled(scope, self._ratio)
-        ):
-            await self.app(scope, receive, send)
-            return
-        await self._traced(scope, receive, send)
-
-    async def _traced(self, scope: HTTPScope, receive: Receive, send: Send) -> None:
+    async def trace(self, app: ASGIApp, scope: HTTPScope, receive: Receive, send: Send) -> None:
+        """Run ``app`` for this request inside its SERVER span."""
         method = scope["method"]
         status = 500  # if the app raises before sending, that is what the client sees
 
@@ -109,7 +94,7 @@ class ServerSpans:
             },
         ) as span:
             try:
-                await self.app(scope, receive, send_status)
+                await app(scope, receive, send_status)
             finally:
                 route = scope.get("path_template")
                 if route:  # unset when no route matched (404/405): the name stays the method

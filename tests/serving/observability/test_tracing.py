@@ -22,9 +22,8 @@ from opentelemetry.trace import StatusCode, Tracer
 
 from serving.batching.queue import DeadlineExceededError
 from serving.observability import ObservabilityPlugin
-from serving.observability.middleware import HttpMetrics
+from serving.observability.middleware import ObservedRequests
 from serving.observability.observer import TelemetryObserver
-from serving.observability.server_spans import ServerSpans
 from serving.observability.tracing import (
     BatchTracer,
     build_tracer_provider,
@@ -227,10 +226,9 @@ def test_tracing_off_adds_no_middleware_and_no_spans(
     assert plugin.observer.tracer is None
     with TestClient(app) as client:
         assert client.post("/predict", json=one_instance_body()).status_code == 200
-    handler = app.asgi_handler
-    while isinstance(handler, HttpMetrics):  # the only wrapper left with tracing off
-        handler = handler.app
-    assert not isinstance(handler, ServerSpans)
+    observed = app.asgi_handler
+    assert isinstance(observed, ObservedRequests)
+    assert observed.spans is None
     assert exporter.get_finished_spans() == ()
 
 
