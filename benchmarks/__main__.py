@@ -14,6 +14,7 @@ import functools
 import json
 import os
 import platform
+import resource
 import shutil
 import socket
 import subprocess
@@ -21,6 +22,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,7 +60,7 @@ CONFIGS = [
     Config("service batched fp32 binary", binary=True, env={**OFF}),
     OBSERVED,
 ]
-#: Concurrency of the interleaved observability A/B: the batched service's usual throughput peak.
+#: Concurrency of each server in the observability A/B: the batched service's usual peak.
 AB_CONCURRENCY = 32
 
 
@@ -159,10 +161,43 @@ def _point(
     )
 
 
+def _measure_together(
+    a: Server, b: Server, names: tuple[str, str], bodies: Path, ctype: str, concurrency: int,
+    seconds: int,
+) -> tuple[Point, Point]:  # fmt: skip
+    """Load both servers AT ONCE for one window: two wrk processes on the load core.
+
+    Whatever slows the machine down in this window slows both servers alike, so their ratio
+    keeps only the difference between them. The two wrk runs' CPU is measured together and
+    split evenly (``wrk.run`` reads it from RUSAGE_CHILDREN, which two concurrent runs share).
+    """
+    cpu_before = (a.cpu_seconds(), b.cpu_seconds())
+    busy_before = _machine_busy()
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with ThreadPoolExecutor(2) as pool:
+        runs = [
+            pool.submit(wrk.run, server.url, bodies, ctype, concurrency, seconds, LOAD_CPU)
+            for server in (a, b)
+        ]
+        loads = [run.result() for run in runs]
+    children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    generators = (children_after.ru_utime - children_before.ru_utime) + (
+        children_after.ru_stime - children_before.ru_stime
+    )
+    servers = (a.cpu_seconds() - cpu_before[0], b.cpu_seconds() - cpu_before[1])
+    other = _machine_busy() - busy_before - sum(servers) - generators
+    points = []
+    for name, load, server_cpu in zip(names, loads, servers, strict=True):
+        load = dataclasses.replace(load, generator_cpu_s=generators / 2)
+        busy = other + server_cpu + load.generator_cpu_s  # other_cpu_pct = the shared noise
+        points.append(Point(name, concurrency, load, server_cpu, busy))
+    return points[0], points[1]
+
+
 def observability_ab(
     args: argparse.Namespace, endpoint: str, bodies: Path, work: Path
 ) -> list[ab.Round]:
-    """The tracing + metrics cost from interleaved windows against two live servers (ab.py)."""
+    """The tracing + metrics cost from windows in which both servers are loaded at once (ab.py)."""
     ctype = "application/json"
     with (
         _server(BATCHED, args, endpoint, work / "server-off.log") as off,
@@ -170,15 +205,16 @@ def observability_ab(
     ):
         for server in (off, on):
             _warm_up(server, bodies, ctype)
-        window = (bodies, ctype, AB_CONCURRENCY, args.ab_seconds, args.repeat)
-        rounds = ab.interleave(
-            functools.partial(_point, off, BATCHED.name, *window),
-            functools.partial(_point, on, OBSERVED.name, *window),
-            args.ab_rounds,
-        )
+        rounds = []
+        for index in range(args.ab_rounds):
+            base, variant = _measure_together(
+                off, on, (BATCHED.name, OBSERVED.name), bodies, ctype, AB_CONCURRENCY,
+                args.ab_seconds,
+            )  # fmt: skip
+            rounds.append(ab.Round(index, base, variant))
     for r in rounds:
         print(
-            f"  A/B round {r.index + 1}: off {r.base.load.rps:.0f} rps, on "
+            f"  A/B window {r.index + 1}: off {r.base.load.rps:.0f} rps, on "
             f"{r.variant.load.rps:.0f} rps, cost {r.throughput_cost:+.1%} "
             f"(CPU/request {r.cpu_cost:+.1%})",
             flush=True,
@@ -202,7 +238,7 @@ def main() -> int:
     )
     parser.add_argument("--only", default="", help="run configurations whose name has this text")
     parser.add_argument(
-        "--ab-rounds", type=int, help="interleaved tracing+metrics A/B rounds (default 12, quick 2)"
+        "--ab-rounds", type=int, help="tracing+metrics A/B windows (default 20, quick 3)"
     )
     parser.add_argument("--ab-seconds", type=int, default=3, help="per A/B window (whole s)")
     args = parser.parse_args()
@@ -216,7 +252,7 @@ def main() -> int:
     seconds = args.seconds or (3.0 if args.quick else 5.0)
     concurrencies = (1, 32) if args.quick else (1, 8, 32, 64)
     if args.ab_rounds is None:
-        args.ab_rounds = 2 if args.quick else 12
+        args.ab_rounds = 3 if args.quick else 20
     started = time.monotonic()
 
     images, _labels = load_digits(mnist_dir(args.mnist_dir), 500)
@@ -299,8 +335,8 @@ def main() -> int:
         text += "\n" + "\n".join(
             ab.markdown(
                 rounds,
-                f"Tracing + metrics cost, interleaved A/B (c={AB_CONCURRENCY}, "
-                f"{args.ab_seconds:g} s per window, both servers alive, order alternating)",
+                f"Tracing + metrics cost, A/B loaded together (c={AB_CONCURRENCY} each, "
+                f"{args.ab_seconds:g} s windows, both servers on core 0, two wrk on core 1)",
             )
         )
     results = args.out / f"{stem}.md"

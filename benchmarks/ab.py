@@ -1,16 +1,20 @@
-"""Interleaved A/B: two servers alive at once, measured in alternation, one ratio per round.
+"""The observability A/B: two servers loaded AT ONCE, one ratio per window.
 
-Why: this VM's speed drifts by ~15 % over tens of seconds with nothing else running. A cost of a
-few percent measured as two separate blocks of runs (all of A, then all of B) is mostly that
-drift. Here both servers run side by side (pinned to the same core; the idle one uses nothing),
-each round measures A then B (B then A in odd rounds, so a steady drift favours neither), and
-the reported cost is the median of the per-round ratios, with their range.
+Why: this VM's speed drifts by ~15 % over seconds to tens of seconds with nothing else running.
+Measured one after the other, even in alternating 3 s windows, single ratios ranged from -13 %
+to +33 % for a cost near 12 %. Here both servers run pinned to the same core and two wrk
+processes load them at the same time (``benchmarks.__main__._measure_together``): whatever
+slows the machine slows both, and the per-window ratios of CPU per request had a standard
+deviation of ~3-4 % (same service on both sides: -1.8 % median over 12 windows). Each server gets
+about half the core, so the absolute rates are about half a lone server's; the ratio of CPU per
+request is what a lone server's throughput ratio is made of (it is CPU-bound at c=32), and the
+throughput ratio is reported beside it. The cost is the median of the windows, with their range.
 """
 
 from __future__ import annotations
 
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from benchmarks.report import Point
@@ -20,7 +24,7 @@ from benchmarks.report import Point
 class Round:
     index: int
     base: Point  # A: e.g. the service with tracing and metrics off
-    variant: Point  # B: the same service with them on
+    variant: Point  # B: the same service with them on, measured in the same window
 
     @property
     def throughput_cost(self) -> float:
@@ -31,21 +35,6 @@ class Round:
     def cpu_cost(self) -> float:
         """CPU per request of B over A, minus one: the same cost from the server's CPU time."""
         return self.variant.cpu_us_per_request / self.base.cpu_us_per_request - 1
-
-
-def interleave(
-    measure_base: Callable[[], Point], measure_variant: Callable[[], Point], rounds: int
-) -> list[Round]:
-    out = []
-    for index in range(rounds):
-        if index % 2 == 0:
-            base = measure_base()
-            variant = measure_variant()
-        else:
-            variant = measure_variant()
-            base = measure_base()
-        out.append(Round(index, base, variant))
-    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +62,7 @@ def markdown(rounds: Sequence[Round], title: str) -> list[str]:
     lines = [
         f"## {title}",
         "",
-        "| round | rps off | rps on | throughput cost | CPU/request off µs | CPU/request on µs | "
+        "| window | rps off | rps on | throughput cost | CPU/request off µs | CPU/request on µs | "
         "CPU cost | other CPU % (off / on) |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -89,7 +78,7 @@ def markdown(rounds: Sequence[Round], title: str) -> list[str]:
         low, high = summary.throughput_range
         lines += [
             "",
-            f"Median over {summary.rounds} rounds: throughput cost {summary.throughput_cost:+.1%} "
+            f"Median over {summary.rounds} windows: throughput cost {summary.throughput_cost:+.1%} "
             f"(range {low:+.1%} .. {high:+.1%}), CPU per request {summary.cpu_cost:+.1%}.",
         ]
     return [*lines, ""]

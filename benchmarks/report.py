@@ -97,7 +97,7 @@ def _capacity_ratio(points: Sequence[Point], a: str, b: str) -> str:
 
 
 def ratios(points: Sequence[Point], observability: Summary | None = None) -> list[Ratio]:
-    """The targets. ``observability`` (the interleaved A/B) decides the tracing + metrics cost
+    """The targets. ``observability`` (the A/B of ab.py) decides the tracing + metrics cost
     when given; the sweep's peaks are only shown beside it (they are minutes apart)."""
     out = []
     batched = _peak(points, "service batched fp32", P95_BUDGET_MS)
@@ -158,8 +158,9 @@ def ratios(points: Sequence[Point], observability: Summary | None = None) -> lis
                 observability.throughput_cost,
                 "<= 0.10",
                 observability.throughput_cost <= 0.10,
-                f"median of {observability.rounds} interleaved A/B rounds (range {low:+.1%} .. "
-                f"{high:+.1%}); CPU per request {observability.cpu_cost:+.1%}" + sweep,
+                f"median of {observability.rounds} A/B windows, loaded together (range "
+                f"{low:+.1%} .. {high:+.1%}); CPU per request {observability.cpu_cost:+.1%}"
+                + sweep,
             )
         )
     elif obs and plain:

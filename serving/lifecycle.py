@@ -44,7 +44,7 @@ def freeze_startup_heap() -> int:
     CPython runs a full collection every second or so, and a full collection walks every
     object in the process: modules, the app, onnxruntime's and OpenTelemetry's objects. At
     ~6k requests/s that was ~35 ms per collection, ~3 % of the CPU and a 35 ms stall for
-    every request in flight (measured with ``gc.callbacks``, README "Serving"). Frozen, the
+    every request in flight (measured with ``gc.callbacks``, README "Latest results"). Frozen, the
     start-up heap is never walked again and a full collection takes ~1 ms. Frozen objects are
     still freed by reference counting; only cycles among them are never collected, and
     start-up objects live as long as the process anyway.
