@@ -25,7 +25,6 @@ middleware in one more exception-handling layer with its own ``send`` wrapper.
 
 from __future__ import annotations
 
-import functools
 import time
 from collections import Counter, defaultdict
 from typing import TYPE_CHECKING, cast
@@ -82,6 +81,23 @@ class HttpMetrics:
         self._metrics.in_flight.set(self.in_flight)
 
 
+class ResponseStatus:
+    """``send``, wrapped to remember the response's status (500 until a response starts: if the
+    app raises before sending, that is what the client sees). Used by the wrapper below and by
+    the server span (:meth:`ServerSpans.trace`), so a traced request is wrapped once."""
+
+    __slots__ = ("_send", "status")
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.status = 500
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        await self._send(message)
+
+
 class ObservedRequests:
     """The ASGI wrapper: ``http`` and ``spans`` are each optional (switched off by settings)."""
 
@@ -104,30 +120,34 @@ class ObservedRequests:
             await self.app(scope, receive, send)
             return
         scope = cast("HTTPScope", scope)  # narrowed: HTTP is a constant, not the enum literal
-        app: ASGIApp = self.app
-        if self.spans is not None and self.spans.sampled(scope):
-            app = functools.partial(self.spans.trace, self.app)  # ~1 % of requests
+        spans = self.spans
+        if spans is not None and not spans.sampled(scope):
+            spans = None  # ~99 % of requests at the default ratio
         http = self.http
         if http is None or scope["path"] in http.skip_paths:
-            await app(scope, receive, send)
+            if spans is not None:
+                await spans.trace(self.app, scope, receive, ResponseStatus(send))
+            else:
+                await self.app(scope, receive, send)
             return
-        status = 500  # if the app raises before sending, that is what the client sees
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        response = ResponseStatus(send)
         started = time.perf_counter()
         http.in_flight += 1
         try:
-            await app(scope, receive, send_status)
+            if spans is not None:
+                await spans.trace(self.app, scope, receive, response)
+            else:
+                await self.app(scope, receive, response)
         finally:
             http.in_flight -= 1
             observations = http.observations
             observations.append(
-                (scope.get("path_template"), scope["method"], status, time.perf_counter() - started)
+                (
+                    scope.get("path_template"),
+                    scope["method"],
+                    response.status,
+                    time.perf_counter() - started,
+                )
             )
             if len(observations) >= http.MAX_BUFFERED:
                 http.publish()

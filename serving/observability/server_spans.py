@@ -34,7 +34,9 @@ from opentelemetry.semconv.attributes.url_attributes import URL_PATH, URL_SCHEME
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 if TYPE_CHECKING:
-    from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
+    from litestar.types import ASGIApp, HTTPScope, Receive, Scope
+
+    from serving.observability.middleware import ResponseStatus
 
 #: Path prefixes that never produce spans: probes, scrapes and the OpenAPI pages are noise.
 UNTRACED_PREFIXES = ("/healthz", "/readyz", "/metrics", "/schema")
@@ -71,17 +73,11 @@ class ServerSpans:
         """Head sampling first (cheap, and false for ~99 % of requests), then the path."""
         return head_sampled(scope, self._ratio) and not scope["path"].startswith(UNTRACED_PREFIXES)
 
-    async def trace(self, app: ASGIApp, scope: HTTPScope, receive: Receive, send: Send) -> None:
-        """Run ``app`` for this request inside its SERVER span."""
+    async def trace(
+        self, app: ASGIApp, scope: HTTPScope, receive: Receive, send: ResponseStatus
+    ) -> None:
+        """Run ``app`` for this request inside its SERVER span (``send`` records the status)."""
         method = scope["method"]
-        status = 500  # if the app raises before sending, that is what the client sees
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
         carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         with self._tracer.start_as_current_span(
             method,
@@ -94,13 +90,13 @@ class ServerSpans:
             },
         ) as span:
             try:
-                await app(scope, receive, send_status)
+                await app(scope, receive, send)
             finally:
                 route = scope.get("path_template")
                 if route:  # unset when no route matched (404/405): the name stays the method
                     span.update_name(f"{method} {route}")
                     span.set_attribute(HTTP_ROUTE, route)
-                span.set_attribute(HTTP_RESPONSE_STATUS_CODE, status)
-                if status >= 500:
-                    span.set_attribute(ERROR_TYPE, str(status))
+                span.set_attribute(HTTP_RESPONSE_STATUS_CODE, send.status)
+                if send.status >= 500:
+                    span.set_attribute(ERROR_TYPE, str(send.status))
                     span.set_status(Status(StatusCode.ERROR))
