@@ -1,11 +1,13 @@
 """Where requests are OBSERVED: traces, Prometheus metrics, model quality and input drift.
 
-plugin.py      the entry point: ObservabilityPlugin(settings, metadata) for create_app
-tracing.py     TracerProvider + OTLP exporter, server-span config, queue-wait/batch spans
-metrics.py     every Prometheus metric (injectable registry, multiprocess aware)
-middleware.py  HTTP request count/latency by route template (wraps the whole app)
-observer.py    the batcher's BatchObserver implementation (spans + metrics + drift per batch)
-drift.py       sliding-window PSI of input features against the training statistics
+plugin.py        the entry point: ObservabilityPlugin(settings, metadata) for create_app
+middleware.py    the one ASGI wrapper around the whole app: HTTP metrics of every request and,
+                 for sampled ones, the server span
+server_spans.py  head sampling from the raw traceparent; the SERVER span of a sampled request
+tracing.py       TracerProvider + OTLP exporter, queue-wait and batch spans
+observer.py      the batcher's BatchObserver: records per batch, writes the metrics per flush
+metrics.py       every Prometheus metric (injectable registry, multiprocess aware)
+drift.py         sliding-window PSI of input features against the training statistics
 """
 
 from serving.observability.metrics import prepare_multiprocess_dir

@@ -40,6 +40,9 @@ LATENCY_BUCKETS = (
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 CONFIDENCE_BUCKETS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 0.999, 1.0)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+#: Observations a hot-path buffer holds before it writes them itself (a long sample interval
+#: under heavy load); the plugin normally flushes every ``metrics_sample_interval_s``.
+MAX_BUFFERED = 65536
 
 
 def multiprocess_enabled() -> bool:
@@ -110,10 +113,8 @@ class BufferedHistogram:
     Python for every value; :func:`observe_many` then writes a whole interval in one pass. The
     plugin flushes on every scrape and every ``metrics_sample_interval_s``, so a scrape always
     sees everything that happened before it. Only the event loop thread may call these methods.
-    Past ``MAX_BUFFERED`` values (a long sample interval under heavy load) it flushes itself.
+    Past ``MAX_BUFFERED`` values it flushes itself.
     """
-
-    MAX_BUFFERED = 65536
 
     __slots__ = ("_values", "histogram")
 
@@ -123,12 +124,12 @@ class BufferedHistogram:
 
     def add(self, value: float) -> None:
         self._values.append(value)
-        if len(self._values) >= self.MAX_BUFFERED:
+        if len(self._values) >= MAX_BUFFERED:
             self.flush()
 
     def extend(self, values: Sequence[float]) -> None:
         self._values.extend(values)
-        if len(self._values) >= self.MAX_BUFFERED:
+        if len(self._values) >= MAX_BUFFERED:
             self.flush()
 
     def flush(self) -> None:

@@ -12,11 +12,10 @@ service and a copy of it loaded together on one core, taking out the per-request
 with them, every traced request) brought the cost of both from 11.6 % to 2.8 % CPU per request,
 several times what the same code costs warm in a loop (~2 µs; README, "Latest results"). Per
 request this one takes two clock readings, appends one tuple to a list and scans the headers
-for ``traceparent``;
-:meth:`HttpMetrics.publish` turns the tuples into Prometheus updates on every scrape and every
-``metrics_sample_interval_s`` (prometheus_client takes a lock and walks the buckets in Python per
-``observe``). In-flight requests are a plain integer copied to the gauge at the same moments: a
-gauge is read at scrape time anyway.
+for ``traceparent``; :meth:`HttpMetrics.publish` turns the tuples into Prometheus updates on
+every scrape and every ``metrics_sample_interval_s`` (prometheus_client takes a lock and walks
+the buckets in Python per ``observe``). In-flight requests are a plain integer copied to the
+gauge at the same moments: a gauge is read at scrape time anyway.
 
 Why not ``litestar.plugins.prometheus``: it keeps its metrics in a class-level dict on the GLOBAL
 registry (a second app in the same process, e.g. every test, reuses or collides with the first
@@ -34,7 +33,7 @@ from typing import TYPE_CHECKING, cast
 import numpy as np
 from litestar.enums import ScopeType
 
-from serving.observability.metrics import observe_many
+from serving.observability.metrics import MAX_BUFFERED, observe_many
 
 if TYPE_CHECKING:
     from litestar import Litestar
@@ -57,8 +56,6 @@ class HttpMetrics:
     Only the event loop thread may touch it. Past ``MAX_BUFFERED`` observations (a long sample
     interval under heavy load) :meth:`ObservedRequests.__call__` publishes at once.
     """
-
-    MAX_BUFFERED = 65536
 
     def __init__(self, metrics: ServingMetrics, skip_paths: frozenset[str]) -> None:
         self._metrics = metrics
@@ -151,5 +148,5 @@ class ObservedRequests:
                     time.perf_counter() - started,
                 )
             )
-            if len(observations) >= http.MAX_BUFFERED:
+            if len(observations) >= MAX_BUFFERED:
                 http.publish()

@@ -15,6 +15,7 @@ from litestar.testing import TestClient
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
+import serving.observability.metrics
 from model_repository.metadata import Metadata
 from serving.batching.queue import DeadlineExceededError, DrainingError, QueueFullError
 from serving.observability import ObservabilityPlugin
@@ -66,7 +67,7 @@ def test_buffered_histogram_writes_on_flush_and_when_full(
     assert registry.get_sample_value("h_count") == 3
     assert registry.get_sample_value("h_bucket", {"le": "0.5"}) == 2
     assert registry.get_sample_value("h_sum") == pytest.approx(1.1)
-    monkeypatch.setattr(BufferedHistogram, "MAX_BUFFERED", 4)
+    monkeypatch.setattr(serving.observability.metrics, "MAX_BUFFERED", 4)
     buffered.extend([0.1, 0.1, 0.1])
     assert registry.get_sample_value("h_count") == 3
     buffered.add(0.1)  # the 4th buffered value: flushes itself
