@@ -20,7 +20,7 @@ from serving.api.errors import exception_handlers
 from serving.api.request_id import add_request_id
 from serving.api.routes import build_route_handlers
 from serving.batching import BatchObserver
-from serving.lifecycle import ModelLoader, Service, freeze_startup_heap
+from serving.lifecycle import ModelLoader, Service, settle_heap
 from serving.model import load_model, locate_metadata
 from serving.observability import ObservabilityPlugin
 from serving.settings import Settings
@@ -64,7 +64,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         await service.start()
-        logger.debug("froze %d start-up objects", freeze_startup_heap())
+        logger.debug("froze %d start-up objects", settle_heap(settings.gc_young_threshold))
         try:
             yield
         finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import re
+from collections.abc import Iterator
 
 import pytest
 from litestar.testing import TestClient
@@ -22,15 +23,35 @@ def test_health_and_readiness(settings: Settings) -> None:
     assert ready.json() == {"status": "ready"}
 
 
-def test_startup_freezes_the_heap_it_leaves(settings: Settings) -> None:
+@pytest.fixture
+def collector_state() -> Iterator[None]:
+    """Start unfrozen at Python's thresholds; put back what the test found."""
+    thresholds = gc.get_threshold()
     gc.unfreeze()
-    app = create_app(settings)
+    gc.set_threshold(700, *thresholds[1:])
+    yield
+    gc.set_threshold(*thresholds)
+
+
+@pytest.mark.usefixtures("collector_state")
+def test_startup_freezes_the_heap_it_leaves_and_raises_the_young_threshold(
+    settings: Settings,
+) -> None:
+    app = create_app(settings.model_copy(update={"gc_young_threshold": 12_345}))
     assert gc.get_freeze_count() == 0
     with TestClient(app) as client:
         # The loaded model's session and the app itself are out of the collector's reach.
         assert gc.get_freeze_count() > 0
         assert not any(client.app is obj for obj in gc.get_objects())
+        assert gc.get_threshold()[0] == 12_345
         assert client.get("/readyz").status_code == 200
+
+
+@pytest.mark.usefixtures("collector_state")
+def test_young_threshold_zero_keeps_pythons(settings: Settings) -> None:
+    with TestClient(create_app(settings.model_copy(update={"gc_young_threshold": 0}))) as client:
+        assert client.get("/readyz").status_code == 200
+        assert gc.get_threshold()[0] == 700
 
 
 def test_models_describes_the_served_version(settings: Settings) -> None:
