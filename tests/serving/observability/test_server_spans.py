@@ -3,9 +3,10 @@ decision from the raw headers, and the span's name, kind, attributes and status.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import cast
 
+import pytest
 from litestar import Litestar
 from litestar.testing import TestClient
 from litestar.types import Scope
@@ -18,6 +19,14 @@ from serving.observability.server_spans import head_sampled
 AppFactory = Callable[..., tuple[Litestar, ObservabilityPlugin]]
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
+
+
+@pytest.fixture
+def traced(make_app: AppFactory) -> Iterator[TestClient[Litestar]]:
+    """A client of the fixture app in which every request is traced."""
+    app, _ = make_app(tracing_enabled=True, trace_sample_ratio=1.0)
+    with TestClient(app) as client:
+        yield client
 
 
 def scope_with(*headers: tuple[bytes, bytes]) -> Scope:
@@ -40,11 +49,9 @@ def test_head_sampling_of_roots_uses_the_ratio() -> None:
 
 
 def test_server_span_follows_the_http_semantic_conventions(
-    make_app: AppFactory, exporter: InMemorySpanExporter
+    traced: TestClient[Litestar], exporter: InMemorySpanExporter
 ) -> None:
-    app, _ = make_app(tracing_enabled=True, trace_sample_ratio=1.0)
-    with TestClient(app) as client:
-        assert client.get("/items/7").status_code == 200
+    assert traced.get("/items/7").status_code == 200
     (span,) = exporter.get_finished_spans()
     assert span.name == "GET /items/{item_id}"
     assert span.kind == SpanKind.SERVER
@@ -60,11 +67,9 @@ def test_server_span_follows_the_http_semantic_conventions(
 
 
 def test_server_error_marks_the_span_as_an_error(
-    make_app: AppFactory, exporter: InMemorySpanExporter
+    traced: TestClient[Litestar], exporter: InMemorySpanExporter
 ) -> None:
-    app, _ = make_app(tracing_enabled=True, trace_sample_ratio=1.0)
-    with TestClient(app) as client:
-        assert client.get("/boom").status_code == 500
+    assert traced.get("/boom").status_code == 500
     (span,) = exporter.get_finished_spans()
     assert span.name == "GET /boom"
     assert span.status.status_code == StatusCode.ERROR
@@ -74,12 +79,10 @@ def test_server_error_marks_the_span_as_an_error(
 
 
 def test_client_errors_and_unrouted_requests_are_not_errors(
-    make_app: AppFactory, exporter: InMemorySpanExporter
+    traced: TestClient[Litestar], exporter: InMemorySpanExporter
 ) -> None:
-    app, _ = make_app(tracing_enabled=True, trace_sample_ratio=1.0)
-    with TestClient(app) as client:
-        assert client.get("/nowhere").status_code == 404
-        assert client.post("/predict", json={"instances": [[1.0]]}).status_code == 400
+    assert traced.get("/nowhere").status_code == 404
+    assert traced.post("/predict", json={"instances": [[1.0]]}).status_code == 400
     unrouted, bad_request = sorted(exporter.get_finished_spans(), key=lambda s: s.name)
     # Without a matched route the name is the method alone and there is no http.route.
     assert unrouted.name == "GET"
