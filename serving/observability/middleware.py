@@ -1,21 +1,25 @@
-"""Where every HTTP request is observed: ONE pure-ASGI wrapper around the app's whole handler.
+"""Where every HTTP request is observed: ONE wrapper around the app's whole handler.
 
 ``ObservedRequests`` does, per request, what the settings switch on: the HTTP metrics (count by
 route template, method and status; latency; in-flight) and the server span of a sampled request
 (:mod:`.server_spans`). It is installed around ``app.asgi_handler`` at startup (see
-:meth:`ObservedRequests.install`), so it runs before routing; the router writes
-``scope["path_template"]`` into the same scope, so after the call the bounded route label is
-known. Requests that match no route are counted as ``unmatched``.
+:meth:`ObservedRequests.install`), so it sees the request before routing; its
+:meth:`~ObservedRequests.before_send` hook sees the response's messages, by which time the router
+has written ``scope["path_template"]``, the bounded route label. Requests that match no route
+are counted as ``unmatched``.
 
-Why so little in it: this wrapper is where most of the tracing + metrics cost is. With the
-service and a copy of it loaded together on one core, taking out the per-request wrappers (and,
-with them, every traced request) brought the cost of both from 11.6 % to 2.8 % CPU per request,
-several times what the same code costs warm in a loop (~2 µs; README, "Latest results"). Per
-request this one takes two clock readings, appends one tuple to a list and scans the headers
-for ``traceparent``; :meth:`HttpMetrics.publish` turns the tuples into Prometheus updates on
-every scrape and every ``metrics_sample_interval_s`` (prometheus_client takes a lock and walks
-the buckets in Python per ``observe``). In-flight requests are a plain integer copied to the
-gauge at the same moments: a gauge is read at scrape time anyway.
+Why so little in it: this wrapper is where most of the metrics cost was. With the service and a
+copy of it loaded together on one core, removing the wrapper saved ~3.6 % of throughput, and
+the bare ``await self.app(...)`` layer it used to add, with nothing else, cost ~2.4 %: several
+times what the same code costs warm in a loop (README, "What still misses"). So the request's
+side is a plain function that hands back the app's own coroutine (no coroutine layer, no
+``send`` wrapper); the response's side runs in a ``before_send`` hook, which Litestar runs for
+every message anyway. Per request that is two clock readings, two scope entries, one tuple
+appended to a list and a scan of the headers for ``traceparent``; :meth:`HttpMetrics.publish`
+turns the tuples into Prometheus updates on every scrape and every ``metrics_sample_interval_s``
+(prometheus_client takes a lock and walks the buckets in Python per ``observe``). In-flight
+requests are a plain integer copied to the gauge at the same moments: a gauge is read at scrape
+time anyway.
 
 Why not ``litestar.plugins.prometheus``: it keeps its metrics in a class-level dict on the GLOBAL
 registry (a second app in the same process, e.g. every test, reuses or collides with the first
@@ -28,7 +32,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from litestar.enums import ScopeType
@@ -36,13 +40,26 @@ from litestar.enums import ScopeType
 from serving.observability.metrics import MAX_BUFFERED, observe_many
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
     from litestar import Litestar
-    from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
+    from litestar.types import (
+        ASGIApp,
+        HTTPResponseStartEvent,
+        HTTPScope,
+        Message,
+        Receive,
+        Scope,
+        Send,
+    )
 
     from serving.observability.metrics import ServingMetrics
     from serving.observability.server_spans import ServerSpans
 
 HTTP = ScopeType.HTTP  # a module constant: an Enum attribute lookup per request is not free
+#: Scope keys: when the wrapper saw the request, and the status its response started with.
+STARTED = "observability.started"
+STATUS = "observability.status"
 UNMATCHED = "unmatched"
 #: Method label values; anything else a client sends is counted as "other" (bounded labels).
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -80,73 +97,62 @@ class HttpMetrics:
         self._metrics.in_flight.set(self.in_flight)
 
 
-class ResponseStatus:
-    """``send``, wrapped to remember the response's status (500 until a response starts: if the
-    app raises before sending, that is what the client sees). Used by the wrapper below and by
-    the server span (:meth:`ServerSpans.trace`), so a traced request is wrapped once."""
-
-    __slots__ = ("_send", "status")
-
-    def __init__(self, send: Send) -> None:
-        self._send = send
-        self.status = 500
-
-    async def __call__(self, message: Message) -> None:
-        if message["type"] == "http.response.start":
-            self.status = message["status"]
-        await self._send(message)
-
-
 class ObservedRequests:
-    """The ASGI wrapper: ``http`` and ``spans`` are each optional (switched off by settings)."""
+    """The ASGI wrapper: ``http`` and ``spans`` are each optional (switched off by settings).
 
-    def __init__(self, app: ASGIApp, http: HttpMetrics | None, spans: ServerSpans | None) -> None:
-        self.app = app
+    Two halves, because a coroutine layer around the app is what an observed request paid for
+    most (README, "What still misses"): :meth:`__call__` is a plain function that stamps the
+    scope and hands back the app's own coroutine (or, for a sampled request, the span's), and
+    :meth:`before_send`, a Litestar ``before_send`` hook, sees the response's start (its status
+    goes into the scope, where the server span reads it too) and its last body message (the
+    observation). Litestar turns every exception raised by a handler into a response, so every
+    request the wrapper counts in flight ends with a last body message; only a failure inside
+    ``send`` itself could leave one counted.
+    """
+
+    def __init__(self, http: HttpMetrics | None, spans: ServerSpans | None) -> None:
+        self.app: ASGIApp | None = None
         self.http = http
         self.spans = spans
 
-    @classmethod
-    def install(
-        cls, app: Litestar, http: HttpMetrics | None, spans: ServerSpans | None
-    ) -> ObservedRequests:
+    def install(self, app: Litestar) -> None:
         """Wrap ``app``'s ASGI handler (at startup: Litestar builds it after ``on_app_init``)."""
-        wrapper = cls(app.asgi_handler, http, spans)
-        app.asgi_handler = wrapper
-        return wrapper
+        self.app = app.asgi_handler
+        app.asgi_handler = self  # same call signature; returns the awaitable it is handed
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        app = cast("ASGIApp", self.app)
         if scope["type"] != HTTP:
-            await self.app(scope, receive, send)
-            return
-        scope = cast("HTTPScope", scope)  # narrowed: HTTP is a constant, not the enum literal
-        spans = self.spans
-        if spans is not None and not spans.sampled(scope):
-            spans = None  # ~99 % of requests at the default ratio
+            return app(scope, receive, send)
+        http_scope = cast("HTTPScope", scope)  # narrowed: HTTP is a constant, not the enum literal
         http = self.http
-        if http is None or scope["path"] in http.skip_paths:
-            if spans is not None:
-                await spans.trace(self.app, scope, receive, ResponseStatus(send))
-            else:
-                await self.app(scope, receive, send)
-            return
-        response = ResponseStatus(send)
-        started = time.perf_counter()
-        http.in_flight += 1
-        try:
-            if spans is not None:
-                await spans.trace(self.app, scope, receive, response)
-            else:
-                await self.app(scope, receive, response)
-        finally:
-            http.in_flight -= 1
-            observations = http.observations
-            observations.append(
-                (
-                    scope.get("path_template"),
-                    scope["method"],
-                    response.status,
-                    time.perf_counter() - started,
+        if http is not None and http_scope["path"] not in http.skip_paths:
+            http.in_flight += 1
+            cast("dict[str, Any]", scope)[STARTED] = time.perf_counter()
+        spans = self.spans
+        if spans is not None and spans.sampled(http_scope):  # false for ~99 % at the default ratio
+            return spans.trace(app, http_scope, receive, send)
+        return app(scope, receive, send)
+
+    async def before_send(self, message: Message, scope: Scope) -> None:
+        """The response's status (into the scope) and, on its last message, the observation."""
+        store = cast("dict[str, Any]", scope)
+        kind = message["type"]
+        if kind == "http.response.start":
+            store[STATUS] = cast("HTTPResponseStartEvent", message)["status"]
+        elif kind == "http.response.body" and not message.get("more_body", False):
+            started = store.pop(STARTED, None)
+            http = self.http
+            if started is not None and http is not None:
+                http.in_flight -= 1
+                observations = http.observations
+                observations.append(
+                    (
+                        store.get("path_template"),
+                        store["method"],
+                        store.get(STATUS, 500),
+                        time.perf_counter() - started,
+                    )
                 )
-            )
-            if len(observations) >= MAX_BUFFERED:
-                http.publish()
+                if len(observations) >= MAX_BUFFERED:
+                    http.publish()

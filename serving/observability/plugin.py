@@ -103,6 +103,15 @@ class ObservabilityPlugin(InitPlugin):
             low_confidence_threshold=settings.low_confidence_threshold,
         )
         self.http: HttpMetrics | None = None
+        if self.metrics is not None:
+            self.http = HttpMetrics(self.metrics, skip_paths=frozenset({METRICS_PATH}))
+        spans = None
+        if self.tracer_provider is not None:
+            spans = ServerSpans(
+                self.tracer_provider.get_tracer(HTTP_INSTRUMENTATION),
+                settings.trace_sample_ratio,
+            )
+        self.requests = ObservedRequests(self.http, spans)
         self._wrapped = False
         self._sampler: asyncio.Task[None] | None = None
 
@@ -110,6 +119,7 @@ class ObservabilityPlugin(InitPlugin):
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
         if self.metrics is not None:
             app_config.route_handlers.append(self._metrics_route())
+        app_config.before_send.append(self.requests.before_send)
         app_config.on_startup.append(self.start)
         app_config.on_shutdown.append(self.stop)
         return app_config
@@ -136,15 +146,7 @@ class ObservabilityPlugin(InitPlugin):
         """
         if not self._wrapped:
             self._wrapped = True
-            spans = None
-            if self.tracer_provider is not None:
-                spans = ServerSpans(
-                    self.tracer_provider.get_tracer(HTTP_INSTRUMENTATION),
-                    self.settings.trace_sample_ratio,
-                )
-            if self.metrics is not None:
-                self.http = HttpMetrics(self.metrics, skip_paths=frozenset({METRICS_PATH}))
-            ObservedRequests.install(app, self.http, spans)
+            self.requests.install(app)
         if self.metrics is not None and self._sampler is None:
             self._sampler = asyncio.create_task(self._sample_forever(), name="metrics-sampler")
 

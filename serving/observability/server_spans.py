@@ -22,7 +22,7 @@ per request with the plugin and 4.6-5.6 % with this wrapper (README, "Tracing").
 from __future__ import annotations
 
 from random import random as _random
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from opentelemetry import propagate
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
@@ -34,10 +34,10 @@ from opentelemetry.semconv.attributes.http_attributes import (
 from opentelemetry.semconv.attributes.url_attributes import URL_PATH, URL_SCHEME
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
-if TYPE_CHECKING:
-    from litestar.types import ASGIApp, HTTPScope, Receive, Scope
+from serving.observability.middleware import STATUS
 
-    from serving.observability.middleware import ResponseStatus
+if TYPE_CHECKING:
+    from litestar.types import ASGIApp, HTTPScope, Receive, Scope, Send
 
 #: Path prefixes that never produce spans: probes, scrapes and the OpenAPI pages are noise.
 UNTRACED_PREFIXES = ("/healthz", "/readyz", "/metrics", "/schema")
@@ -74,10 +74,12 @@ class ServerSpans:
         """Head sampling first (cheap, and false for ~99 % of requests), then the path."""
         return head_sampled(scope, self._ratio) and not scope["path"].startswith(UNTRACED_PREFIXES)
 
-    async def trace(
-        self, app: ASGIApp, scope: HTTPScope, receive: Receive, send: ResponseStatus
-    ) -> None:
-        """Run ``app`` for this request inside its SERVER span (``send`` records the status)."""
+    async def trace(self, app: ASGIApp, scope: HTTPScope, receive: Receive, send: Send) -> None:
+        """Run ``app`` for this request inside its SERVER span.
+
+        The status is the one ``ObservedRequests.before_send`` wrote into the scope; 500 if the
+        app raised before a response started (what the client then gets from the server).
+        """
         method = scope["method"]
         carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         with self._tracer.start_as_current_span(
@@ -97,7 +99,8 @@ class ServerSpans:
                 if route:  # unset when no route matched (404/405): the name stays the method
                     span.update_name(f"{method} {route}")
                     span.set_attribute(HTTP_ROUTE, route)
-                span.set_attribute(HTTP_RESPONSE_STATUS_CODE, send.status)
-                if send.status >= 500:
-                    span.set_attribute(ERROR_TYPE, str(send.status))
+                status: int = cast("dict[str, Any]", scope).get(STATUS, 500)
+                span.set_attribute(HTTP_RESPONSE_STATUS_CODE, status)
+                if status >= 500:
+                    span.set_attribute(ERROR_TYPE, str(status))
                     span.set_status(Status(StatusCode.ERROR))

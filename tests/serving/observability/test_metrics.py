@@ -11,6 +11,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 from litestar import Litestar, get
+from litestar.response import Stream
 from litestar.testing import TestClient
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.parser import text_string_to_metric_families
@@ -161,6 +162,30 @@ def test_in_flight_gauge_counts_requests_being_handled(
         assert [r.result().status_code for r in held] == [200, 200]
         after = in_flight_at_scrape(client)
     assert (during, after) == (2, 0)
+
+
+def test_a_streamed_response_is_observed_once_at_its_last_chunk(
+    metadata: Metadata, registry: CollectorRegistry
+) -> None:
+    """The hook ends a request on its LAST body message: a response sent in several chunks is
+    one observation with its status, and leaves nothing in flight."""
+    plugin = ObservabilityPlugin(Settings(tracing_enabled=False), metadata, registry=registry)
+
+    @get("/chunks", sync_to_thread=False)
+    def chunks() -> Stream:
+        return Stream(iter([b"a", b"b", b"c"]), status_code=206)
+
+    app = Litestar([chunks], plugins=[plugin], debug=False)
+    with TestClient(app) as client:
+        for _ in range(2):
+            response = client.get("/chunks")
+            assert (response.status_code, response.content) == (206, b"abc")
+        assert client.get("/metrics").status_code == 200
+    value = registry.get_sample_value
+    labels = {"route": "/chunks", "method": "GET", "status": "206"}
+    assert value("inference_http_requests_total", labels) == 2
+    assert value("inference_http_request_duration_seconds_count", {"route": "/chunks"}) == 2
+    assert value("inference_http_requests_in_flight") == 0
 
 
 def test_batch_quality_and_drift_metrics_after_known_traffic(
