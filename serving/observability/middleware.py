@@ -14,10 +14,11 @@ the bare ``await self.app(...)`` layer it used to add, with nothing else, cost ~
 times what the same code costs warm in a loop (README, "What still misses"). So the request's
 side is a plain function that hands back the app's own coroutine (no coroutine layer, no
 ``send`` wrapper); the response's side runs in a ``before_send`` hook, which Litestar runs for
-every message anyway. Per request that is two clock readings, two scope entries, one tuple
-appended to a list and a scan of the headers for ``traceparent``; :meth:`HttpMetrics.publish`
-turns the tuples into Prometheus updates on every scrape and every ``metrics_sample_interval_s``
-(prometheus_client takes a lock and walks the buckets in Python per ``observe``). In-flight
+every message anyway. Per request that is two clock readings, two scope entries, one float
+appended to the list of its labels and a scan of the headers for ``traceparent``;
+:meth:`HttpMetrics.publish` turns the lists into Prometheus updates on every scrape and every
+``metrics_sample_interval_s`` (prometheus_client takes a lock and walks the buckets in Python per
+``observe``, so it gets whole arrays). In-flight
 requests are a plain integer copied to the gauge at the same moments: a gauge is read at scrape
 time anyway.
 
@@ -31,7 +32,7 @@ middleware in one more exception-handling layer with its own ``send`` wrapper.
 from __future__ import annotations
 
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
@@ -63,37 +64,49 @@ STATUS = "observability.status"
 UNMATCHED = "unmatched"
 #: Method label values; anything else a client sends is counted as "other" (bounded labels).
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-#: One (route template or None, method, status, seconds) per answered request.
-Observation = tuple[str | None, str, int, float]
+#: The labels of one answered request: route template (None: no route matched), method, status.
+LabelKey = tuple[str | None, str, int]
 
 
 class HttpMetrics:
-    """The HTTP request metrics: observations recorded per request, written by :meth:`publish`.
+    """The HTTP request metrics: latencies recorded per label key, written by :meth:`publish`.
 
-    Only the event loop thread may touch it. Past ``MAX_BUFFERED`` observations (a long sample
-    interval under heavy load) :meth:`ObservedRequests.__call__` publishes at once.
+    Per request, :meth:`record` appends the latency to the list of its (route, method, status):
+    a handful of keys, so :meth:`publish` does a few NumPy and Prometheus calls per key and no
+    Python loop per request (the loop it replaced cost ~0.8 µs per request in py-spy). Only the
+    event loop thread may touch it. Past ``MAX_BUFFERED`` recorded requests (a long sample
+    interval under heavy load) :meth:`record` publishes at once.
     """
 
     def __init__(self, metrics: ServingMetrics, skip_paths: frozenset[str]) -> None:
         self._metrics = metrics
         self.skip_paths = skip_paths
         self.in_flight = 0
-        self.observations: list[Observation] = []
+        self._latencies: dict[LabelKey, list[float]] = {}
+        self._buffered = 0
+
+    def record(self, key: LabelKey, seconds: float) -> None:
+        latencies = self._latencies.get(key)
+        if latencies is None:
+            self._latencies[key] = [seconds]
+        else:
+            latencies.append(seconds)
+        self._buffered += 1
+        if self._buffered >= MAX_BUFFERED:
+            self.publish()
 
     def publish(self) -> None:
-        """Write the buffered observations and the in-flight count to Prometheus."""
-        observations, self.observations = self.observations, []
-        latencies: defaultdict[str, list[float]] = defaultdict(list)
-        counts: Counter[tuple[str, str, int]] = Counter()
-        for route, method, status, seconds in observations:
+        """Write the buffered latencies and counts, and the in-flight count, to Prometheus."""
+        recorded, self._latencies, self._buffered = self._latencies, {}, 0
+        by_route: defaultdict[str, list[float]] = defaultdict(list)
+        for (route, method, status), latencies in recorded.items():
             route = route or UNMATCHED
-            latencies[route].append(seconds)
-            counts[route, method if method in METHODS else "other", status] += 1
-        for route, values in latencies.items():
+            by_route[route] += latencies
+            method = method if method in METHODS else "other"
+            self._metrics.requests.labels(route, method, str(status)).inc(len(latencies))
+        for route, values in by_route.items():
             child = self._metrics.request_latency.labels(route)
             observe_many(child, np.asarray(values, dtype=np.float64))
-        for (route, method, status), count in counts.items():
-            self._metrics.requests.labels(route, method, str(status)).inc(count)
         self._metrics.in_flight.set(self.in_flight)
 
 
@@ -145,14 +158,5 @@ class ObservedRequests:
             http = self.http
             if started is not None and http is not None:
                 http.in_flight -= 1
-                observations = http.observations
-                observations.append(
-                    (
-                        store.get("path_template"),
-                        store["method"],
-                        store.get(STATUS, 500),
-                        time.perf_counter() - started,
-                    )
-                )
-                if len(observations) >= MAX_BUFFERED:
-                    http.publish()
+                key = (store.get("path_template"), store["method"], store.get(STATUS, 500))
+                http.record(key, time.perf_counter() - started)

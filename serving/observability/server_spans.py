@@ -35,6 +35,7 @@ from opentelemetry.semconv.attributes.url_attributes import URL_PATH, URL_SCHEME
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 from serving.observability.middleware import STATUS
+from serving.observability.tracing import request_traced
 
 if TYPE_CHECKING:
     from litestar.types import ASGIApp, HTTPScope, Receive, Scope, Send
@@ -82,16 +83,19 @@ class ServerSpans:
         """
         method = scope["method"]
         carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        with self._tracer.start_as_current_span(
-            method,
-            context=propagate.extract(carrier),
-            kind=SpanKind.SERVER,
-            attributes={
-                HTTP_REQUEST_METHOD: method,
-                URL_SCHEME: scope["scheme"],
-                URL_PATH: scope["path"],
-            },
-        ) as span:
+        with (
+            self._tracer.start_as_current_span(
+                method,
+                context=propagate.extract(carrier),
+                kind=SpanKind.SERVER,
+                attributes={
+                    HTTP_REQUEST_METHOD: method,
+                    URL_SCHEME: scope["scheme"],
+                    URL_PATH: scope["path"],
+                },
+            ) as span,
+            request_traced(),
+        ):
             try:
                 await app(scope, receive, send)
             finally:

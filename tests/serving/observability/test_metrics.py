@@ -17,10 +17,12 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
 import serving.observability.metrics
+import serving.observability.middleware
 from model_repository.metadata import Metadata
 from serving.batching.queue import DeadlineExceededError, DrainingError, QueueFullError
 from serving.observability import ObservabilityPlugin
 from serving.observability.metrics import BufferedHistogram, ServingMetrics, observe_many
+from serving.observability.middleware import HttpMetrics
 from serving.observability.observer import TelemetryObserver
 from serving.settings import Settings
 from tests.support.slow_batcher import slow_batcher
@@ -132,6 +134,29 @@ def test_http_metrics_by_route_template_and_status(
     assert routes == {"/predict", "/items/{item_id}", "/healthz", "unmatched"}
     families = {f.name for f in text_string_to_metric_families(scrape.text)}
     assert {"inference_http_requests", "inference_model_info", "inference_drift_psi"} <= families
+
+
+def test_http_metrics_publish_per_label_key_and_by_themselves_when_full(
+    metadata: Metadata, registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(serving.observability.middleware, "MAX_BUFFERED", 4)
+    http = HttpMetrics(ServingMetrics(registry, metadata.labels), skip_paths=frozenset())
+    value = registry.get_sample_value
+    ok = {"route": "/p", "method": "POST", "status": "200"}
+    for seconds in (0.001, 0.002, 0.004):
+        http.record(("/p", "POST", 200), seconds)
+    assert value("inference_http_requests_total", ok) is None  # buffered, not yet written
+    http.record((None, "BREW", 405), 0.0005)  # the 4th: writes all by itself
+    assert value("inference_http_requests_total", ok) == 3
+    odd = {"route": "unmatched", "method": "other", "status": "405"}
+    assert value("inference_http_requests_total", odd) == 1
+    assert value("inference_http_request_duration_seconds_count", {"route": "/p"}) == 3
+    assert value("inference_http_request_duration_seconds_sum", {"route": "/p"}) == pytest.approx(
+        0.007
+    )
+    http.record(("/p", "POST", 200), 0.008)
+    http.publish()
+    assert value("inference_http_requests_total", ok) == 4
 
 
 def test_in_flight_gauge_counts_requests_being_handled(

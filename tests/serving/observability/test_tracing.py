@@ -28,6 +28,7 @@ from serving.observability.tracing import (
     BatchTracer,
     build_tracer_provider,
     otlp_exporter,
+    request_traced,
     resolve_protocol,
 )
 from tests.support.slow_batcher import slow_batcher
@@ -92,6 +93,22 @@ def test_request_gets_server_queue_wait_and_batch_spans(
     assert server.resource.attributes["service.version"]
 
 
+def test_only_a_request_marked_traced_starts_a_queue_wait_span(
+    exporter: InMemorySpanExporter,
+) -> None:
+    """The batcher asks the cheap flag first: a current span alone (e.g. the caller's own) does
+    not make the request traced; ``request_traced`` (set by every sampled server span) does."""
+    tracer, observer = tracing_observer(exporter)
+    assert observer.tracer is not None
+    with tracer.start_as_current_span("caller's span") as caller:
+        assert observer.tracer.start_queue_wait() is None
+        with request_traced():
+            marked = observer.tracer.start_queue_wait()
+        assert observer.tracer.start_queue_wait() is None  # the mark ends with its block
+    assert marked is not None
+    assert marked.server_context == caller.get_span_context()
+
+
 def test_batch_span_links_every_request_in_the_batch(
     predict: Callable[[Array], Array], exporter: InMemorySpanExporter
 ) -> None:
@@ -103,7 +120,7 @@ def test_batch_span_links_every_request_in_the_batch(
         await batcher.start()
 
         async def request(i: int) -> None:
-            with tracer.start_as_current_span(f"server {i}"):
+            with tracer.start_as_current_span(f"server {i}"), request_traced():
                 await batcher.submit(np.full((1, 784), 0.1, np.float32), time.monotonic() + 5)
 
         first = asyncio.create_task(request(0))
@@ -148,7 +165,7 @@ def test_queue_wait_of_an_expired_request_ends_as_an_error(
         await batcher.start()
 
         async def request(name: str, timeout_s: float) -> None:
-            with tracer.start_as_current_span(name):
+            with tracer.start_as_current_span(name), request_traced():
                 await batcher.submit(
                     np.full((1, 784), 0.1, np.float32), time.monotonic() + timeout_s
                 )
