@@ -18,6 +18,7 @@ from litestar.types import Message, Scope
 
 from serving.api.errors import exception_handlers
 from serving.api.request_id import add_request_id
+from serving.api.response_hooks import ResponseHooks
 from serving.api.routes import build_route_handlers
 from serving.batching import BatchObserver
 from serving.lifecycle import ModelLoader, Service, settle_heap
@@ -54,8 +55,7 @@ def create_app(
     if telemetry is not None:
         telemetry.observer.watch_queue(service.queued_rows)
 
-    async def finish_headers(message: Message, scope: Scope) -> None:
-        # One hook, not two: Litestar awaits every before_send hook for every message.
+    def finish_headers(message: Message, scope: Scope) -> None:
         if message["type"] == "http.response.start":
             add_request_id(message, scope)
             if service.closing:  # while draining, keep-alive clients must not reuse it
@@ -75,7 +75,7 @@ def create_app(
         route_handlers=build_route_handlers(service),
         lifespan=[lifespan],
         exception_handlers=exception_handlers(),
-        before_send=[finish_headers],
+        before_send=[ResponseHooks(finish_headers)],  # the plugin adds its observer to it
         plugins=plugins,
         state=State({"service": service}),
         openapi_config=OpenAPIConfig(

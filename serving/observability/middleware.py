@@ -4,23 +4,22 @@
 route template, method and status; latency; in-flight) and the server span of a sampled request
 (:mod:`.server_spans`). It is installed around ``app.asgi_handler`` at startup (see
 :meth:`ObservedRequests.install`), so it sees the request before routing; its
-:meth:`~ObservedRequests.before_send` hook sees the response's messages, by which time the router
-has written ``scope["path_template"]``, the bounded route label. Requests that match no route
-are counted as ``unmatched``.
+:meth:`~ObservedRequests.on_message`, run by the app's ``before_send`` hook, sees the response's
+messages, by which time the router has written ``scope["path_template"]``, the bounded route label.
+Requests that match no route are counted as ``unmatched``.
 
 Why so little in it: this wrapper is where most of the metrics cost was. With the service and a
-copy of it loaded together on one core, removing the wrapper saved ~3.6 % of throughput, and
-the bare ``await self.app(...)`` layer it used to add, with nothing else, cost ~2.4 %: several
-times what the same code costs warm in a loop (README, "What still misses"). So the request's
-side is a plain function that hands back the app's own coroutine (no coroutine layer, no
-``send`` wrapper); the response's side runs in a ``before_send`` hook, which Litestar runs for
-every message anyway. Per request that is two clock readings, two scope entries, one float
+copy of it loaded together on one core, removing the wrapper saved ~3.6 % of throughput, and the
+bare ``await self.app(...)`` layer it used to add, with nothing else, cost ~2.4 %: several times
+what the same code costs warm in a loop (README, "What still misses"). So the request's side is a
+plain function that hands back the app's own coroutine (no coroutine layer, no ``send`` wrapper);
+the response's side is a plain function run by the app's one ``before_send`` hook, which Litestar
+runs for every message anyway. Per request that is two clock readings, two scope entries, one float
 appended to the list of its labels and a scan of the headers for ``traceparent``;
 :meth:`HttpMetrics.publish` turns the lists into Prometheus updates on every scrape and every
 ``metrics_sample_interval_s`` (prometheus_client takes a lock and walks the buckets in Python per
-``observe``, so it gets whole arrays). In-flight
-requests are a plain integer copied to the gauge at the same moments: a gauge is read at scrape
-time anyway.
+``observe``, so it gets whole arrays). In-flight requests are a plain integer copied to the gauge
+at the same moments: a gauge is read at scrape time anyway.
 
 Why not ``litestar.plugins.prometheus``: it keeps its metrics in a class-level dict on the GLOBAL
 registry (a second app in the same process, e.g. every test, reuses or collides with the first
@@ -33,7 +32,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from litestar.enums import ScopeType
@@ -46,11 +45,7 @@ if TYPE_CHECKING:
     from litestar import Litestar
     from litestar.types import (
         ASGIApp,
-        HTTPResponseStartEvent,
-        HTTPScope,
-        Message,
         Receive,
-        Scope,
         Send,
     )
 
@@ -116,7 +111,7 @@ class ObservedRequests:
     Two halves, because a coroutine layer around the app is what an observed request paid for
     most (README, "What still misses"): :meth:`__call__` is a plain function that stamps the
     scope and hands back the app's own coroutine (or, for a sampled request, the span's), and
-    :meth:`before_send`, a Litestar ``before_send`` hook, sees the response's start (its status
+    :meth:`on_message`, run by the app's ``before_send`` hook, sees the response's start (its status
     goes into the scope, where the server span reads it too) and its last body message (the
     observation). Litestar turns every exception raised by a handler into a response, so every
     request the wrapper counts in flight ends with a last body message; only a failure inside
@@ -124,7 +119,7 @@ class ObservedRequests:
     """
 
     def __init__(self, http: HttpMetrics | None, spans: ServerSpans | None) -> None:
-        self.app: ASGIApp | None = None
+        self.app: ASGIApp  # the wrapped handler, set by install()
         self.http = http
         self.spans = spans
 
@@ -133,30 +128,33 @@ class ObservedRequests:
         self.app = app.asgi_handler
         app.asgi_handler = self  # same call signature; returns the awaitable it is handed
 
-    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
-        app = cast("ASGIApp", self.app)
+    # ``scope`` is typed Any below: both methods use it as the plain dict it is (two keys of our
+    # own), and ``typing.cast`` is a function call per use on the hot path.
+    def __call__(self, scope: Any, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] != HTTP:
-            return app(scope, receive, send)
-        http_scope = cast("HTTPScope", scope)  # narrowed: HTTP is a constant, not the enum literal
+            return self.app(scope, receive, send)
         http = self.http
-        if http is not None and http_scope["path"] not in http.skip_paths:
+        if http is not None and scope["path"] not in http.skip_paths:
             http.in_flight += 1
-            cast("dict[str, Any]", scope)[STARTED] = time.perf_counter()
+            scope[STARTED] = time.perf_counter()
         spans = self.spans
-        if spans is not None and spans.sampled(http_scope):  # false for ~99 % at the default ratio
-            return spans.trace(app, http_scope, receive, send)
-        return app(scope, receive, send)
+        if spans is not None and spans.sampled(scope):  # false for ~99 % at the default ratio
+            return spans.trace(self.app, scope, receive, send)
+        return self.app(scope, receive, send)
 
-    async def before_send(self, message: Message, scope: Scope) -> None:
-        """The response's status (into the scope) and, on its last message, the observation."""
-        store = cast("dict[str, Any]", scope)
+    def on_message(self, message: Any, scope: Any) -> None:
+        """The response's status (into the scope) and, on its last message, the observation.
+
+        Run by the app's one ``before_send`` hook
+        (:class:`serving.api.response_hooks.ResponseHooks`).
+        """
         kind = message["type"]
         if kind == "http.response.start":
-            store[STATUS] = cast("HTTPResponseStartEvent", message)["status"]
+            scope[STATUS] = message["status"]
         elif kind == "http.response.body" and not message.get("more_body", False):
-            started = store.pop(STARTED, None)
+            started = scope.pop(STARTED, None)
             http = self.http
             if started is not None and http is not None:
                 http.in_flight -= 1
-                key = (store.get("path_template"), store["method"], store.get(STATUS, 500))
+                key = (scope.get("path_template"), scope["method"], scope.get(STATUS, 500))
                 http.record(key, time.perf_counter() - started)

@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry
 
 from model_repository.layout import VARIANT_FILES
 from model_repository.metadata import Metadata
+from serving.api.response_hooks import ResponseHooks
 from serving.observability.drift import DriftMonitor
 from serving.observability.metrics import CONTENT_TYPE, ServingMetrics, render
 from serving.observability.middleware import HttpMetrics, ObservedRequests
@@ -119,10 +120,19 @@ class ObservabilityPlugin(InitPlugin):
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
         if self.metrics is not None:
             app_config.route_handlers.append(self._metrics_route())
-        app_config.before_send.append(self.requests.before_send)
+        self._add_response_callback(app_config)
         app_config.on_startup.append(self.start)
         app_config.on_shutdown.append(self.stop)
         return app_config
+
+    def _add_response_callback(self, app_config: AppConfig) -> None:
+        """The wrapper's response side joins the app's ResponseHooks if it has one (one
+        coroutine per message for all callbacks), else gets a ResponseHooks of its own."""
+        for hook in app_config.before_send:
+            if isinstance(hook, ResponseHooks):
+                hook.callbacks.append(self.requests.on_message)
+                return
+        app_config.before_send.append(ResponseHooks(self.requests.on_message))
 
     def _metrics_route(self) -> HTTPRouteHandler:
         @get(METRICS_PATH, include_in_schema=False)

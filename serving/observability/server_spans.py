@@ -78,7 +78,7 @@ class ServerSpans:
     async def trace(self, app: ASGIApp, scope: HTTPScope, receive: Receive, send: Send) -> None:
         """Run ``app`` for this request inside its SERVER span.
 
-        The status is the one ``ObservedRequests.before_send`` wrote into the scope; 500 if the
+        The status is the one ``ObservedRequests.on_message`` wrote into the scope; 500 if the
         app raised before a response started (what the client then gets from the server).
         """
         method = scope["method"]

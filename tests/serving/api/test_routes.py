@@ -10,6 +10,7 @@ import pytest
 from litestar.testing import TestClient
 
 from model_repository import sha256_file
+from serving.api.response_hooks import ResponseHooks
 from serving.app import create_app
 from serving.settings import Settings
 from tests.support.tiny_model import synthetic_images
@@ -126,3 +127,17 @@ def test_request_id_on_a_successful_prediction(settings: Settings) -> None:
         )
     assert response.status_code == 200
     assert response.headers["x-request-id"] == "ok-7"
+
+
+def test_one_before_send_hook_adds_the_headers_and_observes_the_request(settings: Settings) -> None:
+    """The observability plugin joins the app's one ResponseHooks instead of adding a hook (one
+    coroutine per message): both the header and the metrics still come from it."""
+    app = create_app(settings.model_copy(update={"metrics_enabled": True}))
+    (hook,) = app.before_send
+    assert isinstance(hook, ResponseHooks)
+    assert len(hook.callbacks) == 2
+    with TestClient(app) as client:
+        health = client.get("/healthz", headers={"x-request-id": "h-1"})
+        scrape = client.get("/metrics").text
+    assert health.headers["x-request-id"] == "h-1"
+    assert 'inference_http_requests_total{method="GET",route="/healthz",status="200"} 1.0' in scrape
