@@ -21,7 +21,7 @@ from serving.api.request_id import add_request_id
 from serving.api.response_hooks import ResponseHooks
 from serving.api.routes import build_route_handlers
 from serving.batching import BatchObserver
-from serving.lifecycle import ModelLoader, Service, settle_heap
+from serving.lifecycle import ModelLoader, Service, settle_heap, shorten_gil_switch_interval
 from serving.model import load_model, locate_metadata
 from serving.observability import ObservabilityPlugin
 from serving.settings import Settings
@@ -65,6 +65,7 @@ def create_app(
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         await service.start()
         logger.debug("froze %d start-up objects", settle_heap(settings.gc_young_threshold))
+        shorten_gil_switch_interval(settings.gil_switch_interval_ms)
         try:
             yield
         finally:

@@ -13,6 +13,7 @@ import asyncio
 import enum
 import gc
 import logging
+import sys
 import time
 from collections.abc import Callable
 
@@ -64,6 +65,22 @@ def settle_heap(young_threshold: int) -> int:
         _, middle, old = gc.get_threshold()
         gc.set_threshold(young_threshold, middle, old)
     return gc.get_freeze_count()
+
+
+def shorten_gil_switch_interval(milliseconds: float) -> float:
+    """Set how long a thread may keep the GIL while another thread waits for it (0 keeps
+    Python's 5 ms); returns the interval in seconds.
+
+    Why: onnxruntime computes a batch without the GIL, but its thread needs the GIL back to
+    hand the result to the event loop, and under load the loop always holds it. At 5 ms that
+    handoff waits up to 5 ms per batch, and the OTLP exporter's thread waits the same way after
+    each of its socket calls. With two servers loaded together on one core (24 windows each),
+    0.5 ms served 4.8 % more requests/s than 5 ms with observability off and 5.7 % more with it
+    on, at about the same CPU per request; 1 ms and 0.2 ms were within noise of 0.5 ms.
+    """
+    if milliseconds:
+        sys.setswitchinterval(milliseconds / 1000)
+    return sys.getswitchinterval()
 
 
 class Service:

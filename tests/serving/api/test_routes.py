@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import re
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -53,6 +54,27 @@ def test_young_threshold_zero_keeps_pythons(settings: Settings) -> None:
     with TestClient(create_app(settings.model_copy(update={"gc_young_threshold": 0}))) as client:
         assert client.get("/readyz").status_code == 200
         assert gc.get_threshold()[0] == 700
+
+
+@pytest.fixture
+def switch_interval() -> Iterator[None]:
+    """Start at Python's 5 ms; put back what the test found."""
+    found = sys.getswitchinterval()
+    sys.setswitchinterval(0.005)
+    yield
+    sys.setswitchinterval(found)
+
+
+@pytest.mark.usefixtures("switch_interval")
+@pytest.mark.parametrize(("milliseconds", "seconds"), [(0.25, 0.00025), (0, 0.005)])
+def test_startup_sets_the_gil_switch_interval_or_keeps_pythons(
+    settings: Settings, milliseconds: float, seconds: float
+) -> None:
+    app = create_app(settings.model_copy(update={"gil_switch_interval_ms": milliseconds}))
+    assert sys.getswitchinterval() == pytest.approx(0.005)
+    with TestClient(app) as client:
+        assert client.get("/readyz").status_code == 200
+        assert sys.getswitchinterval() == pytest.approx(seconds)
 
 
 def test_models_describes_the_served_version(settings: Settings) -> None:
