@@ -11,7 +11,7 @@ Requests that match no route are counted as ``unmatched``.
 Why so little in it: this wrapper is where most of the metrics cost was. With the service and a
 copy of it loaded together on one core, removing the wrapper saved ~3.6 % of throughput, and the
 bare ``await self.app(...)`` layer it used to add, with nothing else, cost ~2.4 %: several times
-what the same code costs warm in a loop (README, "What still misses"). So the request's side is a
+what the same code costs warm in a loop (README, "Latest results"). So the request's side is a
 plain function that hands back the app's own coroutine (no coroutine layer, no ``send`` wrapper);
 the response's side is a plain function run by the app's one ``before_send`` hook, which Litestar
 runs for every message anyway. Per request that is two clock readings, two scope entries, one float
@@ -43,11 +43,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable
 
     from litestar import Litestar
-    from litestar.types import (
-        ASGIApp,
-        Receive,
-        Send,
-    )
+    from litestar.types import ASGIApp, Receive, Send
 
     from serving.observability.metrics import ServingMetrics
     from serving.observability.server_spans import ServerSpans
@@ -109,7 +105,7 @@ class ObservedRequests:
     """The ASGI wrapper: ``http`` and ``spans`` are each optional (switched off by settings).
 
     Two halves, because a coroutine layer around the app is what an observed request paid for
-    most (README, "What still misses"): :meth:`__call__` is a plain function that stamps the
+    most (README, "Latest results"): :meth:`__call__` is a plain function that stamps the
     scope and hands back the app's own coroutine (or, for a sampled request, the span's), and
     :meth:`on_message`, run by the app's ``before_send`` hook, sees the response's start (its status
     goes into the scope, where the server span reads it too) and its last body message (the
