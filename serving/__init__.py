@@ -2,10 +2,10 @@
 
 Where a request goes, module by module:
 
-    api/middleware.py   enters (X-Request-ID on every response)
-    api/routes.py       handled: decoded + validated by api/decoding.py before it is queued
-    batching/queue.py   waits: the adaptive micro-batcher (one task, one inference executor)
-    model.py            computed: onnxruntime session over the model repository version
-    batching/observer.py  observed: the hook interface the observability package implements
-    lifecycle.py        readiness, draining on SIGTERM, the uvicorn server
+    api/routes.py          ENTERS: handlers; api/decoding.py validates the body before queuing
+    lifecycle.py           admitted: Service.admit() (ready? draining?), start-up and drain
+    batching/queue.py      WAITS: the adaptive micro-batcher (one task, one inference executor)
+    model.py               COMPUTED: onnxruntime session over a model repository version
+    observability/plugin.py  OBSERVED: the one attach point for traces, /metrics and drift
+    app.py                 the app factory that wires these; server.py runs it under uvicorn
 """

@@ -20,7 +20,6 @@ from serving.api.errors import exception_handlers
 from serving.api.request_id import add_request_id
 from serving.api.response_hooks import ResponseHooks
 from serving.api.routes import build_route_handlers
-from serving.batching import BatchObserver
 from serving.lifecycle import ModelLoader, Service, settle_heap, shorten_gil_switch_interval
 from serving.model import load_model, locate_metadata
 from serving.observability import ObservabilityPlugin
@@ -32,28 +31,23 @@ logger = logging.getLogger(__name__)
 def create_app(
     settings: Settings | None = None,
     *,
-    observer: BatchObserver | None = None,
     plugins: Sequence[PluginProtocol] = (),
     model_loader: ModelLoader = load_model,
 ) -> Litestar:
     """Build the service app.
 
-    Observability (traces, ``/metrics``, drift) is wired in from the settings unless the caller
-    passes its own ``observer`` (the batcher's hooks). ``plugins`` adds Litestar plugins;
-    ``model_loader`` is the seam tests use to wrap the real model (e.g. to hold a batch while
-    they fill the queue). The process's :class:`~serving.lifecycle.Service` is
-    ``app.state.service``.
+    Observability (traces, ``/metrics``, drift) is an :class:`ObservabilityPlugin` built from
+    the settings, unless ``plugins`` already holds one (tests pass one with their own registry
+    and span processor). ``plugins`` adds Litestar plugins (e.g. test routes); ``model_loader``
+    is the seam tests use to wrap the real model. The process's
+    :class:`~serving.lifecycle.Service` is ``app.state.service``.
     """
     settings = settings if settings is not None else Settings()
     plugins = list(plugins)
-    telemetry: ObservabilityPlugin | None = None
-    if observer is None and (settings.metrics_enabled or settings.tracing_enabled):
-        telemetry = ObservabilityPlugin(settings, locate_metadata(settings))
-        observer = telemetry.observer
-        plugins.append(telemetry)
-    service = Service(settings, observer=observer, model_loader=model_loader)
-    if telemetry is not None:
-        telemetry.observer.watch_queue(service.queued_rows)
+    observed = any(isinstance(plugin, ObservabilityPlugin) for plugin in plugins)
+    if not observed and (settings.metrics_enabled or settings.tracing_enabled):
+        plugins.append(ObservabilityPlugin(settings, locate_metadata(settings)))
+    service = Service(settings, model_loader=model_loader)
 
     def finish_headers(message: Message, scope: Scope) -> None:
         if message["type"] == "http.response.start":
@@ -76,7 +70,7 @@ def create_app(
         route_handlers=build_route_handlers(service),
         lifespan=[lifespan],
         exception_handlers=exception_handlers(),
-        before_send=[ResponseHooks(finish_headers)],  # the plugin adds its observer to it
+        before_send=[ResponseHooks(finish_headers)],  # the plugin adds its callback to it
         plugins=plugins,
         state=State({"service": service}),
         openapi_config=OpenAPIConfig(

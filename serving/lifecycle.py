@@ -17,13 +17,17 @@ import sys
 import time
 from collections.abc import Callable
 
-from serving.batching import Batcher, BatchObserver, NullObserver
+from serving.batching import Batcher, BatchObserver, DrainingError, NullObserver
 from serving.model import LoadedModel, load_model
 from serving.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 ModelLoader = Callable[[Settings], LoadedModel]
+
+
+class NotReadyError(Exception):
+    """The model is not loaded and warmed up yet (503)."""
 
 
 class Phase(enum.Enum):
@@ -42,22 +46,12 @@ def settle_heap(young_threshold: int) -> int:
     """Tune CPython's cyclic collector for serving, once start-up is over; returns how many
     objects were frozen.
 
-    Why freeze: under load, the objects of requests in flight survive the young collections, so
-    CPython runs a full collection every second or so, and a full collection walks every
-    object in the process: modules, the app, onnxruntime's and OpenTelemetry's objects. At
-    ~6k requests/s that was ~35 ms per collection, ~3 % of the CPU and a 35 ms stall for
-    every request in flight (measured with ``gc.callbacks``, README "Latest results"). Frozen, the
-    start-up heap is never walked again and a full collection takes ~1 ms. Frozen objects are
-    still freed by reference counting; only cycles among them are never collected, and
-    start-up objects live as long as the process anyway.
-
-    Why raise the young threshold (``young_threshold``, 0 keeps Python's): a young collection
-    starts after 700 more container allocations than frees, and the objects of the requests in
-    flight make that count climb even though they die by reference counting soon after. At 700
-    the service ran a young collection every ~35-50 requests, ~120 µs each: 2-3 % of its CPU
-    (``gc.callbacks``, 20 s under wrk). At 10,000 there were almost none. The request path
-    makes almost no reference cycles (those ~2,000 collections found ~1,000 garbage objects in
-    all), so garbage does not pile up: the young generation holds at most ~10,000 objects more.
+    Freezing keeps full collections from walking the start-up heap (modules, the app,
+    onnxruntime's and OpenTelemetry's objects) under load; frozen objects are still freed by
+    reference counting. A higher young threshold (0 keeps Python's 700) stops the objects of
+    requests in flight from triggering a young collection every few dozen requests; the
+    request path makes almost no reference cycles, so garbage does not pile up.
+    Measurements: docs/decisions.md, "Garbage collector".
     """
     gc.collect()  # what start-up left as garbage is freed, not frozen
     gc.freeze()
@@ -71,12 +65,9 @@ def shorten_gil_switch_interval(milliseconds: float) -> float:
     """Set how long a thread may keep the GIL while another thread waits for it (0 keeps
     Python's 5 ms); returns the interval in seconds.
 
-    Why: onnxruntime computes a batch without the GIL, but its thread needs the GIL back to
-    hand the result to the event loop, and under load the loop always holds it. At 5 ms that
-    handoff waits up to 5 ms per batch, and the OTLP exporter's thread waits the same way after
-    each of its socket calls. With two servers loaded together on one core (24 windows each),
-    0.5 ms served 4.8 % more requests/s than 5 ms with observability off and 5.7 % more with it
-    on, at about the same CPU per request; 1 ms and 0.2 ms were within noise of 0.5 ms.
+    onnxruntime computes a batch without the GIL but needs it back to hand the result to the
+    event loop, which under load always holds it: the handoff waits up to one interval per
+    batch. Measurements: docs/decisions.md, "GIL switch interval".
     """
     if milliseconds:
         sys.setswitchinterval(milliseconds / 1000)
@@ -86,14 +77,9 @@ def shorten_gil_switch_interval(milliseconds: float) -> float:
 class Service:
     """Everything one server process serves with; lives in ``app.state.service``."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        observer: BatchObserver | None = None,
-        model_loader: ModelLoader = load_model,
-    ) -> None:
+    def __init__(self, settings: Settings, model_loader: ModelLoader = load_model) -> None:
         self.settings = settings
-        self.observer: BatchObserver = observer if observer is not None else NullObserver()
+        self.observer: BatchObserver = NullObserver()
         self._model_loader = model_loader
         self.phase = Phase.STARTING
         self.model: LoadedModel | None = None
@@ -102,6 +88,25 @@ class Service:
     @property
     def ready(self) -> bool:
         return self.phase is Phase.READY
+
+    def observe(self, observer: BatchObserver) -> None:
+        """Report batching and admission to ``observer`` (before ``start``)."""
+        self.observer = observer
+
+    def admit(self) -> tuple[Batcher, LoadedModel]:
+        """The batcher and model a new request is served with.
+
+        Raises :class:`NotReadyError` (starting) or ``DrainingError`` (shutting down), after
+        reporting the rejection, so handlers never talk to the observer themselves.
+        """
+        batcher, model = self.batcher, self.model
+        if batcher is None or model is None or self.phase is not Phase.READY:
+            if self.phase is Phase.DRAINING:
+                self.observer.on_rejected("draining", 0)
+                raise DrainingError("the service is shutting down")
+            self.observer.on_rejected("not_ready", 0)
+            raise NotReadyError("the model is not loaded yet")
+        return batcher, model
 
     async def start(self) -> None:
         """Load (raises ``ModelLoadError`` with a clear message), warm up, start batching."""

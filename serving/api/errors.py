@@ -23,6 +23,7 @@ from serving.batching import (
     InferenceError,
     QueueFullError,
 )
+from serving.lifecycle import NotReadyError
 
 logger = logging.getLogger(__name__)
 AnyRequest = Request[Any, Any, Any]
@@ -60,12 +61,6 @@ class ClientDisconnectedError(ApiError):
     status_code = 499
 
 
-class NotReadyError(ApiError):
-    """The model is not loaded and warmed up yet: 503."""
-
-    status_code = 503
-
-
 _BATCHER_STATUS: dict[type[BatcherError], int] = {
     QueueFullError: 503,
     DrainingError: 503,
@@ -85,6 +80,10 @@ def error_response(request: AnyRequest, status: int, message: str) -> Response[b
 def _api_error(request: AnyRequest, exc: Exception) -> Response[bytes]:
     assert isinstance(exc, ApiError)
     return error_response(request, exc.status_code, str(exc))
+
+
+def _not_ready(request: AnyRequest, exc: Exception) -> Response[bytes]:
+    return error_response(request, 503, str(exc))
 
 
 def _batcher_error(request: AnyRequest, exc: Exception) -> Response[bytes]:
@@ -111,6 +110,7 @@ def exception_handlers() -> ExceptionHandlersMap:
     return {
         ApiError: _api_error,
         BatcherError: _batcher_error,
+        NotReadyError: _not_ready,
         HTTPException: _http_error,
         Exception: _unexpected,
     }

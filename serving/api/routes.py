@@ -32,7 +32,7 @@ from litestar.response.base import ASGIResponse
 from litestar.types import Receive
 
 from serving.api.decoding import Limits, decode
-from serving.api.errors import ClientDisconnectedError, MalformedBodyError, NotReadyError
+from serving.api.errors import ClientDisconnectedError, MalformedBodyError
 from serving.api.schemas import (
     BatchingInfo,
     ErrorBody,
@@ -43,8 +43,7 @@ from serving.api.schemas import (
     PredictResponse,
     Status,
 )
-from serving.batching import DrainingError
-from serving.lifecycle import Phase, Service
+from serving.lifecycle import NotReadyError, Service
 
 JSON = "application/json"
 _encoder = msgspec.json.Encoder()
@@ -162,7 +161,6 @@ def build_route_handlers(service: Service) -> list[HTTPRouteHandler]:
     limits = Limits(max_instances=settings.max_instances)
     default_timeout_s = settings.request_timeout_ms / 1000.0
     max_timeout_s = settings.max_request_timeout_ms / 1000.0
-    observer = service.observer
     max_body_bytes = settings.max_body_bytes
 
     def timeout_s(raw: bytes | None) -> float:
@@ -198,13 +196,7 @@ def build_route_handlers(service: Service) -> list[HTTPRouteHandler]:
     )
     async def predict(request: Request[Any, Any, Any]) -> ASGIResponse:
         started = time.monotonic()
-        batcher, model = service.batcher, service.model
-        if batcher is None or model is None or service.phase is not Phase.READY:
-            if service.phase is Phase.DRAINING:
-                observer.on_rejected("draining", 0)
-                raise DrainingError("the service is shutting down")
-            observer.on_rejected("not_ready", 0)
-            raise NotReadyError("the model is not loaded yet")
+        batcher, model = service.admit()
         content_type, length, timeout = _request_headers(request.scope["headers"])
         deadline = started + timeout_s(timeout)
         body = await read_body(request.receive, max_body_bytes, length)

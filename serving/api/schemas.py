@@ -5,12 +5,6 @@ from __future__ import annotations
 import msgspec
 
 
-class PredictRequest(msgspec.Struct):
-    """JSON request body (documentation; the route decodes bodies itself, see decoding.py)."""
-
-    instances: list[list[float]]
-
-
 class Prediction(msgspec.Struct):
     label: int
     confidence: float

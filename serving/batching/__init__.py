@@ -1,15 +1,15 @@
 """Where a request waits: the adaptive micro-batcher and the hooks that observe it."""
 
-from serving.batching.observer import BatchObserver, NullObserver
+from serving.batching.hooks import BatchObserver, NullObserver
 from serving.batching.queue import (
     Batcher,
     BatcherError,
     DeadlineExceededError,
     DrainingError,
     InferenceError,
-    QueuedRequest,
     QueueFullError,
 )
+from serving.batching.request import QueuedRequest, RejectReason
 
 __all__ = [
     "BatchObserver",
@@ -21,4 +21,5 @@ __all__ = [
     "NullObserver",
     "QueueFullError",
     "QueuedRequest",
+    "RejectReason",
 ]

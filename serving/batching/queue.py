@@ -1,6 +1,6 @@
 """The adaptive micro-batcher: requests wait here, rows are computed together.
 
-Design (see README.md, "Batching policy"):
+Design (docs/serving.md, "Batching policy"):
 
 * Requests are validated NumPy arrays ``(rows, features)``; the queue is bounded in ROWS.
 * ONE long-lived task forms batches. It first waits for a free inference slot, THEN takes
@@ -26,17 +26,15 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 
 import numpy as np
-import numpy.typing as npt
 
+from serving.batching.hooks import BatchObserver, NullObserver
 from serving.batching.merge import merge, split
-from serving.batching.observer import BatchObserver, NullObserver
+from serving.batching.request import Array, QueuedRequest
 
 logger = logging.getLogger(__name__)
 
-Array = npt.NDArray[np.float32]
 PredictFn = Callable[[Array], Array]
 
 
@@ -58,19 +56,6 @@ class DeadlineExceededError(BatcherError):
 
 class InferenceError(BatcherError):
     """onnxruntime failed on this request (500)."""
-
-
-@dataclass(slots=True, eq=False)
-class QueuedRequest:
-    """One accepted request while it waits and computes."""
-
-    pixels: Array
-    rows: int
-    enqueued_at: float
-    deadline: float
-    future: asyncio.Future[Array]
-    #: Opaque slot for the observer (e.g. the OTel span context captured in ``on_enqueued``).
-    trace_context: object | None = field(default=None)
 
 
 class Batcher:
@@ -112,15 +97,6 @@ class Batcher:
     def queued_rows(self) -> int:
         """Rows waiting (including requests already abandoned, until the loop drops them)."""
         return self._queued_rows
-
-    @property
-    def in_flight(self) -> int:
-        """Batches being computed now."""
-        return self._in_flight
-
-    @property
-    def draining(self) -> bool:
-        return self._draining
 
     @property
     def running(self) -> bool:

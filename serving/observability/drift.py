@@ -82,10 +82,6 @@ class DriftMonitor:
                 ),
             )  # fmt: skip
 
-    @property
-    def feature_names(self) -> list[str]:
-        return list(self._features)
-
     def update(self, pixels: npt.NDArray[np.floating]) -> None:
         """Add one batch of scaled inputs (rows x 784, values in [0, 1]) to the window.
 

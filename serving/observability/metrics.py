@@ -69,12 +69,6 @@ def prepare_multiprocess_dir(path: Path | None = None) -> Path | None:
     return path
 
 
-def mark_worker_dead(pid: int) -> None:
-    """Drop a dead worker's ``live*`` gauge files (call from the parent when a worker exits)."""
-    if multiprocess_enabled():
-        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
-
-
 def render(registry: CollectorRegistry) -> bytes:
     """The Prometheus text exposition for a scrape (aggregated over workers if multiprocess)."""
     if multiprocess_enabled():

@@ -14,26 +14,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
+from serving.batching.request import QueuedRequest, RejectReason
 from serving.observability.drift import DriftMonitor
 from serving.observability.metrics import BufferedHistogram, ServingMetrics
 from serving.observability.tracing import BatchTracer, sampled_traces
-
-if TYPE_CHECKING:
-    from serving.batching.observer import RejectReason
-    from serving.batching.queue import QueuedRequest
-
 
 #: Batches recorded before a flush happens anyway (a long sample interval under heavy load).
 MAX_BUFFERED_BATCHES = 4096
 
 
 class TelemetryObserver:
-    """Implements ``serving.batching.observer.BatchObserver``.
+    """Implements ``serving.batching.hooks.BatchObserver``.
 
     ``metrics``/``drift``/``tracer`` are each optional (switched off by settings). Queue depth is
     read from ``queue_rows`` (bind it with :meth:`watch_queue`, e.g. ``lambda:

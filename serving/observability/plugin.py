@@ -1,11 +1,10 @@
-"""The one entry point the app factory uses: ``ObservabilityPlugin(settings, metadata)``.
+"""Where the service is observed: ``ObservabilityPlugin``, attached in ``on_app_init`` only.
 
-It adds, according to the settings: one ASGI wrapper around the whole app, installed at
-startup, that makes the server spans (tracing on) and the HTTP metrics (metrics on);
-``GET /metrics`` (metrics on); a background sampler of process CPU/memory, in-flight,
-queue-depth and drift gauges; and it builds ``.observer`` for the batcher. Nothing is global:
-the registry and the TracerProvider belong to this plugin, so many apps can live in one
-process (tests).
+According to the settings it adds one ASGI wrapper around the whole app (installed at startup)
+that makes the server spans and the HTTP metrics; ``GET /metrics``; a background sampler of
+process CPU/memory, in-flight, queue-depth and drift gauges; and it hands its batch observer to
+the app's ``Service``. Nothing is global: the registry and the TracerProvider belong to this
+plugin, so many apps can live in one process (tests).
 """
 
 from __future__ import annotations
@@ -26,11 +25,11 @@ from prometheus_client import CollectorRegistry
 from model_repository.layout import VARIANT_FILES
 from model_repository.metadata import Metadata
 from serving.api.response_hooks import ResponseHooks
+from serving.lifecycle import Service
 from serving.observability.drift import DriftMonitor
 from serving.observability.metrics import CONTENT_TYPE, ServingMetrics, render
-from serving.observability.middleware import HttpMetrics, ObservedRequests
 from serving.observability.observer import TelemetryObserver
-from serving.observability.server_spans import ServerSpans
+from serving.observability.requests import HttpMetrics, ObservedRequests, ServerSpans
 from serving.observability.tracing import (
     BATCH_INSTRUMENTATION,
     HTTP_INSTRUMENTATION,
@@ -86,9 +85,6 @@ class ObservabilityPlugin(InitPlugin):
             self.tracer_provider = build_tracer_provider(
                 service_name=settings.service_name,
                 service_version=package_version(),
-                # Roots are sampled at trace_sample_ratio by ServerSpans before a span exists;
-                # the provider keeps every root it is handed (and follows parents).
-                sample_ratio=1.0,
                 processor=span_processor,
                 protocol=settings.otlp_protocol,
             )
@@ -118,6 +114,11 @@ class ObservabilityPlugin(InitPlugin):
 
     # ------------------------------------------------------------------ Litestar wiring
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
+        """The one attach point: the service's batch observer, ``/metrics``, the response
+        hook, and the request wrapper with the sampler at startup."""
+        service: Service = app_config.state["service"]
+        service.observe(self.observer)
+        self.observer.watch_queue(service.queued_rows)
         if self.metrics is not None:
             app_config.route_handlers.append(self._metrics_route())
         self._add_response_callback(app_config)

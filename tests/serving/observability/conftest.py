@@ -1,12 +1,10 @@
-"""Fixtures: a real tiny ONNX model, a real Batcher, and a small Litestar app wired like the
-service (ObservabilityPlugin + Batcher with the plugin's observer), with in-memory span export
-and a fresh Prometheus registry per test."""
+"""Fixtures: a real tiny ONNX model and the real app (``create_app``) with an
+ObservabilityPlugin that exports spans to memory and writes to a fresh Prometheus registry per
+test, plus two test routes (a path parameter and a failing handler) added through a plugin."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,27 +12,26 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 import pytest
-from litestar import Litestar, get, post
-from litestar.exceptions import ClientException
-from litestar.params import FromPath, JSONBody
+from litestar import Litestar, get
+from litestar.params import FromPath
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 
 from model_repository.layout import FP32_FILE, METADATA_FILE
 from model_repository.metadata import Metadata, load_metadata
-from serving.batching.queue import Batcher
+from serving.app import create_app
 from serving.observability import ObservabilityPlugin
 from serving.settings import Settings
-from tests.support.tiny_model import write_model_version
+from tests.support.routes import RoutesPlugin
 
 Array = npt.NDArray[np.float32]
 REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="session")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_model_version(tmp_path_factory.mktemp("models"))
+def model_dir(tiny_model_repository: Path) -> Path:
+    return tiny_model_repository / "mnist" / "1"
 
 
 @pytest.fixture(scope="session")
@@ -70,70 +67,43 @@ def exporter() -> Iterator[InMemorySpanExporter]:
 AppFactory = Callable[..., tuple[Litestar, ObservabilityPlugin]]
 
 
+@get("/items/{item_id:int}", sync_to_thread=False)
+def item(item_id: FromPath[int]) -> int:
+    return item_id
+
+
+@get("/boom", sync_to_thread=False)
+def boom() -> None:
+    raise RuntimeError("a bug in a handler")
+
+
+@pytest.fixture
+def settings_for(model_dir: Path) -> Callable[..., Settings]:
+    """Settings that serve the tiny model, with the test's own values on top."""
+
+    def build(**values: Any) -> Settings:
+        return Settings(model_repository=model_dir.parents[1], **values)
+
+    return build
+
+
 @pytest.fixture
 def make_app(
+    settings_for: Callable[..., Settings],
     metadata: Metadata,
-    predict: Callable[[Array], Array],
     registry: CollectorRegistry,
     exporter: InMemorySpanExporter,
 ) -> AppFactory:
-    """Build an app like the service's: POST /predict through a real Batcher."""
+    """Build the service's app (``create_app``) with test-owned registry and span export."""
 
     def factory(**settings_values: Any) -> tuple[Litestar, ObservabilityPlugin]:
-        settings = Settings(**settings_values)
+        settings = settings_for(**settings_values)
         plugin = ObservabilityPlugin(
             settings,
             metadata,
             registry=registry,
             span_processor=SimpleSpanProcessor(exporter),
         )
-        batcher = Batcher(
-            predict,
-            max_batch_size=settings.max_batch_size,
-            max_batch_delay_ms=settings.max_batch_delay_ms,
-            max_queue_size=settings.max_queue_size,
-            observer=plugin.observer,
-        )
-        plugin.observer.watch_queue(lambda: batcher.queued_rows)
-
-        @asynccontextmanager
-        async def lifespan(_: Litestar) -> AsyncIterator[None]:
-            await batcher.start()
-            try:
-                yield
-            finally:
-                await batcher.stop()
-
-        @post("/predict", status_code=200)
-        async def predict_route(
-            data: JSONBody[dict[str, list[list[float]]]],
-        ) -> dict[str, list[int]]:
-            pixels = np.asarray(data["instances"], dtype=np.float32)
-            if pixels.ndim != 2 or pixels.shape[1] != 784:
-                raise ClientException("instances must be lists of 784 numbers")
-            deadline = time.monotonic() + 5.0
-            probabilities = await batcher.submit(pixels, deadline)
-            return {"labels": probabilities.argmax(axis=1).tolist()}
-
-        @get("/healthz", sync_to_thread=False)
-        def healthz() -> str:
-            return "ok"
-
-        @get("/items/{item_id:int}", sync_to_thread=False)
-        def item(item_id: FromPath[int]) -> int:
-            return item_id
-
-        @get("/boom", sync_to_thread=False)
-        def boom() -> None:
-            raise RuntimeError("a bug in a handler")
-
-        app = Litestar(
-            [predict_route, healthz, item, boom],
-            plugins=[plugin],
-            lifespan=[lifespan],
-            debug=False,
-            logging_config=None,
-        )
-        return app, plugin
+        return create_app(settings, plugins=[plugin, RoutesPlugin(item, boom)]), plugin
 
     return factory

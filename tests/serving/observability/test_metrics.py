@@ -17,19 +17,23 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
 import serving.observability.metrics
-import serving.observability.middleware
+import serving.observability.requests
 from model_repository.metadata import Metadata
+from serving.app import create_app
 from serving.batching.queue import DeadlineExceededError, DrainingError, QueueFullError
 from serving.observability import ObservabilityPlugin
 from serving.observability.metrics import BufferedHistogram, ServingMetrics, observe_many
-from serving.observability.middleware import HttpMetrics
 from serving.observability.observer import TelemetryObserver
+from serving.observability.requests import HttpMetrics
 from serving.settings import Settings
+from tests.support.routes import RoutesPlugin
 from tests.support.slow_batcher import slow_batcher
+
+JSON = {"content-type": "application/json"}
 
 Array = npt.NDArray[np.float32]
 AppFactory = Callable[..., tuple[Litestar, ObservabilityPlugin]]
-PREDICT = {"route": "/predict", "method": "POST"}
+PREDICT = {"route": "/v1/predict", "method": "POST"}
 
 
 def body(rows: int = 1, value: float = 0.1) -> dict[str, list[list[float]]]:
@@ -102,14 +106,14 @@ def test_http_metrics_by_route_template_and_status(
     app, _ = make_app()
     with TestClient(app) as client:
         for _ in range(3):
-            assert client.post("/predict", json=body()).status_code == 200
-        assert client.post("/predict", json={"instances": [[0.1, 0.2]]}).status_code == 400
+            assert client.post("/v1/predict", json=body()).status_code == 200
+        assert client.post("/v1/predict", content=b"{", headers=JSON).status_code == 400
         assert client.get("/items/3").status_code == 200
         assert client.get("/items/4").status_code == 200
         assert client.get("/healthz").status_code == 200
         assert client.get("/no/such/path/1").status_code == 404
         assert client.get("/no/such/path/2").status_code == 404
-        assert client.request("BREW", "/predict").status_code == 405
+        assert client.request("BREW", "/v1/predict").status_code == 405
         scrape = client.get("/metrics")
         assert scrape.status_code == 200
         assert scrape.headers["content-type"].startswith("text/plain")
@@ -118,7 +122,7 @@ def test_http_metrics_by_route_template_and_status(
     assert value("inference_http_requests_total", {**PREDICT, "status": "400"}) == 1
     items = {"route": "/items/{item_id}", "method": "GET", "status": "200"}
     assert value("inference_http_requests_total", items) == 2
-    assert value("inference_http_request_duration_seconds_count", {"route": "/predict"}) == 4
+    assert value("inference_http_request_duration_seconds_count", {"route": "/v1/predict"}) == 4
     unmatched = {"route": "unmatched", "method": "GET", "status": "404"}
     assert value("inference_http_requests_total", unmatched) == 2
     brewed = {"route": "unmatched", "method": "other", "status": "405"}
@@ -131,7 +135,7 @@ def test_http_metrics_by_route_template_and_status(
         if s.name == "inference_http_requests_total"
     }
     # Route templates only: no raw path, no /metrics, one label for everything unrouted.
-    assert routes == {"/predict", "/items/{item_id}", "/healthz", "unmatched"}
+    assert routes == {"/v1/predict", "/items/{item_id}", "/healthz", "unmatched"}
     families = {f.name for f in text_string_to_metric_families(scrape.text)}
     assert {"inference_http_requests", "inference_model_info", "inference_drift_psi"} <= families
 
@@ -139,7 +143,7 @@ def test_http_metrics_by_route_template_and_status(
 def test_http_metrics_publish_per_label_key_and_by_themselves_when_full(
     metadata: Metadata, registry: CollectorRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(serving.observability.middleware, "MAX_BUFFERED", 4)
+    monkeypatch.setattr(serving.observability.requests, "MAX_BUFFERED", 4)
     http = HttpMetrics(ServingMetrics(registry, metadata.labels), skip_paths=frozenset())
     value = registry.get_sample_value
     ok = {"route": "/p", "method": "POST", "status": "200"}
@@ -160,9 +164,10 @@ def test_http_metrics_publish_per_label_key_and_by_themselves_when_full(
 
 
 def test_in_flight_gauge_counts_requests_being_handled(
-    metadata: Metadata, registry: CollectorRegistry
+    metadata: Metadata, registry: CollectorRegistry, settings_for: Callable[..., Settings]
 ) -> None:
-    plugin = ObservabilityPlugin(Settings(tracing_enabled=False), metadata, registry=registry)
+    settings = settings_for(tracing_enabled=False)
+    plugin = ObservabilityPlugin(settings, metadata, registry=registry)
     # The test client runs the app on its own event loop thread: thread primitives, and the
     # handler waits in a worker thread so that loop stays free to serve the scrapes.
     arrived, release = threading.Semaphore(0), threading.Event()
@@ -177,7 +182,7 @@ def test_in_flight_gauge_counts_requests_being_handled(
         assert client.get("/metrics").status_code == 200  # a scrape publishes the gauge
         return registry.get_sample_value("inference_http_requests_in_flight")
 
-    app = Litestar([hold], plugins=[plugin], debug=False)
+    app = create_app(settings, plugins=[plugin, RoutesPlugin(hold)])
     with TestClient(app) as client, ThreadPoolExecutor(2) as pool:
         held = [pool.submit(client.get, "/hold") for _ in range(2)]
         assert arrived.acquire(timeout=10)
@@ -190,17 +195,18 @@ def test_in_flight_gauge_counts_requests_being_handled(
 
 
 def test_a_streamed_response_is_observed_once_at_its_last_chunk(
-    metadata: Metadata, registry: CollectorRegistry
+    metadata: Metadata, registry: CollectorRegistry, settings_for: Callable[..., Settings]
 ) -> None:
     """The hook ends a request on its LAST body message: a response sent in several chunks is
     one observation with its status, and leaves nothing in flight."""
-    plugin = ObservabilityPlugin(Settings(tracing_enabled=False), metadata, registry=registry)
+    settings = settings_for(tracing_enabled=False)
+    plugin = ObservabilityPlugin(settings, metadata, registry=registry)
 
     @get("/chunks", sync_to_thread=False)
     def chunks() -> Stream:
         return Stream(iter([b"a", b"b", b"c"]), status_code=206)
 
-    app = Litestar([chunks], plugins=[plugin], debug=False)
+    app = create_app(settings, plugins=[plugin, RoutesPlugin(chunks)])
     with TestClient(app) as client:
         for _ in range(2):
             response = client.get("/chunks")
@@ -219,7 +225,7 @@ def test_batch_quality_and_drift_metrics_after_known_traffic(
     app, _ = make_app()
     with TestClient(app) as client:
         for _ in range(5):
-            assert client.post("/predict", json=body(rows=2)).status_code == 200
+            assert client.post("/v1/predict", json=body(rows=2)).status_code == 200
         client.get("/metrics")
     value = registry.get_sample_value
     assert value("inference_batch_size_rows_count") == 5
@@ -291,6 +297,6 @@ def test_metrics_off_means_no_route_and_no_middleware(
     app, plugin = make_app(metrics_enabled=False)
     assert plugin.metrics is None
     with TestClient(app) as client:
-        assert client.post("/predict", json=body()).status_code == 200
+        assert client.post("/v1/predict", json=body()).status_code == 200
         assert client.get("/metrics").status_code == 404
     assert list(registry.collect()) == []

@@ -8,12 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, multiprocess
 from prometheus_client.parser import text_string_to_metric_families
 
 from serving.observability.metrics import (
     MULTIPROC_ENV,
-    mark_worker_dead,
     prepare_multiprocess_dir,
     render,
 )
@@ -22,7 +21,7 @@ REPO = Path(__file__).resolve().parents[3]
 
 WORKER = """
 import numpy as np
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, multiprocess
 from serving.observability.metrics import ServingMetrics
 import sys, os
 requests, depth = int(sys.argv[1]), int(sys.argv[2])
@@ -80,7 +79,7 @@ def test_two_workers_aggregate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert values[("inference_workers", ())] == 2
     assert values[("inference_process_resident_memory_bytes", ())] > 2 * 10_000_000
     # A worker that exits is dropped from the live gauges, its counters stay.
-    mark_worker_dead(first)
+    multiprocess.mark_process_dead(first)  # type: ignore[no-untyped-call]
     values = scrape()
     assert values[("inference_queue_depth_rows", ())] == 2
     assert values[("inference_workers", ())] == 1

@@ -22,8 +22,8 @@ from opentelemetry.trace import StatusCode, Tracer
 
 from serving.batching.queue import DeadlineExceededError
 from serving.observability import ObservabilityPlugin
-from serving.observability.middleware import ObservedRequests
 from serving.observability.observer import TelemetryObserver
+from serving.observability.requests import ObservedRequests
 from serving.observability.tracing import (
     BatchTracer,
     build_tracer_provider,
@@ -52,7 +52,6 @@ def tracing_observer(exporter: InMemorySpanExporter) -> tuple[Tracer, TelemetryO
     provider = build_tracer_provider(
         service_name="t",
         service_version="0",
-        sample_ratio=1.0,
         processor=SimpleSpanProcessor(exporter),
     )
     tracer = provider.get_tracer("test")
@@ -70,11 +69,11 @@ def test_request_gets_server_queue_wait_and_batch_spans(
 ) -> None:
     app, _ = make_app(tracing_enabled=True, trace_sample_ratio=1.0)
     with TestClient(app) as client:
-        assert client.post("/predict", json=one_instance_body(rows=2)).status_code == 200
+        assert client.post("/v1/predict", json=one_instance_body(rows=2)).status_code == 200
     spans = exporter.get_finished_spans()
     # Only these three: the per-message "http send"/"http receive" spans are switched off.
-    assert sorted(s.name for s in spans) == ["POST /predict", "inference batch", "queue wait"]
-    (server,) = by_name(spans, "POST /predict")
+    assert sorted(s.name for s in spans) == ["POST /v1/predict", "inference batch", "queue wait"]
+    (server,) = by_name(spans, "POST /v1/predict")
     (wait,) = by_name(spans, "queue wait")
     (batch,) = by_name(spans, "inference batch")
     assert wait.parent is not None
@@ -197,16 +196,16 @@ def test_caller_traceparent_is_honoured(
     app, _ = make_app(tracing_enabled=True, trace_sample_ratio=0.0)
     with TestClient(app) as client:
         response = client.post(
-            "/predict",
+            "/v1/predict",
             json=one_instance_body(),
             headers={"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01"},
         )
         assert response.status_code == 200
     spans = exporter.get_finished_spans()
     # Sampled by the caller although our own ratio is 0: the sampler is parent-based.
-    assert sorted(s.name for s in spans) == ["POST /predict", "inference batch", "queue wait"]
+    assert sorted(s.name for s in spans) == ["POST /v1/predict", "inference batch", "queue wait"]
     assert {f"{s.context.trace_id:032x}" for s in spans} == {TRACE_ID}
-    (server,) = by_name(spans, "POST /predict")
+    (server,) = by_name(spans, "POST /v1/predict")
     assert server.parent is not None
     assert f"{server.parent.span_id:016x}" == PARENT_ID
 
@@ -219,7 +218,7 @@ def test_unsampled_requests_make_no_spans(
     headers = {"traceparent": traceparent} if traceparent else {}
     with TestClient(app) as client:
         for _ in range(5):
-            response = client.post("/predict", json=one_instance_body(), headers=headers)
+            response = client.post("/v1/predict", json=one_instance_body(), headers=headers)
             assert response.status_code == 200
     assert exporter.get_finished_spans() == ()
 
@@ -242,7 +241,7 @@ def test_tracing_off_adds_no_middleware_and_no_spans(
     assert plugin.tracer_provider is None
     assert plugin.observer.tracer is None
     with TestClient(app) as client:
-        assert client.post("/predict", json=one_instance_body()).status_code == 200
+        assert client.post("/v1/predict", json=one_instance_body()).status_code == 200
     observed = app.asgi_handler
     assert isinstance(observed, ObservedRequests)
     assert observed.spans is None
@@ -264,9 +263,9 @@ def test_unsampled_requests_make_no_spans_at_a_partial_ratio(
     app, _ = make_app(tracing_enabled=True, trace_sample_ratio=0.25)
     with TestClient(app) as client:
         for _ in range(400):
-            assert client.post("/predict", json=one_instance_body()).status_code == 200
+            assert client.post("/v1/predict", json=one_instance_body()).status_code == 200
     spans = exporter.get_finished_spans()
-    servers = by_name(spans, "POST /predict")
+    servers = by_name(spans, "POST /v1/predict")
     # Each sampled request has its three spans; the ratio is applied once, not squared.
     assert 60 < len(servers) < 140
     assert len(by_name(spans, "queue wait")) == len(servers)

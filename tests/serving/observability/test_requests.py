@@ -1,4 +1,4 @@
-"""The SERVER span of a sampled request (serving/observability/server_spans.py): the sampling
+"""The SERVER span of a sampled request (serving/observability/requests.py): the sampling
 decision from the raw headers, and the span's name, kind, attributes and status."""
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from serving.observability import ObservabilityPlugin
-from serving.observability.server_spans import head_sampled
+from serving.observability.requests import head_sampled
+
+JSON = {"content-type": "application/json"}
 
 AppFactory = Callable[..., tuple[Litestar, ObservabilityPlugin]]
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -82,14 +84,14 @@ def test_client_errors_and_unrouted_requests_are_not_errors(
     traced: TestClient[Litestar], exporter: InMemorySpanExporter
 ) -> None:
     assert traced.get("/nowhere").status_code == 404
-    assert traced.post("/predict", json={"instances": [[1.0]]}).status_code == 400
+    assert traced.post("/v1/predict", content=b"{", headers=JSON).status_code == 400
     unrouted, bad_request = sorted(exporter.get_finished_spans(), key=lambda s: s.name)
     # Without a matched route the name is the method alone and there is no http.route.
     assert unrouted.name == "GET"
     assert unrouted.attributes is not None
     assert "http.route" not in unrouted.attributes
     assert unrouted.attributes["http.response.status_code"] == 404
-    assert bad_request.name == "POST /predict"
+    assert bad_request.name == "POST /v1/predict"
     assert bad_request.attributes is not None
     assert bad_request.attributes["http.response.status_code"] == 400
     for span in (unrouted, bad_request):

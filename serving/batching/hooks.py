@@ -10,16 +10,12 @@ links; the other hooks run in the batcher's task.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-if TYPE_CHECKING:
-    from serving.batching.queue import QueuedRequest
-
-#: The fixed set of rejection reasons (bounded metric label values).
-RejectReason = Literal["queue_full", "draining", "not_ready", "deadline", "cancelled"]
+from serving.batching.request import QueuedRequest, RejectReason
 
 
 class BatchObserver(Protocol):

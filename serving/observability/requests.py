@@ -1,0 +1,214 @@
+"""Where every HTTP request is observed: ONE wrapper around the app's whole handler.
+
+``ObservedRequests`` does, per request, what the settings switch on: the HTTP metrics
+(:class:`HttpMetrics`: count by route template, method and status; latency; in-flight) and the
+SERVER span of a sampled request (:class:`ServerSpans`). It is installed around
+``app.asgi_handler`` at startup, so it sees every request before routing; its
+:meth:`~ObservedRequests.on_message`, run by the app's ``before_send`` hook, sees the response,
+by which time the router has written ``scope["path_template"]``, the bounded route label.
+
+Why so thin: a coroutine layer or a ``send`` wrapper per request cost measurably more than the
+metrics themselves (docs/decisions.md, "Observability on the hot path"). So the request side is a
+plain function that hands back the app's own coroutine, the response side a plain function, and
+the metrics are list appends written to Prometheus in bulk by :meth:`HttpMetrics.publish`.
+
+Why not Litestar's prometheus or OpenTelemetry plugins: the first keeps its metrics on the global
+registry and labels by raw path; the second names spans by raw path (unbounded) and does far
+more work per traced request (docs/decisions.md).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from random import random as _random
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from litestar.enums import ScopeType
+from opentelemetry import propagate
+from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
+from opentelemetry.semconv.attributes.http_attributes import (
+    HTTP_REQUEST_METHOD,
+    HTTP_RESPONSE_STATUS_CODE,
+    HTTP_ROUTE,
+)
+from opentelemetry.semconv.attributes.url_attributes import URL_PATH, URL_SCHEME
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
+
+from serving.observability.metrics import MAX_BUFFERED, observe_many
+from serving.observability.tracing import request_traced
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
+    from litestar import Litestar
+    from litestar.types import ASGIApp, Receive, Scope, Send
+
+    from serving.observability.metrics import ServingMetrics
+
+HTTP = ScopeType.HTTP  # a module constant: an Enum attribute lookup per request is not free
+#: Scope keys: when the wrapper saw the request, and the status its response started with.
+STARTED = "observability.started"
+STATUS = "observability.status"
+UNMATCHED = "unmatched"
+#: Method label values; anything else a client sends is counted as "other" (bounded labels).
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+#: Path prefixes that never produce spans: probes, scrapes and the OpenAPI pages are noise.
+UNTRACED_PREFIXES = ("/healthz", "/readyz", "/metrics", "/schema")
+#: The labels of one answered request: route template (None: no route matched), method, status.
+LabelKey = tuple[str | None, str, int]
+
+
+class HttpMetrics:
+    """The HTTP request metrics: latencies recorded per label key, written by :meth:`publish`.
+
+    Only the event loop thread may touch it. Past ``MAX_BUFFERED`` recorded requests (a long
+    sample interval under heavy load) :meth:`record` publishes at once.
+    """
+
+    def __init__(self, metrics: ServingMetrics, skip_paths: frozenset[str]) -> None:
+        self._metrics = metrics
+        self.skip_paths = skip_paths
+        self.in_flight = 0
+        self._latencies: dict[LabelKey, list[float]] = {}
+        self._buffered = 0
+
+    def record(self, key: LabelKey, seconds: float) -> None:
+        latencies = self._latencies.get(key)
+        if latencies is None:
+            self._latencies[key] = [seconds]
+        else:
+            latencies.append(seconds)
+        self._buffered += 1
+        if self._buffered >= MAX_BUFFERED:
+            self.publish()
+
+    def publish(self) -> None:
+        """Write the buffered latencies and counts, and the in-flight count, to Prometheus."""
+        recorded, self._latencies, self._buffered = self._latencies, {}, 0
+        by_route: defaultdict[str, list[float]] = defaultdict(list)
+        for (route, method, status), latencies in recorded.items():
+            route = route or UNMATCHED
+            by_route[route] += latencies
+            method = method if method in METHODS else "other"
+            self._metrics.requests.labels(route, method, str(status)).inc(len(latencies))
+        for route, values in by_route.items():
+            child = self._metrics.request_latency.labels(route)
+            observe_many(child, np.asarray(values, dtype=np.float64))
+        self._metrics.in_flight.set(self.in_flight)
+
+
+def head_sampled(scope: Scope, ratio: float) -> bool:
+    """The parent-based ratio decision, made from the raw headers before any OTel work.
+
+    A valid W3C ``traceparent`` decides by its sampled flag (the caller's decision wins); without
+    one (or with a malformed one, which the propagator ignores too) the request is a trace root
+    and is sampled with probability ``ratio``.
+    """
+    for name, value in scope["headers"]:
+        if name == b"traceparent":
+            if len(value) == 55 and value[:3] == b"00-" and value[35:36] == b"-":
+                return value[-1] in b"13579bdf"  # the sampled bit of the flags byte
+            break
+    return _random() < ratio
+
+
+class ServerSpans:
+    """Decides which requests are traced and makes their SERVER span.
+
+    The provider behind ``tracer`` must sample every root it is handed: the ratio is applied
+    here, before a span exists, so an unsampled request touches no OpenTelemetry object. Span
+    attributes follow the stable HTTP semantic conventions; the span is named
+    ``{method} {route template}`` once routing has run.
+    """
+
+    def __init__(self, tracer: Tracer, sample_ratio: float) -> None:
+        self._tracer = tracer
+        self._ratio = sample_ratio
+
+    def sampled(self, scope: Any) -> bool:
+        """Head sampling first (cheap, and false for most requests), then the path."""
+        return head_sampled(scope, self._ratio) and not scope["path"].startswith(UNTRACED_PREFIXES)
+
+    async def trace(self, app: ASGIApp, scope: Any, receive: Receive, send: Send) -> None:
+        """Run ``app`` for this request inside its SERVER span.
+
+        The status is the one :meth:`ObservedRequests.on_message` wrote into the scope; 500 if
+        the app raised before a response started (what the client then gets from the server).
+        """
+        method = scope["method"]
+        carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        with (
+            self._tracer.start_as_current_span(
+                method,
+                context=propagate.extract(carrier),
+                kind=SpanKind.SERVER,
+                attributes={
+                    HTTP_REQUEST_METHOD: method,
+                    URL_SCHEME: scope["scheme"],
+                    URL_PATH: scope["path"],
+                },
+            ) as span,
+            request_traced(),
+        ):
+            try:
+                await app(scope, receive, send)
+            finally:
+                route = scope.get("path_template")
+                if route:  # unset when no route matched (404/405): the name stays the method
+                    span.update_name(f"{method} {route}")
+                    span.set_attribute(HTTP_ROUTE, route)
+                status: int = scope.get(STATUS, 500)
+                span.set_attribute(HTTP_RESPONSE_STATUS_CODE, status)
+                if status >= 500:
+                    span.set_attribute(ERROR_TYPE, str(status))
+                    span.set_status(Status(StatusCode.ERROR))
+
+
+class ObservedRequests:
+    """The ASGI wrapper: ``http`` and ``spans`` are each optional (switched off by settings).
+
+    :meth:`__call__` stamps the scope and hands back the app's own coroutine (or, for a sampled
+    request, the span's); :meth:`on_message` sees the response's start (its status goes into
+    the scope, where the server span reads it too) and its last body message (the observation).
+    Litestar turns every exception raised by a handler into a response, so every request
+    counted in flight ends with a last body message.
+    """
+
+    def __init__(self, http: HttpMetrics | None, spans: ServerSpans | None) -> None:
+        self.app: ASGIApp  # the wrapped handler, set by install()
+        self.http = http
+        self.spans = spans
+
+    def install(self, app: Litestar) -> None:
+        """Wrap ``app``'s ASGI handler (at startup: Litestar builds it after ``on_app_init``)."""
+        self.app = app.asgi_handler
+        app.asgi_handler = self  # same call signature; returns the awaitable it is handed
+
+    # ``scope`` is typed Any: both methods use it as the plain dict it is (two keys of our own),
+    # and ``typing.cast`` is a function call per use on the hot path.
+    def __call__(self, scope: Any, receive: Receive, send: Send) -> Awaitable[None]:
+        if scope["type"] != HTTP:
+            return self.app(scope, receive, send)
+        http = self.http
+        if http is not None and scope["path"] not in http.skip_paths:
+            http.in_flight += 1
+            scope[STARTED] = time.perf_counter()
+        spans = self.spans
+        if spans is not None and spans.sampled(scope):
+            return spans.trace(self.app, scope, receive, send)
+        return self.app(scope, receive, send)
+
+    def on_message(self, message: Any, scope: Any) -> None:
+        """The response's status (into the scope) and, on its last message, the observation."""
+        kind = message["type"]
+        if kind == "http.response.start":
+            scope[STATUS] = message["status"]
+        elif kind == "http.response.body" and not message.get("more_body", False):
+            started = scope.pop(STARTED, None)
+            http = self.http
+            if started is not None and http is not None:
+                http.in_flight -= 1
+                key = (scope.get("path_template"), scope["method"], scope.get(STATUS, 500))
+                http.record(key, time.perf_counter() - started)
