@@ -30,9 +30,9 @@ import psutil
 
 from benchmarks import ab, floor, wrk
 from benchmarks.report import Point, markdown, plot, ratios
-from benchmarks.servers import Server, free_port, pinned
 from loadtest.data import binary_body, json_body, load_digits, mnist_dir
 from model_repository.layout import resolve
+from serving.testing import ServerProcess, free_port, pinned
 
 SERVER_CPU = 0
 LOAD_CPU = 1
@@ -102,15 +102,17 @@ def stop_otlp_sink(sink: subprocess.Popen[bytes] | None, log: Path) -> dict[str,
     return {}
 
 
-def _server(config: Config, args: argparse.Namespace, endpoint: str, log: Path) -> Server:
+def _server(config: Config, args: argparse.Namespace, endpoint: str, log: Path) -> ServerProcess:
     port = free_port()
     if config.ceiling:
         server_args = ["-m", "benchmarks.ceiling", "--port", str(port)]
     else:
         server_args = ["-m", "serving", "--port", str(port),
                        "--model-repository", str(args.models)]  # fmt: skip
-    env = {"SERVING_HOST": "127.0.0.1", "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, **config.env}
-    return Server(server_args, env, port, SERVER_CPU, log)
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, **config.env}
+    return ServerProcess(
+        log, args=server_args, env=env, port=port, cpu=SERVER_CPU, ready_timeout_s=120
+    )
 
 
 def _machine_busy() -> float:
@@ -120,10 +122,10 @@ def _machine_busy() -> float:
 
 
 def _measure(
-    server: Server, name: str, bodies: Path, ctype: str, concurrency: int, seconds: float
+    server: ServerProcess, name: str, bodies: Path, ctype: str, concurrency: int, seconds: float
 ) -> Point:
     cpu_before, busy_before = server.cpu_seconds(), _machine_busy()
-    load = wrk.run(server.url, bodies, ctype, concurrency, seconds, LOAD_CPU)
+    load = wrk.run(server.base_url, bodies, ctype, concurrency, seconds, LOAD_CPU)
     return Point(
         name, concurrency, load, server.cpu_seconds() - cpu_before, _machine_busy() - busy_before
     )
@@ -147,12 +149,12 @@ def _least_disturbed(measure: Callable[[], Point], attempts: int) -> Point:
     return min(runs, key=lambda p: p.other_cpu_pct)
 
 
-def _warm_up(server: Server, bodies: Path, ctype: str) -> None:
-    wrk.run(server.url, bodies, ctype, 8, 2.0, LOAD_CPU)  # not recorded
+def _warm_up(server: ServerProcess, bodies: Path, ctype: str) -> None:
+    wrk.run(server.base_url, bodies, ctype, 8, 2.0, LOAD_CPU)  # not recorded
 
 
 def _point(
-    server: Server, name: str, bodies: Path, ctype: str, concurrency: int, seconds: float,
+    server: ServerProcess, name: str, bodies: Path, ctype: str, concurrency: int, seconds: float,
     repeat: int,
 ) -> Point:  # fmt: skip
     """One measured point, re-run while other processes disturb it (``_least_disturbed``)."""
@@ -162,9 +164,14 @@ def _point(
 
 
 def _measure_together(
-    a: Server, b: Server, names: tuple[str, str], bodies: Path, ctype: str, concurrency: int,
+    a: ServerProcess,
+    b: ServerProcess,
+    names: tuple[str, str],
+    bodies: Path,
+    ctype: str,
+    concurrency: int,
     seconds: int,
-) -> tuple[Point, Point]:  # fmt: skip
+) -> tuple[Point, Point]:
     """Load both servers AT ONCE for one window: two wrk processes on the load core.
 
     Whatever slows the machine down in this window slows both servers alike, so their ratio
@@ -176,7 +183,7 @@ def _measure_together(
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with ThreadPoolExecutor(2) as pool:
         runs = [
-            pool.submit(wrk.run, server.url, bodies, ctype, concurrency, seconds, LOAD_CPU)
+            pool.submit(wrk.run, server.base_url, bodies, ctype, concurrency, seconds, LOAD_CPU)
             for server in (a, b)
         ]
         loads = [run.result() for run in runs]

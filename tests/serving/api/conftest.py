@@ -68,8 +68,3 @@ def reference(tiny_model_repository: Path) -> Callable[[Array], Array]:
         return result
 
     return run
-
-
-@pytest.fixture
-def settings(tiny_model_repository: Path) -> Settings:
-    return Settings(model_repository=tiny_model_repository)

@@ -4,15 +4,10 @@ real receiver (oteltest's GrpcSink), and scraped on /metrics."""
 from __future__ import annotations
 
 import logging
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +18,7 @@ from oteltest.sink import GrpcSink
 from oteltest.sink.handler import RequestHandler
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.conftest import ServerStarter
 from tests.support.server import free_port
 from tests.support.tiny_model import write_model_version
 
@@ -69,18 +65,6 @@ class SpanCollector(RequestHandler):  # type: ignore[misc]
             return [s for s in self.spans if s["name"] == name]
 
 
-@dataclass
-class Server:
-    url: str
-    process: subprocess.Popen[str]
-    log: list[str] = field(default_factory=list)
-
-    def stop(self) -> tuple[int, str]:
-        self.process.send_signal(signal.SIGTERM)
-        _, stderr = self.process.communicate(timeout=30)
-        return self.process.returncode, stderr
-
-
 @pytest.fixture(scope="module")
 def model_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("models")
@@ -88,37 +72,12 @@ def model_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def start_server(model_repository: Path, **env: str) -> Server:
-    port = free_port()
-    environment = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("SERVING_", "OTEL_"))},
-        "PYTHONPATH": str(REPO),
-        "SERVING_PORT": str(port),
+def server_env(model_repository: Path, **env: str) -> dict[str, str]:
+    return {
         "SERVING_MODEL_REPOSITORY": str(model_repository),
         "SERVING_LOG_LEVEL": "warning",
         **env,
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "serving"],
-        cwd=REPO,
-        env=environment,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited: {process.communicate()[1]}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return Server(url, process)
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("server did not become ready in 60 s")
 
 
 @pytest.fixture
@@ -159,10 +118,10 @@ def metric_values(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], fl
 
 
 def test_spans_reach_a_real_otlp_receiver_and_metrics_count_the_traffic(
-    model_repository: Path, sink: tuple[SpanCollector, int]
+    model_repository: Path, sink: tuple[SpanCollector, int], serving_server: ServerStarter
 ) -> None:
     collector, port = sink
-    server = start_server(
+    env = server_env(
         model_repository,
         SERVING_TRACING_ENABLED="true",
         SERVING_TRACE_SAMPLE_RATIO="1.0",
@@ -172,16 +131,16 @@ def test_spans_reach_a_real_otlp_receiver_and_metrics_count_the_traffic(
         OTEL_EXPORTER_OTLP_INSECURE="true",
         OTEL_BSP_SCHEDULE_DELAY="100",
     )
-    try:
+    with serving_server(env) as server:
+        url = server.base_url
         with httpx.Client(timeout=10) as client, ThreadPoolExecutor(8) as pool:
-            list(pool.map(lambda i: predict(client, server.url, 2, i), range(REQUESTS)))
+            list(pool.map(lambda i: predict(client, url, 2, i), range(REQUESTS)))
             traceparent = {"traceparent": f"00-{TRACE_ID}-00f067aa0ba902b7-01"}
-            predict(client, server.url, 1, 99, traceparent)
-            assert client.get(f"{server.url}/healthz").status_code == 200
-            scrape = client.get(f"{server.url}/metrics")
+            predict(client, url, 1, 99, traceparent)
+            assert client.get(f"{url}/healthz").status_code == 200
+            scrape = client.get(f"{url}/metrics")
         assert scrape.status_code == 200
-    finally:
-        code, stderr = server.stop()
+        code, stderr = server.stop(), server.log()
     assert code == 0, stderr
     assert "Traceback" not in stderr
 
@@ -221,9 +180,11 @@ def test_spans_reach_a_real_otlp_receiver_and_metrics_count_the_traffic(
     assert TRACE_ID in {s["trace_id"] for s in servers}
 
 
-def test_a_dead_collector_changes_nothing_for_clients(model_repository: Path) -> None:
+def test_a_dead_collector_changes_nothing_for_clients(
+    model_repository: Path, serving_server: ServerStarter
+) -> None:
     dead = free_port()  # nothing listens there
-    server = start_server(
+    env = server_env(
         model_repository,
         SERVING_TRACING_ENABLED="true",
         SERVING_TRACE_SAMPLE_RATIO="1.0",
@@ -231,15 +192,16 @@ def test_a_dead_collector_changes_nothing_for_clients(model_repository: Path) ->
         OTEL_EXPORTER_OTLP_INSECURE="true",
         OTEL_BSP_SCHEDULE_DELAY="50",
     )
-    try:
+    with serving_server(env) as server:
+        url = server.base_url
         with httpx.Client(timeout=10) as client:
-            durations = [predict(client, server.url, 1, i) for i in range(40)]
+            durations = [predict(client, url, 1, i) for i in range(40)]
             time.sleep(0.5)  # let the exporter fail a few times in the background
-            durations += [predict(client, server.url, 1, i) for i in range(40)]
-    finally:
+            durations += [predict(client, url, 1, i) for i in range(40)]
         started = time.monotonic()
-        code, stderr = server.stop()
+        code = server.stop()
         shutdown = time.monotonic() - started
+        stderr = server.log()
     assert code == 0, stderr
     assert "Traceback" not in stderr
     # Exports run on the BatchSpanProcessor thread: a request never waits for one (an export

@@ -13,11 +13,12 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 from prometheus_client import CollectorRegistry
 
-from model_repository.metadata import Metadata
+from model_repository.layout import METADATA_FILE
+from model_repository.metadata import load_metadata
 from serving.observability.drift import DriftMonitor
 from serving.observability.metrics import ServingMetrics
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 BIN = Path(sys.executable).parent
 SECTIONS = {"receivers", "processors", "exporters"}
@@ -100,7 +101,8 @@ def test_compose_file_is_valid_and_its_mounts_exist() -> None:
 
 
 @pytest.fixture
-def metric_names(metadata: Metadata) -> set[str]:
+def metric_names(tiny_model_repository: Path) -> set[str]:
+    metadata = load_metadata(tiny_model_repository / "mnist" / "1" / METADATA_FILE)
     registry = CollectorRegistry()
     ServingMetrics(registry, metadata.labels)
     DriftMonitor(metadata.training_stats, 10, registry=registry).publish()

@@ -1,0 +1,143 @@
+"""A server process on a loopback port for tests, load tests and benchmarks: start, wait for
+``/readyz``, stop with SIGTERM.
+
+One harness, shipped with the package (as ``litestar.testing`` is), so that the test suite and
+the benchmarks start and stop servers the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+
+import psutil
+
+SERVE = ("-m", "serving")
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now (the kernel's pick on 127.0.0.1)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def pinned(cmd: Sequence[str], cpu: int | None) -> list[str]:
+    """``cmd`` run on one core with taskset, when asked and available."""
+    if cpu is None or shutil.which("taskset") is None:
+        return list(cmd)
+    return ["taskset", "-c", str(cpu), *cmd]
+
+
+class ServerProcess:
+    """``with ServerProcess(log_path, env={...}) as server:`` serves ``server.base_url``.
+
+    ``args`` follow the Python interpreter (default ``-m serving``). ``SERVING_HOST`` and
+    ``SERVING_PORT`` are set for the child (a free port unless ``port`` is given); ``env`` goes
+    on top of the current environment. stdout and stderr go to ``log_path``.
+    """
+
+    def __init__(
+        self,
+        log_path: Path,
+        *,
+        args: Sequence[str] = SERVE,
+        env: Mapping[str, str] | None = None,
+        port: int | None = None,
+        cpu: int | None = None,
+        ready_timeout_s: float = 60.0,
+        cwd: Path | None = None,
+    ) -> None:
+        self.port = port if port is not None else free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.cmd = pinned([sys.executable, *args], cpu)
+        self.env = {
+            **os.environ,
+            "SERVING_HOST": "127.0.0.1",
+            "SERVING_PORT": str(self.port),
+            **(env or {}),
+        }
+        self.ready_timeout_s = ready_timeout_s
+        self.cwd = cwd
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        if self._process is None:
+            raise RuntimeError("the server process has not been started")
+        return self._process
+
+    def start(self) -> ServerProcess:
+        """Start the process and return once ``/readyz`` answers 200 (raises if it never does)."""
+        with self.log_path.open("ab") as log:
+            process = subprocess.Popen(
+                self.cmd, cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
+        self._process = process
+        deadline = time.monotonic() + self.ready_timeout_s
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"server exited with {process.returncode} before ready:\n{self.log()}"
+                )
+            try:
+                with urllib.request.urlopen(f"{self.base_url}/readyz", timeout=1) as response:
+                    if response.status == 200:
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"server not ready after {self.ready_timeout_s} s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, timeout_s: float = 30.0) -> int:
+        """SIGTERM, wait (kill after ``timeout_s``); the exit code."""
+        process = self._process
+        if process is None:
+            return 0
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        return process.returncode
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU of the process and its children (e.g. uvicorn workers) so far."""
+        assert self.process is not None
+        root = psutil.Process(self.process.pid)
+        total = 0.0
+        for proc in [root, *root.children(recursive=True)]:
+            try:
+                times = proc.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += times.user + times.system
+        return total
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
