@@ -12,11 +12,11 @@ from contextlib import asynccontextmanager
 
 from litestar import Litestar
 from litestar.datastructures import State
-from litestar.openapi import OpenAPIConfig
 from litestar.plugins import PluginProtocol
 from litestar.types import Message, Scope
 
 from serving.api.errors import exception_handlers
+from serving.api.openapi import assets_router, openapi_config
 from serving.api.request_id import add_request_id
 from serving.api.response_hooks import ResponseHooks
 from serving.api.routes import build_route_handlers
@@ -67,18 +67,13 @@ def create_app(
             await service.stop()
 
     return Litestar(
-        route_handlers=build_route_handlers(service),
+        route_handlers=[*build_route_handlers(service), assets_router()],
         lifespan=[lifespan],
         exception_handlers=exception_handlers(),
         before_send=[ResponseHooks(finish_headers)],  # the plugin adds its callback to it
         plugins=plugins,
         state=State({"service": service}),
-        openapi_config=OpenAPIConfig(
-            title="MNIST inference service",
-            version="1.0.0",
-            description="Adaptive micro-batching onnxruntime service for a Keras MNIST model.",
-            path="/schema",
-        ),
+        openapi_config=openapi_config("1.0.0"),
         request_max_body_size=settings.max_body_bytes,
         debug=False,
         logging_config=None,

@@ -122,8 +122,13 @@ def decode_png(body: bytes) -> Array:
                 f"instance 0: PNG must be 28x28 pixels, got {image.size[0]}x{image.size[1]}"
             )
         gray = np.asarray(image.convert("L"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise MalformedBodyError(f"body is not a readable PNG image: {exc}") from None
+    except UnidentifiedImageError:
+        raise MalformedBodyError("body is not a readable PNG image: not a PNG file") from None
+    except (OSError, ValueError, SyntaxError):
+        # Pillow's messages name its internals (object reprs); say what the client can fix.
+        raise MalformedBodyError(
+            "body is not a readable PNG image: its data is damaged or truncated"
+        ) from None
     return np.divide(gray.reshape(1, FEATURES), _SCALE, dtype=np.float32)
 
 

@@ -208,7 +208,11 @@ def build_route_handlers(service: Service) -> list[HTTPRouteHandler]:
             media_type=JSON,
         )
 
-    @get("/healthz", summary="Liveness: 200 while the process runs")
+    @get(
+        "/healthz",
+        summary="Liveness: 200 while the process runs",
+        responses={200: ResponseSpec(Status, generate_examples=False, description="Alive")},
+    )
     async def healthz() -> Response[bytes]:
         return Response(_encoder.encode(Status("ok")), media_type=JSON)
 
@@ -216,7 +220,8 @@ def build_route_handlers(service: Service) -> list[HTTPRouteHandler]:
         "/readyz",
         summary="Readiness: 200 once the model is loaded and warmed up; 503 starting/draining",
         responses={
-            503: ResponseSpec(Status, generate_examples=False, description="Starting or draining")
+            200: ResponseSpec(Status, generate_examples=False, description="Ready"),
+            503: ResponseSpec(Status, generate_examples=False, description="Starting or draining"),
         },
     )
     async def readyz() -> Response[bytes]:
@@ -224,7 +229,14 @@ def build_route_handlers(service: Service) -> list[HTTPRouteHandler]:
         body = _encoder.encode(Status(service.phase.value))
         return Response(body, status_code=status, media_type=JSON)
 
-    @get("/v1/models", summary="The served model's metadata and batching settings")
+    @get(
+        "/v1/models",
+        summary="The served model's metadata and batching settings",
+        responses={
+            200: ResponseSpec(ModelsResponse, generate_examples=False, description="Models"),
+            503: ResponseSpec(ErrorBody, generate_examples=False, description="Not loaded yet"),
+        },
+    )
     async def models() -> Response[bytes]:
         model = service.model
         if model is None:

@@ -115,7 +115,8 @@ def test_number_beyond_float_range_is_422_naming_its_place(settings: Settings) -
     ("content", "content_type", "fragment"),
     [
         (b'{"instances": [[0.1,', "application/json", "malformed JSON"),
-        (b"not a png", "image/png", "not a readable PNG"),
+        (b"not a png", "image/png", "not a readable PNG image: not a PNG file"),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 16, "image/png", "not a readable PNG image"),
     ],
 )
 def test_malformed_body_is_400(
@@ -129,6 +130,7 @@ def test_malformed_body_is_400(
     error = response.json()["error"]
     assert error["status"] == 400
     assert fragment in error["message"]
+    assert "0x" not in error["message"]  # no Python object reprs
     assert error["request_id"] == response.headers["x-request-id"]
 
 

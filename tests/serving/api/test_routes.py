@@ -59,6 +59,35 @@ def test_openapi_documents_predict_bodies(settings: Settings) -> None:
     assert "PredictResponse" in schema["components"]["schemas"]
 
 
+def test_openapi_describes_every_json_body_as_an_object(settings: Settings) -> None:
+    """Health, readiness and models answer JSON objects: the document must not say string."""
+    with TestClient(create_app(settings)) as client:
+        schema = client.get("/schema/openapi.json").json()
+    refs = {
+        path: schema["paths"][path]["get"]["responses"]["200"]["content"]["application/json"][
+            "schema"
+        ]["$ref"]
+        for path in ("/healthz", "/readyz", "/v1/models")
+    }
+    for path, ref in refs.items():
+        component = schema["components"]["schemas"][ref.rsplit("/", 1)[-1]]
+        assert component["type"] == "object", path
+
+
+def test_schema_page_loads_its_assets_from_the_service(settings: Settings) -> None:
+    """The /schema page works offline: every script, style and icon it names is served here."""
+    with TestClient(create_app(settings)) as client:
+        page = client.get("/schema")
+        assert page.status_code == 200
+        urls = re.findall(r"(?:src|href)=['\"]([^'\"]+)['\"]", page.text)
+        assert urls
+        assert all(url.startswith("/schema/assets/") for url in urls), urls
+        for url in urls:
+            asset = client.get(url)
+            assert asset.status_code == 200, url
+            assert "max-age" in asset.headers["cache-control"]
+
+
 @pytest.mark.parametrize(
     ("method", "path", "status"),
     [
