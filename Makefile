@@ -15,7 +15,9 @@ export MNIST_DIR
 
 .PHONY: help
 help: ## List the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) \
+	  | sed -e 's|$$(MODELS)|$(MODELS)|g' -e 's|$$(MODEL_NAME)|$(MODEL_NAME)|g' \
+	  | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
 # ---------------------------------------------------------------- setup
 $(BIN)/.installed: pyproject.toml requirements/constraints.txt
@@ -73,6 +75,10 @@ typecheck: setup ## mypy --strict
 pytest: setup ## The test suite (unit, API, end-to-end, training on real MNIST)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+.PHONY: docs
+docs: setup ## Regenerate the settings table in docs/configuration.md from serving/settings.py
+	$(BIN)/python scripts/settings_table.py
+
 .PHONY: lint-infra
 lint-infra: setup ## Dockerfiles, workflows, compose, collector config, deploy manifests
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/lint-infra.sh
@@ -83,7 +89,7 @@ loadtest-smoke: model ## Start the service on a loopback port, run a short gated
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/loadtest-smoke.sh $(MODELS)
 
 .PHONY: loadtest
-loadtest: setup ## Gated Locust run against URL=http://host:port (see README: Load test)
+loadtest: setup ## Gated Locust run against URL=http://host:port (see docs/loadtest.md)
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/loadtest.sh "$(URL)"
 
 .PHONY: bench

@@ -7,31 +7,46 @@ import logging
 import os
 import sys
 import tempfile
+import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import ValidationError
+from pydantic import AliasChoices, ValidationError
 
 from serving.model import ModelLoadError, locate
 from serving.settings import Settings
 
 
+def _flag(parser: argparse.ArgumentParser, flag: str, name: str, **kwargs: Any) -> None:
+    """A flag for the setting ``name``; its help is the Field description, so each setting is
+    documented once. The flag's own default stays None: an absent flag leaves the environment's
+    value in force."""
+    field = Settings.model_fields[name]
+    alias = field.validation_alias
+    variables = alias.choices if isinstance(alias, AliasChoices) else [f"SERVING_{name.upper()}"]
+    default = "unset" if field.default is None else field.default
+    about = f"{field.description} [env {' or '.join(map(str, variables))}; default: {default}]"
+    if typing.get_origin(field.annotation) is Literal:
+        kwargs["choices"] = typing.get_args(field.annotation)
+    parser.add_argument(flag, dest=name, help=about.replace("%", "%%"), **kwargs)
+
+
 def parse_args(argv: list[str] | None) -> dict[str, Any]:
+    """The settings given as flags, by setting name."""
     parser = argparse.ArgumentParser(
         prog="python -m serving",
         description="MNIST inference service (Litestar + onnxruntime, adaptive micro-batching). "
-        "Every setting is also an environment variable SERVING_<NAME>; flags win.",
+        "Every setting is also an environment variable SERVING_<NAME>; flags win. All settings: "
+        "docs/configuration.md.",
     )
-    parser.add_argument("--host", help="interface to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, help="TCP port (default 8000; PORT is honoured)")
-    parser.add_argument("--model-repository", type=Path, help="model repository root (models)")
-    parser.add_argument("--model-name", help="model name in the repository (mnist)")
-    parser.add_argument("--model-version", type=int, help="pinned version (default: latest)")
-    parser.add_argument("--variant", dest="model_variant", choices=["fp32", "int8"])
-    parser.add_argument("--workers", type=int, help="server processes (default 1)")
-    parser.add_argument(
-        "--log-level", choices=["critical", "error", "warning", "info", "debug", "trace"]
-    )
+    _flag(parser, "--host", "host")
+    _flag(parser, "--port", "port", type=int)
+    _flag(parser, "--model-repository", "model_repository", type=Path)
+    _flag(parser, "--model-name", "model_name")
+    _flag(parser, "--model-version", "model_version", type=int)
+    _flag(parser, "--variant", "model_variant")
+    _flag(parser, "--workers", "workers", type=int)
+    _flag(parser, "--log-level", "log_level")
     return {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
 
 

@@ -1,7 +1,9 @@
 """Every knob of the service, read once from ``SERVING_*`` environment variables.
 
-One class so that the CLI, the app factory, the README table and the tests agree on names and
-defaults. CLI flags (``python -m serving --help``) override the environment.
+One class so that the CLI, the app factory, the docs and the tests agree on names and defaults.
+Each Field's description is the one place a setting is documented: ``python -m serving --help``
+and the table in docs/configuration.md (``make docs``) are built from it. CLI flags override the
+environment.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ class Settings(BaseSettings):
         default=8000,
         ge=0,
         le=65535,
-        description="TCP port. The plain PORT variable (Cloud Run) is honoured too.",
+        description="TCP port; the plain PORT variable (Cloud Run) is honoured too.",
         validation_alias=AliasChoices("SERVING_PORT", "PORT"),
     )
     workers: int = Field(
@@ -44,8 +46,8 @@ class Settings(BaseSettings):
     drain_grace_s: float = Field(
         default=0.5,
         ge=0,
-        description="On SIGTERM, keep answering (503, Connection: close) at least this long so "
-        "keep-alive clients and load balancers see the drain before connections close.",
+        description="On SIGTERM, the least time to answer 503 + Connection: close, so clients "
+        "and load balancers see the drain.",
     )
     drain_timeout_s: float = Field(
         default=30.0,
@@ -55,17 +57,14 @@ class Settings(BaseSettings):
     gc_young_threshold: int = Field(
         default=10_000,
         ge=0,
-        description="Young-generation threshold of CPython's cyclic collector, set once start-up "
-        "is over (0 keeps Python's 700). At 700 a server under load ran a young collection every "
-        "~50 requests, ~2-3 % of its CPU; at 10000 almost none.",
+        description="Young-generation threshold of CPython's cyclic collector, set after "
+        "start-up (0 keeps Python's 700).",
     )
     gil_switch_interval_ms: float = Field(
         default=0.5,
         ge=0,
-        description="CPython's GIL switch interval (sys.setswitchinterval), set once start-up is "
-        "over (0 keeps Python's 5 ms). A finished batch's inference thread waits up to this long "
-        "for the GIL held by the event loop; at 0.5 ms the service served ~5 % more requests/s "
-        "at c=32 than at 5 ms.",
+        description="CPython's GIL switch interval (sys.setswitchinterval), set after start-up "
+        "(0 keeps Python's 5 ms).",
     )
 
     # ---------------------------------------------------------------- model
@@ -79,13 +78,14 @@ class Settings(BaseSettings):
     )
     model_variant: Variant = Field(
         default="fp32",
-        description="fp32 (model.onnx) or int8 (model.int8.onnx, ~2.5x faster compute).",
+        description="fp32 serves model.onnx; int8 serves model.int8.onnx (faster, slightly "
+        "batch-dependent).",
     )
     ort_intra_op_threads: int = Field(
         default=1,
         ge=1,
-        description="onnxruntime threads inside one operator. 1 avoids spinning threads that "
-        "burn a core on a small machine; batching gives the parallelism instead.",
+        description="onnxruntime threads inside one operator; batching, not threads, gives "
+        "the parallelism.",
     )
     ort_inter_op_threads: int = Field(
         default=1, ge=1, description="onnxruntime threads across operators (sequential execution)."
@@ -95,23 +95,23 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(
         default=64,
         ge=1,
-        description="Most rows computed in one session.run (a larger request runs alone).",
+        description="Most rows computed in one session.run; a larger request runs alone.",
     )
     max_batch_delay_ms: float = Field(
         default=1.0,
         ge=0,
-        description="Cap on the EXTRA wait for a batch to fill, only when the service is busy. "
-        "An idle service computes a request at once.",
+        description="Longest extra wait for a batch to fill, only while the service is busy; "
+        "an idle service computes at once.",
     )
     max_queue_size: int = Field(
         default=1024,
         ge=1,
-        description="Most rows waiting; beyond it requests get 503 + Retry-After.",
+        description="Most rows waiting in the queue; beyond it requests get 503 + Retry-After.",
     )
     max_concurrent_batches: int = Field(
         default=1,
         ge=1,
-        description="Batches computed at the same time (inference executor threads).",
+        description="Batches computed at the same time (one inference thread each).",
     )
 
     # ---------------------------------------------------------------- requests
@@ -119,13 +119,14 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=4 * 1024 * 1024,
         ge=1024,
-        description="Largest accepted request body (413 beyond); 4 MiB fits 256 JSON instances.",
+        description="Largest accepted request body in bytes (413 beyond); 4 MiB fits 256 JSON "
+        "instances.",
     )
     request_timeout_ms: float = Field(
         default=1000.0,
         gt=0,
         description="Default deadline of a request; the X-Request-Timeout-Ms header overrides "
-        "it per request, bounded by max_request_timeout_ms.",
+        "it, up to max_request_timeout_ms.",
     )
     max_request_timeout_ms: float = Field(
         default=30000.0, gt=0, description="Upper bound for the X-Request-Timeout-Ms header."
@@ -147,17 +148,15 @@ class Settings(BaseSettings):
         default=0.01,
         ge=0,
         le=1,
-        description="Share of requests without a sampled caller trace that are traced "
-        "(parent-based: a caller's sampled traceparent is always honoured). A traced request "
-        "costs ~0.4 ms of CPU when all are traced and ~1 ms at 1% (why is not known): at 1%, "
-        "tracing costs ~4-6% of throughput under load (sending the spans is most of it).",
+        description="Share of requests without a caller's trace decision that are traced; a "
+        "caller's traceparent flag is always followed.",
     )
     metrics_enabled: bool = Field(default=True, description="Serve Prometheus metrics on /metrics.")
     metrics_sample_interval_s: float = Field(
         default=5.0,
         gt=0,
-        description="How often each worker refreshes its sampled gauges (CPU, memory, in-flight, "
-        "queue depth, drift PSI) between scrapes; a scrape refreshes the worker answering it.",
+        description="How often each worker publishes its metrics and refreshes its sampled "
+        "gauges; a scrape also does it for the worker answering.",
     )
     drift_window: int = Field(
         default=1000,

@@ -46,6 +46,13 @@ def test_help() -> None:
     result = _serve("--help")
     assert result.returncode == 0
     assert "--model-repository" in result.stdout
+    # Help text and defaults come from the Settings fields, not a second copy.
+    text = " ".join(result.stdout.split())
+    for name in ("host", "port", "model_repository", "model_variant", "workers", "log_level"):
+        field = Settings.model_fields[name]
+        assert " ".join(str(field.description).split()) in text
+        assert f"default: {field.default}]" in text
+    assert "[env SERVING_PORT or PORT; default: 8000]" in text
 
 
 def test_missing_model_exits_non_zero_with_one_clear_line(tmp_path: Path) -> None:
