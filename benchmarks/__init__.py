@@ -1,1 +1,1 @@
-"""Benchmark harness: ``python -m benchmarks --models models`` (README: "Load test...")."""
+"""Benchmark harness: ``python -m benchmarks --models models`` (docs/performance.md)."""

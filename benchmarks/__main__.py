@@ -251,9 +251,7 @@ def main() -> int:
     args = parser.parse_args()
 
     if not wrk.available():
-        print(
-            "wrk not found: apt-get install wrk (README: Load test and benchmark)", file=sys.stderr
-        )
+        print("wrk not found: apt-get install wrk (docs/performance.md)", file=sys.stderr)
         return 2
     version = resolve(args.models, args.model_name)
     seconds = args.seconds or (3.0 if args.quick else 5.0)

@@ -8,7 +8,7 @@
 # SMOKE_STANDIN_BASE=auto (default) one is built with debootstrap when the tag is missing locally:
 # Debian bookworm minbase + Debian's python3 (3.11) + python3-venv, with /usr/local/bin/python3
 # and /usr/local/bin/python symlinked to /usr/bin/python3 as in the official image. It is NOT the
-# official image (different Python build, different size); README.md, "Deploy", says so.
+# official image (different Python build, different size); docs/deploy.md says so.
 #
 # Usage: bash scripts/container-smoke.sh [MODELS_DIR]   (a path inside the repository; default models)
 # Env:   SMOKE_ENGINE=docker|podman, SMOKE_IMAGE (tag to build), SMOKE_PORT, SMOKE_READY_TIMEOUT (s),

@@ -6,8 +6,8 @@ answer 503 (so a load balancer stops routing here) while every queued and in-fli
 computed and answered; then (bounded by ``drain_timeout_s``) uvicorn's normal graceful shutdown
 finishes open responses and runs the lifespan shutdown. A second signal forces exit.
 
-uvicorn vs granian, measured on this service (README, "Serving"): the same throughput and CPU per
-request within noise; uvicorn is kept because this draining shutdown is built on its Server.
+uvicorn rather than granian: they tied on this service (docs/decisions.md, "uvicorn, not
+granian"), and this draining shutdown is built on uvicorn's Server.
 """
 
 from __future__ import annotations

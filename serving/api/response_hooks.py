@@ -1,12 +1,9 @@
 """``ResponseHooks``: ONE Litestar ``before_send`` hook that runs plain functions.
 
-Litestar awaits every ``before_send`` hook for every message the app sends, and each await makes
-a coroutine. The app's own header hook and the observability plugin's response observer are
-plain functions run by this one hook. py-spy put the plugin's own async hook at ~1.4 µs per
-request; with both servers loaded together on one core, one hook instead of two gave +0.8, +0.7
-and +0.3 % throughput in three A/B runs and -0.4 % in a fourth: small, within this VM's noise.
-Whoever adds a callback (the plugin, at ``on_app_init``) finds this hook in
-``AppConfig.before_send`` and appends to it rather than adding a hook of its own.
+Litestar awaits every ``before_send`` hook for every message, and each await makes a coroutine;
+so the app's header hook and the observability plugin's response observer share this one hook
+(docs/decisions.md, "Observability on the hot path"). Whoever adds a callback (the plugin, at
+``on_app_init``) appends to it rather than adding a hook of its own.
 """
 
 from __future__ import annotations
