@@ -20,6 +20,7 @@ from serving.api.openapi import assets_router, openapi_config
 from serving.api.request_id import add_request_id
 from serving.api.response_hooks import ResponseHooks
 from serving.api.routes import build_route_handlers
+from serving.api.v2.routes import build_v2_handlers
 from serving.lifecycle import ModelLoader, Service, settle_heap, shorten_gil_switch_interval
 from serving.model import load_model, locate_metadata
 from serving.observability import ObservabilityPlugin
@@ -67,7 +68,11 @@ def create_app(
             await service.stop()
 
     return Litestar(
-        route_handlers=[*build_route_handlers(service), assets_router()],
+        route_handlers=[
+            *build_route_handlers(service),
+            *build_v2_handlers(service, extensions=["binary_tensor_data"]),
+            assets_router(),
+        ],
         lifespan=[lifespan],
         exception_handlers=exception_handlers(),
         before_send=[ResponseHooks(finish_headers)],  # the plugin adds its callback to it

@@ -30,6 +30,10 @@ class NotReadyError(Exception):
     """The model is not loaded and warmed up yet (503)."""
 
 
+class UnknownVersionError(LookupError):
+    """The requested model version is not served (404)."""
+
+
 class Phase(enum.Enum):
     STARTING = "starting"
     READY = "ready"
@@ -93,11 +97,13 @@ class Service:
         """Report batching and admission to ``observer`` (before ``start``)."""
         self.observer = observer
 
-    def admit(self) -> tuple[Batcher, LoadedModel]:
-        """The batcher and model a new request is served with.
+    def admit(self, version: str | None = None) -> tuple[Batcher, LoadedModel]:
+        """The batcher and model a new request is served with (``version``: a served one, by
+        default the newest).
 
-        Raises :class:`NotReadyError` (starting) or ``DrainingError`` (shutting down), after
-        reporting the rejection, so handlers never talk to the observer themselves.
+        Raises :class:`NotReadyError` (starting), ``DrainingError`` (shutting down), after
+        reporting the rejection, so handlers never talk to the observer themselves; or
+        :class:`UnknownVersionError`.
         """
         batcher, model = self.batcher, self.model
         if batcher is None or model is None or self.phase is not Phase.READY:
@@ -106,7 +112,15 @@ class Service:
                 raise DrainingError("the service is shutting down")
             self.observer.on_rejected("not_ready", 0)
             raise NotReadyError("the model is not loaded yet")
+        if version is not None and version != model.version:
+            raise UnknownVersionError(
+                f"model {model.name!r} has no served version {version!r}; served: {model.version}"
+            )
         return batcher, model
+
+    def versions(self) -> list[str]:
+        """The served versions, newest first (empty before start)."""
+        return [self.model.version] if self.model is not None else []
 
     async def start(self) -> None:
         """Load (raises ``ModelLoadError`` with a clear message), warm up, start batching."""

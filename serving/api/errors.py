@@ -1,4 +1,5 @@
-"""Every error leaves as ``{"error": {"status", "message", "request_id"}}``.
+"""Every error leaves as ``{"error": {"status", "message", "request_id"}}`` (``/v2`` paths:
+the Open Inference Protocol's ``{"error": "<message>"}``, see ``serving.api.v2.errors``).
 
 Domain errors (decoding, readiness, batcher outcomes) and Litestar's own HTTP errors (400 from
 its parsing, 404, 405, 413) go through the same handlers, so clients parse one shape.
@@ -16,6 +17,7 @@ from litestar.types import ExceptionHandlersMap
 
 from serving.api.request_id import request_id_of
 from serving.api.schemas import ErrorBody, ErrorDetail
+from serving.api.v2.errors import is_v2_path, oip_error
 from serving.batching import (
     BatcherError,
     DeadlineExceededError,
@@ -23,7 +25,7 @@ from serving.batching import (
     InferenceError,
     QueueFullError,
 )
-from serving.lifecycle import NotReadyError
+from serving.lifecycle import NotReadyError, UnknownVersionError
 
 logger = logging.getLogger(__name__)
 AnyRequest = Request[Any, Any, Any]
@@ -55,6 +57,12 @@ class InvalidInputError(ApiError):
     status_code = 422
 
 
+class NotFoundError(ApiError):
+    """An unknown model or model version: 404."""
+
+    status_code = 404
+
+
 class ClientDisconnectedError(ApiError):
     """The client went away before its body arrived; nothing is computed (nginx's 499)."""
 
@@ -71,10 +79,13 @@ _BATCHER_STATUS: dict[type[BatcherError], int] = {
 
 def error_response(request: AnyRequest, status: int, message: str) -> Response[bytes]:
     headers = {"Retry-After": RETRY_AFTER_S} if status == 503 else None
-    body = ErrorBody(ErrorDetail(status, message, request_id_of(request.scope)))
-    return Response(
-        _encoder.encode(body), status_code=status, media_type="application/json", headers=headers
-    )
+    if is_v2_path(request.scope["path"]):
+        status, body = oip_error(status, message)
+    else:
+        body = _encoder.encode(
+            ErrorBody(ErrorDetail(status, message, request_id_of(request.scope)))
+        )
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 
 def _api_error(request: AnyRequest, exc: Exception) -> Response[bytes]:
@@ -84,6 +95,10 @@ def _api_error(request: AnyRequest, exc: Exception) -> Response[bytes]:
 
 def _not_ready(request: AnyRequest, exc: Exception) -> Response[bytes]:
     return error_response(request, 503, str(exc))
+
+
+def _unknown_version(request: AnyRequest, exc: Exception) -> Response[bytes]:
+    return error_response(request, 404, str(exc))
 
 
 def _batcher_error(request: AnyRequest, exc: Exception) -> Response[bytes]:
@@ -111,6 +126,7 @@ def exception_handlers() -> ExceptionHandlersMap:
         ApiError: _api_error,
         BatcherError: _batcher_error,
         NotReadyError: _not_ready,
+        UnknownVersionError: _unknown_version,
         HTTPException: _http_error,
         Exception: _unexpected,
     }

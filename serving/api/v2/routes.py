@@ -1,0 +1,190 @@
+"""``/v2`` handlers: server and model metadata, health, and infer on the service's batcher.
+
+Infer takes the raw ``Request`` like ``POST /v1/predict`` (no per-request validation layer) and
+goes through the same ``Service.admit()``, deadlines and batcher, so v1 and v2 requests share
+batches, metrics (by route template) and traces. Errors are raised as the API's exceptions; the
+app's handlers give them the OIP shape on ``/v2`` paths.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import time
+from typing import Any
+
+import msgspec
+from litestar import Request, get, post
+from litestar.handlers import HTTPRouteHandler
+from litestar.response.base import ASGIResponse
+
+from serving.api.errors import NotFoundError
+from serving.api.routes import read_body
+from serving.api.v2.codec import (
+    LABEL_OUTPUT,
+    Contract,
+    decode_infer,
+    decompress,
+    encode_infer,
+)
+from serving.batching import Batcher
+from serving.lifecycle import NotReadyError, Service
+from serving.model import LoadedModel
+
+AnyRequest = Request[Any, Any, Any]
+JSON = "application/json"
+BINARY = "application/octet-stream"
+PLATFORM = "onnx_onnxv1"
+_encoder = msgspec.json.Encoder()
+_CONTENT_LENGTH = b"content-length"
+_CONTENT_ENCODING = b"content-encoding"
+_HEADER_LENGTH = b"inference-header-content-length"
+MODEL_PATHS = ["/v2/models/{name:str}", "/v2/models/{name:str}/versions/{version:str}"]
+
+
+class TensorMetadata(msgspec.Struct):
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class ModelMetadata(msgspec.Struct):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+
+
+class ServerMetadata(msgspec.Struct):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+def _package_version() -> str:
+    try:
+        return importlib.metadata.version("mnist-inference")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def _infer_headers(scope_headers: Any) -> tuple[bytes | None, bytes | None, bytes | None]:
+    """``(content-length, content-encoding, inference-header-content-length)``, one pass."""
+    length = encoding = header_length = None
+    for key, value in scope_headers:
+        if key == _CONTENT_LENGTH:
+            length = value
+        elif key == _CONTENT_ENCODING:
+            encoding = value
+        elif key == _HEADER_LENGTH:
+            header_length = value
+    return length, encoding, header_length
+
+
+def model_metadata(model: LoadedModel, versions: list[str]) -> ModelMetadata:
+    return ModelMetadata(
+        name=model.name,
+        versions=versions,
+        platform=PLATFORM,
+        inputs=[TensorMetadata(model.input_name, "FP32", [-1, model.num_features])],
+        outputs=[
+            TensorMetadata(model.output_name, "FP32", [-1, model.num_classes]),
+            TensorMetadata(LABEL_OUTPUT, "INT64", [-1]),
+        ],
+    )
+
+
+def build_v2_handlers(service: Service, extensions: list[str]) -> list[HTTPRouteHandler]:
+    """The ``/v2`` routes over the process's ``Service``; ``extensions`` are those that work."""
+    settings = service.settings
+    default_timeout_s = settings.request_timeout_ms / 1000.0
+    max_timeout_s = settings.max_request_timeout_ms / 1000.0
+    max_body_bytes = settings.max_body_bytes
+    server = _encoder.encode(
+        ServerMetadata(settings.service_name, _package_version(), sorted(extensions))
+    )
+
+    def admit(request: AnyRequest) -> tuple[Batcher, LoadedModel]:
+        """The batcher and model a ``/v2/models/{name}[/versions/{version}]`` path means
+        (404 if none is served)."""
+        path_params = request.scope["path_params"]
+        name: str = path_params["name"]
+        if name != settings.model_name:
+            raise NotFoundError(
+                f"unknown model {name!r}: this server serves {settings.model_name!r}"
+            )
+        return service.admit(path_params.get("version"))
+
+    def timeout_s(microseconds: float | None) -> float:
+        if microseconds is None:
+            return default_timeout_s
+        return min(microseconds / 1e6, max_timeout_s)
+
+    @get("/v2", summary="OIP server metadata", tags=["v2"])
+    async def server_metadata() -> ASGIResponse:
+        return ASGIResponse(body=server, media_type=JSON)
+
+    @get("/v2/health/live", summary="OIP liveness", tags=["v2"])
+    async def live() -> ASGIResponse:
+        return ASGIResponse(body=b'{"live":true}', media_type=JSON)
+
+    @get("/v2/health/ready", summary="OIP readiness: 200 once a model is served", tags=["v2"])
+    async def ready() -> ASGIResponse:
+        if service.ready:
+            return ASGIResponse(body=b'{"ready":true}', media_type=JSON)
+        return ASGIResponse(body=b'{"ready":false}', media_type=JSON, status_code=503)
+
+    @get(MODEL_PATHS, summary="OIP model metadata", tags=["v2"])
+    async def metadata(request: AnyRequest) -> ASGIResponse:
+        _, model = admit(request)
+        pinned = "version" in request.scope["path_params"]
+        versions = [model.version] if pinned else service.versions()
+        return ASGIResponse(body=_encoder.encode(model_metadata(model, versions)), media_type=JSON)
+
+    @get([f"{path}/ready" for path in MODEL_PATHS], summary="OIP model readiness", tags=["v2"])
+    async def model_ready(request: AnyRequest) -> ASGIResponse:
+        try:
+            _, model = admit(request)
+        except NotReadyError:
+            body = _encoder.encode({"name": request.scope["path_params"]["name"], "ready": False})
+            return ASGIResponse(body=body, media_type=JSON, status_code=503)
+        return ASGIResponse(
+            body=_encoder.encode({"name": model.name, "version": model.version, "ready": True}),
+            media_type=JSON,
+        )
+
+    @post(
+        [f"{path}/infer" for path in MODEL_PATHS],
+        status_code=200,
+        summary="OIP inference: JSON or binary tensor data, same batcher as /v1/predict",
+        tags=["v2"],
+        request_max_body_size=max_body_bytes,
+    )
+    async def infer(request: Request[Any, Any, Any]) -> ASGIResponse:
+        started = time.monotonic()
+        path_params = request.scope["path_params"]
+        name: str = path_params["name"]
+        if name != settings.model_name:
+            raise NotFoundError(
+                f"unknown model {name!r}: this server serves {settings.model_name!r}"
+            )
+        batcher, model = service.admit(path_params.get("version"))
+        length, encoding, header_length = _infer_headers(request.scope["headers"])
+        body = await read_body(request.receive, max_body_bytes, length)
+        body = decompress(body, encoding, max_body_bytes)
+        contract = Contract(model.input_name, model.output_name, settings.max_instances)
+        inference = decode_infer(body, header_length, contract)
+        deadline = started + timeout_s(inference.timeout_us)
+        probabilities = await batcher.submit(inference.pixels, deadline)
+        encoded = encode_infer(
+            probabilities, inference, model.name, model.version, model.output_name
+        )
+        if encoded.header_length is None:
+            return ASGIResponse(body=encoded.body, media_type=JSON)
+        return ASGIResponse(
+            body=encoded.body,
+            media_type=BINARY,
+            headers={"Inference-Header-Content-Length": str(encoded.header_length)},
+        )
+
+    return [server_metadata, live, ready, metadata, model_ready, infer]
