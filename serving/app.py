@@ -70,7 +70,7 @@ def create_app(
     return Litestar(
         route_handlers=[
             *build_route_handlers(service),
-            *build_v2_handlers(service, extensions=["binary_tensor_data"]),
+            *build_v2_handlers(service, extensions=["binary_tensor_data", "model_repository"]),
             assets_router(),
         ],
         lifespan=[lifespan],

@@ -5,6 +5,7 @@
 ``start`` loads and verifies the model, warms it up over several batch sizes and starts the
 batcher; only then is the service READY (``/readyz`` 200). ``begin_drain`` (first SIGTERM) makes
 ``/readyz`` and new predictions answer 503 while everything already queued is still computed.
+Which model versions are served, and how a new one comes in while READY, is ``versions.py``.
 """
 
 from __future__ import annotations
@@ -15,15 +16,15 @@ import gc
 import logging
 import sys
 import time
-from collections.abc import Callable
 
 from serving.batching import Batcher, BatchObserver, DrainingError, NullObserver
 from serving.model import LoadedModel, load_model
 from serving.settings import Settings
+from serving.versions import ModelEvents, ModelLoader, RefreshResult, VersionSet
 
 logger = logging.getLogger(__name__)
 
-ModelLoader = Callable[[Settings], LoadedModel]
+__all__ = ["ModelLoader", "NotReadyError", "Phase", "Service", "UnknownVersionError"]
 
 
 class NotReadyError(Exception):
@@ -84,18 +85,37 @@ class Service:
     def __init__(self, settings: Settings, model_loader: ModelLoader = load_model) -> None:
         self.settings = settings
         self.observer: BatchObserver = NullObserver()
-        self._model_loader = model_loader
         self.phase = Phase.STARTING
-        self.model: LoadedModel | None = None
-        self.batcher: Batcher | None = None
+        self.versions_set = VersionSet(
+            settings,
+            model_loader,
+            self._start_batcher,
+            retire_after_s=settings.max_request_timeout_ms / 1000.0,
+        )
+        self._poller: asyncio.Task[None] | None = None
+
+    @property
+    def model(self) -> LoadedModel | None:
+        """The newest served model (``/v1/predict`` computes with it)."""
+        newest = self.versions_set.newest
+        return newest.model if newest is not None else None
+
+    @property
+    def batcher(self) -> Batcher | None:
+        newest = self.versions_set.newest
+        return newest.batcher if newest is not None else None
 
     @property
     def ready(self) -> bool:
-        return self.phase is Phase.READY
+        return self.phase is Phase.READY and self.versions_set.newest is not None
 
     def observe(self, observer: BatchObserver) -> None:
         """Report batching and admission to ``observer`` (before ``start``)."""
         self.observer = observer
+
+    def watch_models(self, events: ModelEvents) -> None:
+        """Report versions served, retired and refused to ``events`` (before ``start``)."""
+        self.versions_set.events = events
 
     def admit(self, version: str | None = None) -> tuple[Batcher, LoadedModel]:
         """The batcher and model a new request is served with (``version``: a served one, by
@@ -105,27 +125,46 @@ class Service:
         reporting the rejection, so handlers never talk to the observer themselves; or
         :class:`UnknownVersionError`.
         """
-        batcher, model = self.batcher, self.model
-        if batcher is None or model is None or self.phase is not Phase.READY:
+        versions = self.versions_set
+        newest = versions.newest
+        if self.phase is not Phase.READY:
             if self.phase is Phase.DRAINING:
                 self.observer.on_rejected("draining", 0)
                 raise DrainingError("the service is shutting down")
             self.observer.on_rejected("not_ready", 0)
             raise NotReadyError("the model is not loaded yet")
-        if version is not None and version != model.version:
+        if newest is None:
+            name = self.settings.model_name
             raise UnknownVersionError(
-                f"model {model.name!r} has no served version {version!r}; served: {model.version}"
+                f"model {name!r} is unloaded: POST /v2/repository/models/{name}/load"
             )
-        return batcher, model
+        served = newest if version is None else versions.served.get(version)
+        if served is None:
+            raise UnknownVersionError(
+                f"model {newest.model.name!r} has no served version {version!r}; served: "
+                f"{', '.join(versions.served)}"
+            )
+        return served.batcher, served.model
 
     def versions(self) -> list[str]:
         """The served versions, newest first (empty before start)."""
-        return [self.model.version] if self.model is not None else []
+        return list(self.versions_set.served)
 
-    async def start(self) -> None:
-        """Load (raises ``ModelLoadError`` with a clear message), warm up, start batching."""
+    async def load(self) -> RefreshResult:
+        """Serve what the repository holds now, retrying refused versions (OIP ``load``)."""
+        return await self.versions_set.load()
+
+    async def unload(self) -> None:
+        """Stop serving the model until :meth:`load` (OIP ``unload``); readiness turns 503."""
+        await self.versions_set.unload()
+
+    def served_models(self) -> list[LoadedModel]:
+        """The served models, newest first."""
+        return self.versions_set.models()
+
+    async def _start_batcher(self, model: LoadedModel) -> Batcher:
+        """A started batcher for ``model``, warmed up: its first requests pay no set-up cost."""
         settings = self.settings
-        model = self._model_loader(settings)
         batcher = Batcher(
             model.predict,
             max_batch_size=settings.max_batch_size,
@@ -135,29 +174,47 @@ class Service:
             observer=self.observer,
         )
         await batcher.start()
-        await batcher.warm_up(warm_up_sizes(settings.max_batch_size), model.num_features)
-        self.model, self.batcher = model, batcher
+        try:
+            await batcher.warm_up(warm_up_sizes(settings.max_batch_size), model.num_features)
+        except BaseException:
+            await batcher.stop()
+            raise
+        return batcher
+
+    async def start(self) -> None:
+        """Load (raises ``ModelLoadError`` with a clear message), warm up, start batching, then
+        poll the repository every ``model_poll_interval_s``."""
+        await self.versions_set.refresh(strict=True)
         self.phase = Phase.READY
-        logger.info(
-            "serving %s v%s (%s, sha256 %s…) from %s",
-            model.name,
-            model.version,
-            model.variant,
-            model.sha256[:12],
-            model.model_file,
-        )
+        if self.settings.model_poll_interval_s > 0:
+            self._poller = asyncio.get_running_loop().create_task(self._poll(), name="model-poll")
+
+    async def _poll(self) -> None:
+        interval = self.settings.model_poll_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.versions_set.refresh()
+            except Exception:  # never let the poller die: the served versions keep serving
+                logger.exception("model poll failed; the served versions keep serving")
 
     def queued_rows(self) -> int:
-        """Rows waiting in the batcher (0 before start): what the queue-depth gauge reads."""
-        return self.batcher.queued_rows if self.batcher is not None else 0
+        """Rows waiting in the batchers (0 before start): what the queue-depth gauge reads."""
+        return sum(batcher.queued_rows for batcher in self.versions_set.batchers())
+
+    def _stop_polling(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            self._poller = None
 
     def begin_drain(self) -> None:
         """Refuse new work (503) from now on; queued and in-flight requests are still answered."""
         if self.phase in (Phase.STARTING, Phase.READY):
             self.phase = Phase.DRAINING
             logger.info("draining: readiness is now 503, new requests are refused")
-        if self.batcher is not None:
-            self.batcher.begin_drain()
+        self._stop_polling()
+        for batcher in self.versions_set.batchers():
+            batcher.begin_drain()
 
     @property
     def closing(self) -> bool:
@@ -165,7 +222,7 @@ class Service:
         return self.phase in (Phase.DRAINING, Phase.STOPPED)
 
     async def drain(self, timeout_s: float, grace_s: float = 0.0) -> bool:
-        """``begin_drain``, then wait until the batcher is idle and ``grace_s`` has passed.
+        """``begin_drain``, then wait until the batchers are idle and ``grace_s`` has passed.
 
         The grace period lets every keep-alive client receive a response with
         ``Connection: close`` before the server closes idle connections, so no client sends a
@@ -175,8 +232,8 @@ class Service:
         started = time.monotonic()
         try:
             async with asyncio.timeout(timeout_s):
-                if self.batcher is not None:
-                    await self.batcher.wait_idle()
+                for batcher in self.versions_set.batchers():
+                    await batcher.wait_idle()
                 remaining = grace_s - (time.monotonic() - started)
                 if remaining > 0:
                     await asyncio.sleep(remaining)
@@ -187,6 +244,7 @@ class Service:
 
     async def stop(self) -> None:
         self.begin_drain()
-        if self.batcher is not None:
-            await self.batcher.stop()
+        await self.versions_set.stop()
+        for batcher in self.versions_set.batchers():
+            await batcher.stop()
         self.phase = Phase.STOPPED

@@ -74,7 +74,19 @@ class Settings(BaseSettings):
     )
     model_name: str = Field(default="mnist", description="Model to serve from the repository.")
     model_version: int | None = Field(
-        default=None, ge=1, description="Pinned version; unset serves the highest version present."
+        default=None, ge=1, description="Pinned version, served besides the newest model_versions."
+    )
+    model_versions: int = Field(
+        default=1,
+        ge=0,
+        description="How many of the newest versions are served (0: only the pinned one); "
+        "/v1/predict uses the newest.",
+    )
+    model_poll_interval_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="How often each worker looks for new versions and hot-swaps them in "
+        "(0: never).",
     )
     model_variant: Variant = Field(
         default="fp32",
@@ -174,6 +186,8 @@ class Settings(BaseSettings):
                 f"max_queue_size ({self.max_queue_size}) must be >= max_instances "
                 f"({self.max_instances}): a full-size request could never be queued"
             )
+        if self.model_versions == 0 and self.model_version is None:
+            raise ValueError("model_versions 0 serves only the pinned version: set model_version")
         if self.max_request_timeout_ms < self.request_timeout_ms:
             raise ValueError("max_request_timeout_ms must be >= request_timeout_ms")
         return self

@@ -44,6 +44,7 @@ from serving.api.schemas import (
     Status,
 )
 from serving.lifecycle import NotReadyError, Service
+from serving.model import LoadedModel
 
 JSON = "application/json"
 _encoder = msgspec.json.Encoder()
@@ -155,6 +156,23 @@ def encode_predictions(probabilities: npt.NDArray[np.float32], model: ModelRef) 
     return _encoder.encode(PredictResponse(predictions, model))
 
 
+def model_info(model: LoadedModel, batching: BatchingInfo) -> ModelInfo:
+    meta = model.metadata
+    return ModelInfo(
+        name=model.name,
+        version=model.version,
+        variant=model.variant,
+        sha256=model.sha256,
+        created_at=meta.created_at,
+        inputs=[msgspec.to_builtins(t) for t in meta.inputs],
+        outputs=[msgspec.to_builtins(t) for t in meta.outputs],
+        labels=meta.labels,
+        test_accuracy=meta.test_accuracy,
+        preprocessing=msgspec.to_builtins(meta.preprocessing),
+        batching=batching,
+    )
+
+
 def build_route_handlers(service: Service) -> list[HTTPRouteHandler]:
     """The app's routes, closed over the process's ``Service`` (nothing global)."""
     settings = service.settings
@@ -231,36 +249,24 @@ def build_route_handlers(service: Service) -> list[HTTPRouteHandler]:
 
     @get(
         "/v1/models",
-        summary="The served model's metadata and batching settings",
+        summary="The served model versions (newest first) and batching settings",
         responses={
             200: ResponseSpec(ModelsResponse, generate_examples=False, description="Models"),
             503: ResponseSpec(ErrorBody, generate_examples=False, description="Not loaded yet"),
         },
     )
     async def models() -> Response[bytes]:
-        model = service.model
-        if model is None:
+        served = service.served_models()
+        if not served:
             raise NotReadyError("the model is not loaded yet")
-        meta = model.metadata
-        info = ModelInfo(
-            name=model.name,
-            version=model.version,
-            variant=model.variant,
-            sha256=model.sha256,
-            created_at=meta.created_at,
-            inputs=[msgspec.to_builtins(t) for t in meta.inputs],
-            outputs=[msgspec.to_builtins(t) for t in meta.outputs],
-            labels=meta.labels,
-            test_accuracy=meta.test_accuracy,
-            preprocessing=msgspec.to_builtins(meta.preprocessing),
-            batching=BatchingInfo(
-                max_batch_size=settings.max_batch_size,
-                max_batch_delay_ms=settings.max_batch_delay_ms,
-                max_queue_size=settings.max_queue_size,
-                max_instances=settings.max_instances,
-                request_timeout_ms=settings.request_timeout_ms,
-            ),
+        batching = BatchingInfo(
+            max_batch_size=settings.max_batch_size,
+            max_batch_delay_ms=settings.max_batch_delay_ms,
+            max_queue_size=settings.max_queue_size,
+            max_instances=settings.max_instances,
+            request_timeout_ms=settings.request_timeout_ms,
         )
-        return Response(_encoder.encode(ModelsResponse([info])), media_type=JSON)
+        infos = [model_info(model, batching) for model in served]
+        return Response(_encoder.encode(ModelsResponse(infos)), media_type=JSON)
 
     return [predict, healthz, readyz, models]

@@ -203,6 +203,12 @@ class ServingMetrics:
             f"{PREFIX}_model_info", "The served model (value 1); labels identify it.",
             ["name", "version", "variant", "sha256"], multiprocess_mode="livemax", registry=r,
         )  # fmt: skip
+        self.model_refused = Counter(
+            f"{PREFIX}_model_versions_refused",
+            "Model versions refused at (re)load: corrupt or missing file, checksum mismatch, "
+            "invalid metadata or a different IO contract; the served versions kept serving.",
+            registry=r,
+        )
         self.cpu_seconds = Gauge(
             f"{PREFIX}_process_cpu_seconds",
             "CPU seconds (user+system) used by the worker processes, summed over live workers.",
@@ -219,8 +225,11 @@ class ServingMetrics:
         self.workers.set(1)
         self._process = psutil.Process()
 
-    def set_model(self, name: str, version: str, variant: str, sha256: str) -> None:
-        self.model_info.labels(name, version, variant, sha256).set(1)
+    def set_model(
+        self, name: str, version: str, variant: str, sha256: str, served: bool = True
+    ) -> None:
+        """Mark a version served (1) or retired (0) in ``model_info``."""
+        self.model_info.labels(name, version, variant, sha256).set(1 if served else 0)
 
     def refresh_process(self) -> None:
         """Sample this worker's CPU and memory (each worker calls it; scrapes aggregate)."""

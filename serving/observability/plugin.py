@@ -28,6 +28,7 @@ from serving.api.response_hooks import ResponseHooks
 from serving.lifecycle import Service
 from serving.observability.drift import DriftMonitor
 from serving.observability.metrics import CONTENT_TYPE, ServingMetrics, render
+from serving.observability.models import ModelMetricsEvents
 from serving.observability.observer import TelemetryObserver
 from serving.observability.requests import HttpMetrics, ObservedRequests, ServerSpans
 from serving.observability.tracing import (
@@ -118,6 +119,8 @@ class ObservabilityPlugin(InitPlugin):
         hook, and the request wrapper with the sampler at startup."""
         service: Service = app_config.state["service"]
         service.observe(self.observer)
+        if self.metrics is not None:
+            service.watch_models(ModelMetricsEvents(self.metrics))
         self.observer.watch_queue(service.queued_rows)
         if self.metrics is not None:
             app_config.route_handlers.append(self._metrics_route())

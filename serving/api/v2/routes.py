@@ -17,7 +17,7 @@ from litestar import Request, get, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.response.base import ASGIResponse
 
-from serving.api.errors import NotFoundError
+from serving.api.errors import MalformedBodyError, NotFoundError
 from serving.api.routes import read_body
 from serving.api.v2.codec import (
     LABEL_OUTPUT,
@@ -53,6 +53,13 @@ class ModelMetadata(msgspec.Struct):
     platform: str
     inputs: list[TensorMetadata]
     outputs: list[TensorMetadata]
+
+
+class RepositoryEntry(msgspec.Struct):
+    name: str
+    version: str
+    state: str
+    reason: str
 
 
 class ServerMetadata(msgspec.Struct):
@@ -187,4 +194,56 @@ def build_v2_handlers(service: Service, extensions: list[str]) -> list[HTTPRoute
             headers={"Inference-Header-Content-Length": str(encoded.header_length)},
         )
 
-    return [server_metadata, live, ready, metadata, model_ready, infer]
+    def repository_model(request: AnyRequest) -> str:
+        name: str = request.scope["path_params"]["name"]
+        if name != settings.model_name:
+            raise NotFoundError(
+                f"unknown model {name!r}: this server serves {settings.model_name!r}"
+            )
+        return name
+
+    @post("/v2/repository/index", status_code=200, summary="OIP repository index", tags=["v2"])
+    async def repository_index() -> ASGIResponse:
+        rows = [
+            RepositoryEntry(settings.model_name, str(version), state, reason)
+            for version, state, reason in service.versions_set.index()
+        ]
+        return ASGIResponse(body=_encoder.encode(rows), media_type=JSON)
+
+    @post(
+        "/v2/repository/models/{name:str}/load",
+        status_code=200,
+        summary="OIP load: serve the repository's versions now (what polling does)",
+        tags=["v2"],
+    )
+    async def load(request: AnyRequest) -> ASGIResponse:
+        repository_model(request)
+        result = await service.load()
+        newest = service.model
+        if result.refused and (newest is None or max(result.refused) > int(newest.version)):
+            version = max(result.refused)
+            raise MalformedBodyError(f"version {version} refused: {result.refused[version]}")
+        return ASGIResponse(body=b"{}", media_type=JSON)
+
+    @post(
+        "/v2/repository/models/{name:str}/unload",
+        status_code=200,
+        summary="OIP unload: stop serving the model until it is loaded again",
+        tags=["v2"],
+    )
+    async def unload(request: AnyRequest) -> ASGIResponse:
+        repository_model(request)
+        await service.unload()
+        return ASGIResponse(body=b"{}", media_type=JSON)
+
+    return [
+        server_metadata,
+        live,
+        ready,
+        metadata,
+        model_ready,
+        infer,
+        repository_index,
+        load,
+        unload,
+    ]

@@ -318,6 +318,7 @@ def test_queue_full_is_503_with_retry_after(tiny_model_repository: Path, gated: 
         assert session is not None
         assert batcher is not None
         session.gate.clear()
+        session.entered.clear()
         results: list[Any] = []
         threads = [threading.Thread(target=lambda b=b: results.append(client.post(INFER, json=b)))
                    for b in (one, four)]  # fmt: skip
@@ -342,6 +343,7 @@ def test_parameters_timeout_is_the_deadline(tiny_model_repository: Path, gated: 
         session = gated.session
         assert session is not None
         session.gate.clear()
+        session.entered.clear()
         results: list[Any] = []
         body = {"inputs": [pixels_input(pixels, data=pixels.tolist())]}
         thread = threading.Thread(target=lambda: results.append(client.post(INFER, json=body)))
