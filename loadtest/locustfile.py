@@ -1,7 +1,12 @@
-"""Locust users that post real MNIST test digits to ``POST /v1/predict``, and the p95 gate.
+"""Locust users that post real MNIST test digits to ``POST /v1/predict`` (or, with
+``--protocol v2``, the Open Inference Protocol's ``POST /v2/models/mnist/infer``), and the p95 gate.
 
     locust -f loadtest/locustfile.py --headless -H http://127.0.0.1:8000 -u 8 -t 30s \
-        --p95-budget-ms 20 --max-error-rate 0.01 [--shape steady|step|spike] [--processes 2]
+        --p95-budget-ms 20 --max-error-rate 0.01 [--shape steady|step|spike] [--processes 2] \
+        [--protocol v1|v2] [--encoding mixed|json|binary]
+
+``--encoding json|binary`` sends only one encoding (v1: JSON or octet-stream; v2: JSON data or
+the binary tensor extension with FP32 data); ``mixed`` (default) follows the weights.
 
 A response fails unless it is 200 and schema-valid with one prediction per instance; correct
 labels are counted (accuracy). The verdict is taken on the local runner or the master, never on
@@ -22,6 +27,7 @@ from locust.runners import MasterRunner, WorkerRunner
 from loadtest import percentiles
 from loadtest.data import Sample, build_samples, load_digits, mnist_dir
 from loadtest.gate import AccuracyCounter, GateConfig, RunResult, decide, summary_line
+from loadtest.oip import HEADER_LENGTH, INFER_PATH, V2Sample, check_v2_response, v2_samples
 from loadtest.schema import SchemaError, check_response
 from loadtest.shapes import SelectableShape, StepPlan
 
@@ -42,6 +48,7 @@ class _State:
     """Per-process state built at init: the prepared samples and the accuracy counter."""
 
     samples: list[Sample] = []  # noqa: RUF012 - filled once per process at init
+    v2: list[V2Sample] = []  # noqa: RUF012 - filled once per process at init (--protocol v2)
     accuracy = AccuracyCounter()
 
 
@@ -75,6 +82,19 @@ def _add_options(parser: LocustArgumentParser) -> None:
     group.add_argument("--json-weight", type=int, default=3, help="Weight of the JSON task")
     group.add_argument("--binary-weight", type=int, default=1, help="Weight of the binary task")
     group.add_argument(
+        "--protocol",
+        choices=["v1", "v2"],
+        default="v1",
+        help="v1: POST /v1/predict; v2: Open Inference Protocol POST /v2/models/mnist/infer",
+    )
+    group.add_argument(
+        "--encoding",
+        choices=["mixed", "json", "binary"],
+        default="mixed",
+        help="json or binary only (v1: octet-stream; v2: binary tensor data, FP32); mixed: "
+        "by the weights (Locust itself owns --json)",
+    )
+    group.add_argument(
         "--shape",
         choices=["steady", "step", "spike"],
         default="steady",
@@ -100,11 +120,25 @@ def _on_init(environment: Environment, **_: Any) -> None:
     if not isinstance(runner, MasterRunner):
         images, labels = load_digits(mnist_dir(options.mnist_dir or None), options.digits)
         _State.samples = build_samples(images, labels, options.instances_per_request)
-        PredictUser.weights = (options.json_weight, options.binary_weight)
+        PredictUser.weights = encoding_weights(
+            options.encoding, options.json_weight, options.binary_weight
+        )
+        PredictUser.protocol = options.protocol
+        if options.protocol == "v2":
+            _State.v2 = v2_samples(_State.samples)
     if isinstance(runner, WorkerRunner):
         _listen(runner.environment.events.report_to_master, _ship_accuracy)
     if isinstance(runner, MasterRunner):
         _listen(runner.environment.events.worker_report, _merge_accuracy)
+
+
+def encoding_weights(encoding: str, json_weight: int, binary_weight: int) -> tuple[int, int]:
+    """``(json, binary)`` task weights: ``--encoding json|binary`` overrides the weights."""
+    if encoding == "json":
+        return 1, 0
+    if encoding == "binary":
+        return 0, 1
+    return json_weight, binary_weight
 
 
 def _ship_accuracy(client_id: str, data: dict[str, Any]) -> None:
@@ -168,12 +202,21 @@ class PredictUser(FastHttpUser):
     """A closed-loop client: no think time, so ``-u`` is the concurrency."""
 
     weights: tuple[int, int] = (3, 1)
+    protocol = "v1"
 
-    def _post(self, body: bytes, content_type: str, name: str, sample: Sample) -> None:
+    def _post(
+        self,
+        path: str,
+        body: bytes,
+        headers: dict[str, str],
+        name: str,
+        check: Callable[[bytes, str | None], list[int]],
+        expected: tuple[int, ...],
+    ) -> None:
         with self.client.post(
-            PREDICT_PATH,
+            path,
             data=body,  # type: ignore[arg-type]  # FastHttpSession sends bytes as-is
-            headers={"Content-Type": content_type},
+            headers=headers,
             name=name,
             catch_response=True,
         ) as response:
@@ -181,17 +224,45 @@ class PredictUser(FastHttpUser):
                 response.failure(f"HTTP {response.status_code}")
                 return
             try:
-                labels = check_response(response.content or b"", len(sample.labels))
+                labels = check(response.content or b"", response.headers.get(HEADER_LENGTH))
             except SchemaError as exc:
                 response.failure(str(exc))
                 return
-            _State.accuracy.add(labels, sample.labels)
+            _State.accuracy.add(labels, expected)
 
     @task
     def predict(self) -> None:
-        sample = random.choice(_State.samples)
+        index = random.randrange(len(_State.samples))
         json_weight, binary_weight = self.weights
-        if random.random() * (json_weight + binary_weight) < json_weight:
-            self._post(sample.json, "application/json", "predict json", sample)
+        as_json = random.random() * (json_weight + binary_weight) < json_weight
+        if self.protocol == "v2":
+            self._infer_v2(_State.v2[index], as_json)
+            return
+        sample = _State.samples[index]
+        count = len(sample.labels)
+
+        def check(body: bytes, _: str | None) -> list[int]:
+            return check_response(body, count)
+
+        if as_json:
+            headers = {"Content-Type": "application/json"}
+            self._post(PREDICT_PATH, sample.json, headers, "predict json", check, sample.labels)
         else:
-            self._post(sample.binary, "application/octet-stream", "predict binary", sample)
+            headers = {"Content-Type": "application/octet-stream"}
+            self._post(PREDICT_PATH, sample.binary, headers, "predict binary", check, sample.labels)
+
+    def _infer_v2(self, sample: V2Sample, as_json: bool) -> None:
+        count = len(sample.labels)
+
+        def check(body: bytes, header_length: str | None) -> list[int]:
+            return check_v2_response(body, header_length, count)
+
+        if as_json:
+            headers = {"Content-Type": "application/json"}
+            self._post(INFER_PATH, sample.json, headers, "v2 infer json", check, sample.labels)
+        else:
+            headers = {
+                "Content-Type": "application/octet-stream",
+                HEADER_LENGTH: str(sample.header_length),
+            }
+            self._post(INFER_PATH, sample.binary, headers, "v2 infer binary", check, sample.labels)

@@ -74,3 +74,22 @@ def test_distributed_run_is_judged_once_by_the_master(
     # Sub-millisecond resolution reached the master from the workers: fractional percentiles.
     percentiles = [float(summary[key]) for key in ("p50_ms", "p95_ms", "p99_ms")]
     assert any(value != round(value) for value in percentiles), percentiles
+
+
+@pytest.mark.parametrize("encoding", ["json", "binary"])
+def test_v2_protocol_runs_each_encoding(
+    serving_server: ServerStarter, tiny_model_repository: Path, tmp_path: Path, encoding: str
+) -> None:
+    with serving_server({"SERVING_MODEL_REPOSITORY": str(tiny_model_repository)}) as server:
+        code, lines = run_locust(
+            server.base_url, tmp_path, 5000, "--protocol", "v2", "--encoding", encoding
+        )
+    assert code == 0, lines
+    summary = fields(lines[-1])
+    assert int(summary["requests"]) > 0
+    assert summary["error_rate"] == "0.0000"
+    assert summary["accuracy"] != "n/a"  # every v2 response was schema-valid and counted
+    stats = (tmp_path / "stats_stats.csv").read_text()
+    name = f"v2 infer {encoding}"
+    assert name in stats
+    assert "predict" not in stats  # only the chosen protocol and encoding were sent
