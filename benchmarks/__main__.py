@@ -26,11 +26,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
 import psutil
 
 from benchmarks import ab, floor, wrk
 from benchmarks.report import Point, markdown, plot, ratios
 from loadtest.data import binary_body, json_body, load_digits, mnist_dir
+from loadtest.oip import INFER_PATH, v2_binary_body, v2_json_body
 from model_repository.layout import resolve
 from serving.testing import ServerProcess, free_port, pinned
 
@@ -43,6 +46,7 @@ class Config:
     name: str
     ceiling: bool = False
     binary: bool = False
+    protocol: str = "v1"
     env: dict[str, str] = field(default_factory=dict)
 
 
@@ -58,6 +62,8 @@ CONFIGS = [
     BATCHED,
     Config("service batched int8", env={**OFF, "SERVING_MODEL_VARIANT": "int8"}),
     Config("service batched fp32 binary", binary=True, env={**OFF}),
+    Config("service batched v2 json", protocol="v2", env={**OFF}),
+    Config("service batched v2 binary fp32", protocol="v2", binary=True, env={**OFF}),
     OBSERVED,
 ]
 #: Concurrency of each server in the observability A/B: the batched service's usual peak.
@@ -122,7 +128,12 @@ def _machine_busy() -> float:
 
 
 def _measure(
-    server: ServerProcess, name: str, bodies: Path, ctype: str, concurrency: int, seconds: float
+    server: ServerProcess,
+    name: str,
+    bodies: Path,
+    ctype: wrk.Target,
+    concurrency: int,
+    seconds: float,
 ) -> Point:
     cpu_before, busy_before = server.cpu_seconds(), _machine_busy()
     load = wrk.run(server.base_url, bodies, ctype, concurrency, seconds, LOAD_CPU)
@@ -149,13 +160,13 @@ def _least_disturbed(measure: Callable[[], Point], attempts: int) -> Point:
     return min(runs, key=lambda p: p.other_cpu_pct)
 
 
-def _warm_up(server: ServerProcess, bodies: Path, ctype: str) -> None:
+def _warm_up(server: ServerProcess, bodies: Path, ctype: wrk.Target) -> None:
     wrk.run(server.base_url, bodies, ctype, 8, 2.0, LOAD_CPU)  # not recorded
 
 
 def _point(
-    server: ServerProcess, name: str, bodies: Path, ctype: str, concurrency: int, seconds: float,
-    repeat: int,
+    server: ServerProcess, name: str, bodies: Path, ctype: wrk.Target, concurrency: int,
+    seconds: float, repeat: int,
 ) -> Point:  # fmt: skip
     """One measured point, re-run while other processes disturb it (``_least_disturbed``)."""
     return _least_disturbed(
@@ -168,7 +179,7 @@ def _measure_together(
     b: ServerProcess,
     names: tuple[str, str],
     bodies: Path,
-    ctype: str,
+    ctype: wrk.Target,
     concurrency: int,
     seconds: int,
 ) -> tuple[Point, Point]:
@@ -205,7 +216,7 @@ def observability_ab(
     args: argparse.Namespace, endpoint: str, bodies: Path, work: Path
 ) -> list[ab.Round]:
     """The tracing + metrics cost from windows in which both servers are loaded at once (ab.py)."""
-    ctype = "application/json"
+    ctype = wrk.Target("application/json")
     with (
         _server(BATCHED, args, endpoint, work / "server-off.log") as off,
         _server(OBSERVED, args, endpoint, work / "server-on.log") as on,
@@ -227,6 +238,25 @@ def observability_ab(
             flush=True,
         )
     return rounds
+
+
+def _targets(
+    images: npt.NDArray[np.uint8], work: Path, json_file: Path, bin_file: Path
+) -> dict[tuple[str, bool], tuple[Path, wrk.Target]]:
+    """Bodies and target per (protocol, binary): v1 JSON/octet-stream, v2 JSON/binary FP32."""
+    v2_binary = [v2_binary_body(img[None]) for img in images]
+    (header_length,) = {length for _, length in v2_binary}  # one digit: one header length
+    v2_json_file = wrk.write_bodies([v2_json_body(img[None]) for img in images], work / "v2.json")
+    v2_bin_file = wrk.write_bodies([body for body, _ in v2_binary], work / "v2.binary")
+    return {
+        ("v1", False): (json_file, wrk.Target("application/json")),
+        ("v1", True): (bin_file, wrk.Target("application/octet-stream")),
+        ("v2", False): (v2_json_file, wrk.Target("application/json", INFER_PATH)),
+        ("v2", True): (
+            v2_bin_file,
+            wrk.Target("application/octet-stream", INFER_PATH, header_length),
+        ),
+    }
 
 
 def main() -> int:
@@ -277,13 +307,13 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     json_file = wrk.write_bodies([json_body(img[None]) for img in images], work / "json.bodies")
     bin_file = wrk.write_bodies([binary_body(img[None]) for img in images], work / "binary.bodies")
+    targets = _targets(images, work, json_file, bin_file)
     sink_log = work / "otlp-sink.log"
     sink, endpoint, sink_desc = start_otlp_sink(sink_log)
     points: list[Point] = []
     try:
         for config in [c for c in CONFIGS if args.only in c.name]:
-            bodies = bin_file if config.binary else json_file
-            ctype = "application/octet-stream" if config.binary else "application/json"
+            bodies, ctype = targets[config.protocol, config.binary]
             with _server(config, args, endpoint, work / "server.log") as server:
                 _warm_up(server, bodies, ctype)
                 for concurrency in concurrencies:

@@ -20,6 +20,8 @@ from pathlib import Path
 LUA = r"""
 local bodies_path = os.getenv("BENCH_BODIES")
 local content_type = os.getenv("BENCH_CONTENT_TYPE")
+local path = os.getenv("BENCH_PATH")
+local header_length = os.getenv("BENCH_HEADER_LENGTH")
 local requests_list = {}
 local n = 0
 local counter = 0
@@ -31,7 +33,9 @@ init = function(args)
     if not line then break end
     local body = f:read(tonumber(line))
     n = n + 1
-    requests_list[n] = wrk.format("POST", "/v1/predict", {["Content-Type"] = content_type}, body)
+    local headers = {["Content-Type"] = content_type}
+    if header_length ~= "" then headers["Inference-Header-Content-Length"] = header_length end
+    requests_list[n] = wrk.format("POST", path, headers, body)
   end
   f:close()
 end
@@ -50,6 +54,16 @@ done = function(summary, latency, requests)
     latency:percentile(50), latency:percentile(95), latency:percentile(99), latency.max))
 end
 """
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where and how the bodies are posted: v1 predict, or v2 infer (binary: with the JSON
+    header length, the same for every body of one digit)."""
+
+    content_type: str
+    path: str = "/v1/predict"
+    header_length: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,12 +97,15 @@ def write_bodies(bodies: list[bytes], path: Path) -> Path:
 def run(
     url: str,
     bodies_file: Path,
-    content_type: str,
+    target: Target | str,
     connections: int,
     seconds: float,
     cpu: int | None,
 ) -> LoadResult:
-    """One closed-loop run of ``connections`` in-flight requests for ``seconds``."""
+    """One closed-loop run of ``connections`` in-flight requests for ``seconds``
+    (``target``: a :class:`Target`, or the content type of a v1 predict body)."""
+    if isinstance(target, str):
+        target = Target(target)
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(LUA)
     cmd = [
@@ -100,7 +117,9 @@ def run(
     env = {
         **os.environ,
         "BENCH_BODIES": str(bodies_file),
-        "BENCH_CONTENT_TYPE": content_type,
+        "BENCH_CONTENT_TYPE": target.content_type,
+        "BENCH_PATH": target.path,
+        "BENCH_HEADER_LENGTH": "" if target.header_length is None else str(target.header_length),
     }
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
