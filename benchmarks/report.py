@@ -190,6 +190,19 @@ def ratios(points: Sequence[Point], observability: Summary | None = None) -> lis
                 + _capacity_ratio(points, "service batched fp32 binary", "service batched fp32"),
             )
         )
+    v2_binary = _peak(points, "service batched v2 binary fp32")
+    if v2_binary and plain:
+        value = v2_binary.load.rps / plain.load.rps
+        out.append(
+            Ratio(
+                "v2 binary FP32 / v1 JSON throughput",
+                value,
+                ">= 1.0",
+                value >= 1.0,
+                f"peak {v2_binary.load.rps:.0f} rps v2 binary vs {plain.load.rps:.0f} rps v1 JSON"
+                + _capacity_ratio(points, "service batched v2 binary fp32", "service batched fp32"),
+            )
+        )
     return out
 
 
