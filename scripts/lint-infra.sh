@@ -86,9 +86,16 @@ if [[ -f deploy/ecs/task-definition.json ]]; then
     run "ECS task definition (deploy/ecs/task-definition.schema.json)" \
         check-jsonschema --schemafile deploy/ecs/task-definition.schema.json deploy/ecs/task-definition.json
 fi
+for kserve in servingruntime inferenceservice; do
+    if [[ -f deploy/kserve/$kserve.yaml ]]; then
+        run "KServe $kserve (deploy/kserve/$kserve.schema.json)" \
+            check-jsonschema --schemafile "deploy/kserve/$kserve.schema.json" "deploy/kserve/$kserve.yaml"
+    fi
+done
 # The release workflow swaps this placeholder for the pushed digest; a manifest without it would
 # silently deploy whatever image it names.
-for manifest in deploy/cloudrun/service.yaml deploy/ecs/task-definition.json deploy/k8s/deployment.yaml; do
+for manifest in deploy/cloudrun/service.yaml deploy/ecs/task-definition.json deploy/k8s/deployment.yaml \
+    deploy/kserve/servingruntime.yaml; do
     if [[ -f $manifest ]]; then
         run "$manifest names the release placeholder image" \
             grep -q 'mnist-serve:set-by-release-workflow' "$manifest"

@@ -48,3 +48,29 @@ def test_ecs_stop_timeout_outlasts_the_drain_and_health_check_uses_readyz() -> N
     assert container["stopTimeout"] > float(env["SERVING_DRAIN_TIMEOUT_S"])
     assert "/readyz" in " ".join(container["healthCheck"]["command"])
     assert container["portMappings"][0]["containerPort"] == Settings().port
+
+
+def test_kserve_runtime_speaks_v2_on_the_service_port_with_its_health_routes() -> None:
+    runtime = load_yaml("deploy/kserve/servingruntime.yaml")
+    service = load_yaml("deploy/kserve/inferenceservice.yaml")
+    assert runtime["spec"]["protocolVersions"] == ["v2"]
+    (container,) = runtime["spec"]["containers"]
+    port = container["ports"][0]["containerPort"]
+    assert port == Settings().port
+    assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": port}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": port}
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert set(env) <= {f"SERVING_{name.upper()}" for name in Settings.model_fields}
+    assert Settings(**{k.removeprefix("SERVING_").lower(): v for k, v in env.items()})
+    predictor = service["spec"]["predictor"]
+    model = predictor["model"]
+    assert model["runtime"] == runtime["metadata"]["name"]
+    assert model["protocolVersion"] == "v2"
+    assert model["modelFormat"]["name"] in {
+        f["name"] for f in runtime["spec"]["supportedModelFormats"]
+    }
+    assert model["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    # The autoscaler aims below the hard per-pod limit, so it scales before requests queue.
+    assert predictor["scaleMetric"] == "concurrency"
+    assert predictor["scaleTarget"] < predictor["containerConcurrency"]
+    assert 1 <= predictor["minReplicas"] < predictor["maxReplicas"]
