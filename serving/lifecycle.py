@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import gc
+import itertools
 import logging
 import sys
 import time
@@ -93,6 +94,7 @@ class Service:
             retire_after_s=settings.max_request_timeout_ms / 1000.0,
         )
         self._poller: asyncio.Task[None] | None = None
+        self._batch_ids = itertools.count(1)  # one sequence for every version's batcher
 
     @property
     def model(self) -> LoadedModel | None:
@@ -172,6 +174,7 @@ class Service:
             max_queue_size=settings.max_queue_size,
             max_concurrent_batches=settings.max_concurrent_batches,
             observer=self.observer,
+            batch_ids=self._batch_ids,
         )
         await batcher.start()
         try:

@@ -24,7 +24,7 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -70,7 +70,10 @@ class Batcher:
         max_queue_size: int,
         max_concurrent_batches: int = 1,
         observer: BatchObserver | None = None,
+        batch_ids: Iterator[int] | None = None,
     ) -> None:
+        """``batch_ids``: share one counter between batchers reporting to the same observer,
+        so batch ids (which key its batch spans) stay unique."""
         self._predict = predict
         self._max_batch = max_batch_size
         self._max_delay = max_batch_delay_ms / 1000.0
@@ -81,7 +84,7 @@ class Batcher:
         self._queued_rows = 0
         self._in_flight = 0
         self._draining = False
-        self._batch_ids = itertools.count(1)
+        self._batch_ids = batch_ids if batch_ids is not None else itertools.count(1)
         self._busy = False
         self._loop_task: asyncio.Task[None] | None = None
         self._batch_tasks: set[asyncio.Task[None]] = set()

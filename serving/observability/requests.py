@@ -55,7 +55,7 @@ UNMATCHED = "unmatched"
 #: Method label values; anything else a client sends is counted as "other" (bounded labels).
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 #: Path prefixes that never produce spans: probes, scrapes and the OpenAPI pages are noise.
-UNTRACED_PREFIXES = ("/healthz", "/readyz", "/metrics", "/schema")
+UNTRACED_PREFIXES = ("/healthz", "/readyz", "/metrics", "/schema", "/v2/health")
 #: The labels of one answered request: route template (None: no route matched), method, status.
 LabelKey = tuple[str | None, str, int]
 

@@ -17,6 +17,7 @@ from litestar.testing import TestClient
 
 from model_repository.layout import METADATA_FILE
 from serving.app import create_app
+from serving.batching import NullObserver
 from serving.lifecycle import Service, UnknownVersionError
 from serving.model import LoadedModel
 from serving.settings import Settings
@@ -260,3 +261,29 @@ def test_v1_models_and_v2_metadata_list_every_served_version(repository: Path) -
             ]["version"]
             == "2"
         )
+
+
+def test_batch_ids_are_unique_across_versions(repository: Path) -> None:
+    """Observers key batch spans by id: two versions' batchers must never reuse one."""
+    settings = Settings(model_repository=repository, model_versions=2, model_poll_interval_s=0)
+    started: list[int] = []
+
+    class Recorder(NullObserver):
+        def on_batch_start(self, batch_id: int, requests: Any, rows: int) -> None:
+            started.append(batch_id)
+
+    async def main() -> None:
+        service = Service(settings)
+        service.observe(Recorder())
+        await service.start()
+        try:
+            pixels = synthetic_images(1)
+            batchers = [service.admit(version)[0] for version in ("2", "1")]
+            for _ in range(3):
+                await asyncio.gather(*(b.submit(pixels, deadline=1e12) for b in batchers))
+        finally:
+            await service.stop()
+
+    asyncio.run(main())
+    assert len(started) == 6
+    assert len(set(started)) == 6
