@@ -25,8 +25,9 @@ Array = npt.NDArray[np.float32]
 FEATURES = 784
 LABEL_OUTPUT = "label"
 _SCALE = np.float32(255.0)
-#: The input datatypes accepted for ``pixels`` and their NumPy element types.
-INPUT_DATATYPES: dict[str, type[np.generic]] = {"FP32": np.float32, "UINT8": np.uint8}
+#: The input datatypes accepted for ``pixels`` and their (little-endian) NumPy element types.
+INPUT_DATATYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "UINT8": np.dtype("u1")}
+_UINT8 = INPUT_DATATYPES["UINT8"]
 #: Parameters this service cannot honour; ignoring them would answer something else than asked.
 _UNSUPPORTED = ("shared_memory_region", "classification")
 
@@ -196,14 +197,22 @@ def _input_pixels(
     else:
         if tensor.data is None:
             raise MalformedBodyError(f"input {tensor.name!r} has no data and no binary_data_size")
-        values, used = _json_values(tensor.name, tensor.data, dtype, count), 0
+        if isinstance(tensor, _FlatTensor) and dtype is not _UINT8:  # msgspec typed them as floats
+            values, used = np.array(tensor.data, dtype=np.float32), 0
+            if values.size != count:
+                raise MalformedBodyError(
+                    f"input {tensor.name!r}: data has {values.size} elements, its shape needs "
+                    f"{count}"
+                )
+        else:
+            values, used = _json_values(tensor.name, tensor.data, dtype, count), 0
     return _scaled(tensor.name, values.reshape(rows, FEATURES)), used
 
 
 def _binary_values(
-    name: str, size: object, binary: memoryview, dtype: type[np.generic], count: int
+    name: str, size: object, binary: memoryview, dtype: np.dtype[Any], count: int
 ) -> tuple[npt.NDArray[Any], int]:
-    expected = count * np.dtype(dtype).itemsize
+    expected = count * dtype.itemsize
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         raise MalformedBodyError(f"input {name!r}: binary_data_size must be a non-negative integer")
     if size != expected:
@@ -216,10 +225,10 @@ def _binary_values(
             f"input {name!r}: binary_data_size {size} is past the end of the body "
             f"({len(binary)} binary bytes)"
         )
-    return np.frombuffer(binary[:size], dtype=np.dtype(dtype).newbyteorder("<")), size
+    return np.frombuffer(binary[:size], dtype=dtype), size
 
 
-def _json_values(name: str, data: object, dtype: type[np.generic], count: int) -> npt.NDArray[Any]:
+def _json_values(name: str, data: object, dtype: np.dtype[Any], count: int) -> npt.NDArray[Any]:
     try:
         values = np.asarray(data)
     except ValueError:  # ragged nesting
@@ -232,7 +241,7 @@ def _json_values(name: str, data: object, dtype: type[np.generic], count: int) -
         raise MalformedBodyError(
             f"input {name!r}: data has {values.size} elements, its shape needs {count}"
         )
-    if dtype is np.uint8:
+    if dtype is _UINT8:
         if values.dtype.kind == "f" and not np.array_equal(values, np.floor(values)):
             raise MalformedBodyError(f"input {name!r}: UINT8 data must be integers 0..255")
         if values.min() < 0 or values.max() > 255:
@@ -247,6 +256,8 @@ def _scaled(name: str, values: npt.NDArray[Any]) -> Array:
         scaled: Array = np.divide(values, _SCALE, dtype=np.float32)
         return scaled
     pixels: Array = values.astype(np.float32, copy=False)
+    if pixels.min() >= 0.0 and pixels.max() <= 1.0:  # False for NaN: reported below
+        return pixels
     bad = ~np.isfinite(pixels) | (pixels < 0.0) | (pixels > 1.0)
     if bad.any():
         row, pixel = (int(i) for i in np.argwhere(bad)[0])
