@@ -49,6 +49,15 @@ async def client_loop(
             answers.append((time.monotonic(), response.status_code, version))
 
 
+async def readiness_loop(base_url: str, stop: asyncio.Event, statuses: list[int]) -> None:
+    """Probe readiness the way a load balancer does, throughout the rollouts."""
+    async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+        while not stop.is_set():
+            statuses.append((await client.get("/readyz")).status_code)
+            statuses.append((await client.get("/v2/health/ready")).status_code)
+            await asyncio.sleep(0.05)
+
+
 def publish(root: Path, version: int, *, corrupt: bool = False) -> None:
     staged = write_model_version(root / ".staging", "mnist", version, seed=version)
     if corrupt:
@@ -76,6 +85,7 @@ def test_versions_roll_in_under_load_and_corrupt_ones_are_refused(tmp_path: Path
         "SERVING_MAX_REQUEST_TIMEOUT_MS": "10000",
     }
     answers: list[tuple[float, int, str]] = []
+    readiness: list[int] = []
     with serving_process(env, tmp_path / "server.log") as server:
 
         async def scenario() -> tuple[float, float, float]:
@@ -84,6 +94,7 @@ def test_versions_roll_in_under_load_and_corrupt_ones_are_refused(tmp_path: Path
                 asyncio.create_task(client_loop(server.base_url, i, stop, answers))
                 for i in range(CLIENTS)
             ]
+            clients.append(asyncio.create_task(readiness_loop(server.base_url, stop, readiness)))
             await asyncio.sleep(1.0)
             published = time.monotonic()
             await asyncio.to_thread(publish, root, 2)
@@ -104,6 +115,8 @@ def test_versions_roll_in_under_load_and_corrupt_ones_are_refused(tmp_path: Path
     log = server.log()
     statuses = {status for _, status, _ in answers}
     assert statuses == {200}, f"non-200 answers: {statuses}"
+    assert readiness
+    assert set(readiness) == {200}  # ready throughout both rollouts
     assert rolled_in - published < ROLL_IN_BUDGET_S
     after_rollout = [version for t, _, version in answers if t > rolled_in + 1.5]
     assert after_rollout
