@@ -17,6 +17,7 @@ from litestar.plugins import PluginProtocol
 from litestar.types import Message, Scope
 
 from serving.api.errors import exception_handlers
+from serving.api.page import build_page_handlers
 from serving.api.request_id import add_request_id
 from serving.api.response_hooks import ResponseHooks
 from serving.api.routes import build_route_handlers
@@ -73,7 +74,7 @@ def create_app(
             await service.stop()
 
     return Litestar(
-        route_handlers=build_route_handlers(service),
+        route_handlers=[*build_route_handlers(service), *build_page_handlers()],
         lifespan=[lifespan],
         exception_handlers=exception_handlers(),
         before_send=[ResponseHooks(finish_headers)],  # the plugin adds its observer to it
