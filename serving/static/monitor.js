@@ -39,6 +39,8 @@ export class Monitor {
     this.quality = false; // whether to ask /v1/quality
     this.metrics = true; // false once /metrics answered 404 (SERVING_METRICS_ENABLED=false)
     this.timer = null;
+    this.busy = false; // a refresh is running
+    this.again = false; // poked while busy
   }
 
   start() {
@@ -70,14 +72,27 @@ export class Monitor {
     }
   }
 
+  /** One refresh, then the next is scheduled; a poke during a refresh runs one more after it. */
   async tick() {
     clearTimeout(this.timer);
+    if (this.busy) {
+      this.again = true;
+      return;
+    }
+    this.busy = true;
     try {
       await this.refresh();
     } catch (error) {
       this.status.textContent = `Cannot reach the service (${error.message}).`;
+    } finally {
+      this.busy = false;
     }
-    if (!document.hidden) this.timer = setTimeout(() => this.tick(), POLL_MS);
+    if (this.again) {
+      this.again = false;
+      this.tick();
+    } else if (!document.hidden) {
+      this.timer = setTimeout(() => this.tick(), POLL_MS);
+    }
   }
 
   async refresh() {

@@ -33,17 +33,21 @@ export class Pad {
 
   /** Match the backing store to the displayed size (times the device pixel ratio); redraw. */
   fit() {
-    const rect = this.canvas.getBoundingClientRect();
-    const size = Math.max(1, Math.round(rect.width * (window.devicePixelRatio || 1)));
+    const size = Math.max(1, Math.round(this.canvas.clientWidth * (window.devicePixelRatio || 1)));
     if (size === this.canvas.width && size === this.canvas.height) return;
     this.canvas.width = size;
     this.canvas.height = size;
     for (const stroke of this.strokes) this.drawStroke(stroke);
   }
 
+  /** The event's position in the drawing area (inside the border), 0..1 on both axes. */
   point(event) {
-    const rect = this.canvas.getBoundingClientRect();
-    return [(event.clientX - rect.left) / rect.width, (event.clientY - rect.top) / rect.height];
+    const { canvas } = this;
+    const rect = canvas.getBoundingClientRect();
+    return [
+      (event.clientX - rect.left - canvas.clientLeft) / canvas.clientWidth,
+      (event.clientY - rect.top - canvas.clientTop) / canvas.clientHeight,
+    ];
   }
 
   segment(from, to) {
