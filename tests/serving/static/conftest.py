@@ -1,4 +1,4 @@
-"""Browser-test fixtures: one Chromium per session, and real servers to load the page from.
+"""Browser-test fixtures: one Chromium per test module, and real servers to load the page from.
 
 ``page_server`` runs on the tiny model (for the JavaScript unit tests: only the page's files
 matter); ``mnist_server`` runs on a real MLP trained here on the real MNIST training set, because
@@ -21,8 +21,10 @@ from training.data import Mnist, load_from_dir
 TRAIN_EPOCHS = 2
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """Per module, not per session: while Playwright's sync API is open, its event loop counts as
+    running in this thread, and any later test calling ``asyncio.run`` would fail."""
     with sync_playwright() as playwright:
         browser = launch(playwright)
         try:
