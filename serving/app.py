@@ -17,6 +17,7 @@ from litestar.types import Message, Scope
 
 from serving.api.errors import exception_handlers
 from serving.api.openapi import assets_router, openapi_config
+from serving.api.page import build_page_handlers
 from serving.api.request_id import add_request_id
 from serving.api.response_hooks import ResponseHooks
 from serving.api.routes import build_route_handlers
@@ -67,7 +68,7 @@ def create_app(
             await service.stop()
 
     return Litestar(
-        route_handlers=[*build_route_handlers(service), assets_router()],
+        route_handlers=[*build_route_handlers(service), *build_page_handlers(), assets_router()],
         lifespan=[lifespan],
         exception_handlers=exception_handlers(),
         before_send=[ResponseHooks(finish_headers)],  # the plugin adds its callback to it
