@@ -22,7 +22,7 @@ def summary(version_dir: Path) -> str:
     training = meta.training
     accuracy = meta.test_accuracy
     drop = meta.metrics.get("int8_accuracy_drop")
-    drop_text = f"{float(drop) * 100:+.2f} pp" if isinstance(drop, int | float) else "n/a"
+    change = f"{-float(drop) * 100:+.2f} pp" if isinstance(drop, int | float) else "n/a"
     history = meta.history
     last = history[-1] if history else None
     lines = [
@@ -31,7 +31,7 @@ def summary(version_dir: Path) -> str:
         f"{training.get('epochs')} epochs, {training.get('train_seconds')} s of training",
         f"test accuracy  Keras {_percent(accuracy.get('keras'))} / ONNX "
         f"{_percent(accuracy.get('onnx'))} / int8 {_percent(accuracy.get('onnx_int8'))} "
-        f"(int8 drop {drop_text}) on {meta.metrics.get('test_examples')} test images",
+        f"(int8 vs fp32 {change}) on {meta.metrics.get('test_examples')} test images",
     ]
     if last is not None and last.val_accuracy is not None:
         lines.append(

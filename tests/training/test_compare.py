@@ -86,14 +86,14 @@ def test_compare_command_on_a_subset(tmp_path: Path, mnist_dir: Path) -> None:
     image = tmp_path / "docs" / "images" / "optimizers.png"
     doc.parent.mkdir()
     doc.write_text(f"# Training\n\nKept.\n\n{BEGIN}\n{END}\n")
-    args = ["--data-dir", str(mnist_dir), "--epochs", "2", "--train-limit", "600"]
+    args = ["--data-dir", str(mnist_dir), "--epochs", "1", "--train-limit", "300"]
     assert compare.main([*args, "--doc", str(doc), "--image", str(image)]) == 0
     text = doc.read_text()
     assert text.startswith("# Training\n\nKept.\n\n")
     assert image.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     assert "](images/optimizers.png)" in text
-    assert "fitted on 540 training images, validated on the last 60 of the 600" in text
-    for run in study(2, 540):
+    assert "fitted on 270 training images, validated on the last 30 of the 300" in text
+    for run in study(1, 270):
         assert re.search(rf"^\| {re.escape(run.label)} \|", text, re.MULTILINE), run.label
     # Full-batch gradient descent takes one step per epoch.
-    assert "| full-batch GD (batch 540) | sgd | 0.1 | 540 | 1 |" in text
+    assert "| full-batch GD (batch 270) | sgd | 0.1 | 270 | 1 |" in text
