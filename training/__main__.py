@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from training import quiet
+from training.cli import DefaultsFormatter
 from training.config import (
     ARCHS,
     DEFAULT_LEARNING_RATE,
@@ -17,16 +18,6 @@ from training.config import (
 from training.data import MNIST_DIR_ENV, DataError, load
 
 
-class _DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Appends "(default: X)" to every option whose default is a value; the options whose
-    default depends on others (``None`` here) spell it out in their help instead."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None:
-            return action.help
-        return super()._get_help_string(action)
-
-
 def parser() -> argparse.ArgumentParser:
     defaults = TrainConfig()
     per_optimizer = ", ".join(f"{name} {lr:g}" for name, lr in DEFAULT_LEARNING_RATE.items())
@@ -35,7 +26,7 @@ def parser() -> argparse.ArgumentParser:
         description="Train an MNIST model (the reference MLP or a small CNN), export it to ONNX "
         "(fp32 + dynamic int8), check parity with Keras and publish it as the next version of a "
         "model repository.",
-        formatter_class=_DefaultsFormatter,
+        formatter_class=DefaultsFormatter,
     )
     add = parser.add_argument
     add(

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from model_repository.metadata import EpochRecord
 from training import quiet
+from training.cli import DefaultsFormatter
 from training.config import MOMENTUM, TrainConfig
 from training.data import MNIST_DIR_ENV, DataError, Mnist, holdout, load, scale
 from training.history import first_epoch_reaching
@@ -286,7 +287,7 @@ def parser() -> argparse.ArgumentParser:
         description="Train the reference MLP with full-batch GD, mini-batch SGD, SGD with "
         "momentum and Adam (and Adam at batch 32/128/1024) on the same data, seed and epochs; "
         "write the table, the claim checks and a plot into a Markdown document.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsFormatter,
     )
     add = parser.add_argument
     add(
