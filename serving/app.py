@@ -23,6 +23,8 @@ from serving.api.routes import build_route_handlers
 from serving.lifecycle import ModelLoader, Service, settle_heap, shorten_gil_switch_interval
 from serving.model import load_model, locate_metadata
 from serving.observability import ObservabilityPlugin
+from serving.quality.feedback import build_feedback
+from serving.quality.routes import build_quality_handlers
 from serving.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -40,7 +42,9 @@ def create_app(
     the settings, unless ``plugins`` already holds one (tests pass one with their own registry
     and span processor). ``plugins`` adds Litestar plugins (e.g. test routes); ``model_loader``
     is the seam tests use to wrap the real model. The process's
-    :class:`~serving.lifecycle.Service` is ``app.state.service``.
+    :class:`~serving.lifecycle.Service` is ``app.state.service``; its
+    :class:`~serving.quality.feedback.Feedback` (prediction ids, labelled window) is
+    ``app.state.feedback``.
     """
     settings = settings if settings is not None else Settings()
     plugins = list(plugins)
@@ -48,6 +52,7 @@ def create_app(
     if not observed and (settings.metrics_enabled or settings.tracing_enabled):
         plugins.append(ObservabilityPlugin(settings, locate_metadata(settings)))
     service = Service(settings, model_loader=model_loader)
+    feedback = build_feedback(settings)
 
     def finish_headers(message: Message, scope: Scope) -> None:
         if message["type"] == "http.response.start":
@@ -67,12 +72,16 @@ def create_app(
             await service.stop()
 
     return Litestar(
-        route_handlers=[*build_route_handlers(service), assets_router()],
+        route_handlers=[
+            *build_route_handlers(service, feedback.issue_ids),
+            *build_quality_handlers(service, feedback),
+            assets_router(),
+        ],
         lifespan=[lifespan],
         exception_handlers=exception_handlers(),
         before_send=[ResponseHooks(finish_headers)],  # the plugin adds its callback to it
         plugins=plugins,
-        state=State({"service": service}),
+        state=State({"service": service, "feedback": feedback}),
         openapi_config=openapi_config("1.0.0"),
         request_max_body_size=settings.max_body_bytes,
         debug=False,

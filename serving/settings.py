@@ -167,6 +167,31 @@ class Settings(BaseSettings):
         default=0.5, ge=0, le=1, description="Predictions below this confidence are counted as low."
     )
 
+    # ---------------------------------------------------------------- feedback and quality
+    feedback_key: str | None = Field(
+        default=None,
+        repr=False,
+        description="HMAC key of prediction ids; set the same on every replica. Unset: random per "
+        "start, shared by its workers.",
+    )
+    feedback_horizon_s: float = Field(
+        default=86400.0, gt=0, description="How long a prediction id accepts feedback."
+    )
+    feedback_max_ids: int = Field(
+        default=1_000_000,
+        ge=1000,
+        description="Most labelled ids remembered for duplicate detection; past it the oldest "
+        "expire early.",
+    )
+    quality_window: int = Field(
+        default=5000, ge=10, description="Last labelled predictions /v1/quality is computed over."
+    )
+    quality_store: Path | None = Field(
+        default=None,
+        description="SQLite file the workers share for feedback and drift windows; unset: a "
+        "temporary file per start.",
+    )
+
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:
         if self.max_queue_size < self.max_instances:

@@ -18,6 +18,7 @@ import numpy as np
 from model_repository.features import training_stats
 from model_repository.layout import FP32_FILE, INT8_FILE
 from model_repository.metadata import Metadata, Parity, Preprocessing, TensorSpec
+from model_repository.predictions import prediction_reference
 from training import evaluate, export
 from training.data import Mnist, scale
 from training.publish import file_infos, publish, staging_dir
@@ -143,6 +144,7 @@ def run(data: Mnist, output: Path, name: str, config: TrainConfig) -> Path:
             },
         }
         stats = training_stats(scale(data.x_train))
+        reference = prediction_reference(onnx_probs)
         created_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
         def metadata_for(version: int) -> Metadata:
@@ -161,6 +163,7 @@ def run(data: Mnist, output: Path, name: str, config: TrainConfig) -> Path:
                 training_stats=stats,
                 training=training_summary,
                 quantization=quantization,
+                prediction_reference=reference,
             )
 
         return publish(staging, output, name, metadata_for)
