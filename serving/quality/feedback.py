@@ -120,3 +120,14 @@ def build_feedback(settings: Settings) -> Feedback:
         stale_s=max(30.0, 3 * settings.metrics_sample_interval_s),
     )
     return Feedback(PredictionIds(key.encode(), settings.feedback_horizon_s), store)
+
+
+#: Keys of ``metadata.metrics["test_accuracy"]`` per variant: training's, then the tiny model's.
+_ACCURACY_KEYS = {"fp32": ("onnx", "fp32"), "int8": ("onnx_int8", "int8")}
+
+
+def served_test_accuracy(accuracies: dict[str, float], variant: str) -> float | None:
+    for key in _ACCURACY_KEYS.get(variant, ()):
+        if key in accuracies:
+            return accuracies[key]
+    return None

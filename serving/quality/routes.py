@@ -19,7 +19,13 @@ from litestar.openapi.spec.enums import OpenAPIType
 from serving.api.errors import InvalidInputError, MalformedBodyError
 from serving.api.schemas import ErrorBody
 from serving.lifecycle import Service
-from serving.quality.feedback import Feedback, LabelOffer, ModelQuality, QualityReport
+from serving.quality.feedback import (
+    Feedback,
+    LabelOffer,
+    ModelQuality,
+    QualityReport,
+    served_test_accuracy,
+)
 
 MAX_ITEMS = 1000
 JSON = "application/json"
@@ -126,14 +132,3 @@ def model_quality(service: Service) -> ModelQuality | None:
     return ModelQuality(
         model.name, model.version, served_test_accuracy(model.metadata.test_accuracy, model.variant)
     )
-
-
-#: Keys of ``metadata.metrics["test_accuracy"]`` per variant: training's, then the tiny model's.
-_ACCURACY_KEYS = {"fp32": ("onnx", "fp32"), "int8": ("onnx_int8", "int8")}
-
-
-def served_test_accuracy(accuracies: dict[str, float], variant: str) -> float | None:
-    for key in _ACCURACY_KEYS.get(variant, ()):
-        if key in accuracies:
-            return accuracies[key]
-    return None

@@ -162,6 +162,12 @@ class QualityStore:
         array = np.asarray(rows[::-1], dtype=np.int64).reshape(-1, 2)
         return array[:, 0], array[:, 1]
 
+    def version(self) -> int:
+        """Changes whenever a labelled pair is added (by any worker): a cheap staleness check."""
+        with self._lock:
+            row = self._db.execute("SELECT MAX(seq) FROM labelled").fetchone()
+        return int(row[0]) if row[0] is not None else 0
+
     def seen_ids(self) -> int:
         with self._lock:
             count: int = self._db.execute("SELECT COUNT(*) FROM seen").fetchone()[0]
