@@ -14,7 +14,7 @@ moderate shift, look at it; > 0.25 (PSI_ALERT) the inputs no longer look like th
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,7 +49,9 @@ class DriftMonitor:
         window: int,
         *,
         registry: CollectorRegistry | None = None,
+        on_features: Callable[[Mapping[str, npt.NDArray[np.floating]]], None] | None = None,
     ) -> None:
+        self._on_features = on_features
         self._features = [name for name in FEATURE_NAMES if name in training_stats.features]
         self._edges = {
             n: np.asarray(training_stats.features[n].histogram.edges) for n in self._features
@@ -104,6 +106,8 @@ class DriftMonitor:
         self._pending.clear()
         self._pending_rows = 0
         computed = image_features(pixels)
+        if self._on_features is not None:
+            self._on_features(computed)
         values = np.column_stack([computed[n] for n in self._features])[-self._window :]
         n = values.shape[0]
         end = self._next + n

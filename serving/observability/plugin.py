@@ -29,6 +29,7 @@ from model_repository.metadata import Metadata
 from serving.api.response_hooks import ResponseHooks
 from serving.lifecycle import Service
 from serving.observability.drift import DriftMonitor
+from serving.observability.inputs import InputMetrics
 from serving.observability.metrics import CONTENT_TYPE, ServingMetrics, render
 from serving.observability.observer import TelemetryObserver
 from serving.observability.quality import QualityMetrics, ServiceDrift
@@ -72,6 +73,7 @@ class ObservabilityPlugin(InitPlugin):
         self.metrics: ServingMetrics | None = None
         self.drift: DriftMonitor | None = None
         self.quality: QualityMetrics | None = None
+        self.inputs: InputMetrics | None = None
         self.service_drift: ServiceDrift | None = None
         self._store: QualityStore | None = None
         self._local_counts: npt.NDArray[np.int64] | None = None
@@ -87,8 +89,12 @@ class ObservabilityPlugin(InitPlugin):
                 settings.model_variant,
                 file_info.sha256 if file_info else "",
             )
+            self.inputs = InputMetrics(self.registry)
             self.drift = DriftMonitor(
-                metadata.training_stats, settings.drift_window, registry=self.registry
+                metadata.training_stats,
+                settings.drift_window,
+                registry=self.registry,
+                on_features=self.inputs.observe,
             )
             accuracy = served_test_accuracy(metadata.test_accuracy, settings.model_variant)
             self.quality = QualityMetrics(self.registry, metadata.labels, accuracy)
@@ -144,6 +150,8 @@ class ObservabilityPlugin(InitPlugin):
             self._store = feedback.store
         if self.metrics is not None:
             app_config.route_handlers.append(self._metrics_route())
+        if self.inputs is not None:
+            app_config.after_exception.append(self.inputs.on_exception)
         self._add_response_callback(app_config)
         app_config.on_startup.append(self.start)
         app_config.on_shutdown.append(self.stop)
