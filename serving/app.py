@@ -23,6 +23,7 @@ from serving.api.routes import build_route_handlers
 from serving.lifecycle import ModelLoader, Service, settle_heap, shorten_gil_switch_interval
 from serving.model import load_model, locate_metadata
 from serving.observability import ObservabilityPlugin
+from serving.observability.otel_env import resolve_tracing
 from serving.quality.feedback import build_feedback
 from serving.quality.routes import build_quality_handlers
 from serving.settings import Settings
@@ -49,7 +50,7 @@ def create_app(
     settings = settings if settings is not None else Settings()
     plugins = list(plugins)
     observed = any(isinstance(plugin, ObservabilityPlugin) for plugin in plugins)
-    if not observed and (settings.metrics_enabled or settings.tracing_enabled):
+    if not observed and (settings.metrics_enabled or resolve_tracing(settings).enabled):
         plugins.append(ObservabilityPlugin(settings, locate_metadata(settings)))
     service = Service(settings, model_loader=model_loader)
     feedback = build_feedback(settings)

@@ -134,22 +134,26 @@ class Settings(BaseSettings):
 
     # ---------------------------------------------------------------- observability
     service_name: str = Field(
-        default="mnist-inference", description="service.name of traces and metrics."
+        default="mnist-inference",
+        description="service.name of traces; unset: OTEL_SERVICE_NAME, else this default.",
     )
-    tracing_enabled: bool = Field(
-        default=False, description="Export OpenTelemetry traces over OTLP."
+    tracing_enabled: bool | None = Field(
+        default=None,
+        description="Export OpenTelemetry traces over OTLP; unset: on when "
+        "OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set. OTEL_SDK_DISABLED=true always wins.",
     )
     otlp_protocol: Literal["grpc", "http/protobuf"] | None = Field(
         default=None,
         description="OTLP transport; unset honours OTEL_EXPORTER_OTLP_PROTOCOL, "
         "else http/protobuf.",
     )
-    trace_sample_ratio: float = Field(
-        default=0.01,
+    trace_sample_ratio: float | None = Field(
+        default=None,
         ge=0,
         le=1,
-        description="Share of requests without a caller's trace decision that are traced; a "
-        "caller's traceparent flag is always followed.",
+        description="Share of requests without a caller's trace decision that are traced (a "
+        "caller's traceparent flag is always followed); unset: OTEL_TRACES_SAMPLER(_ARG), else "
+        "0.01.",
     )
     metrics_enabled: bool = Field(default=True, description="Serve Prometheus metrics on /metrics.")
     metrics_sample_interval_s: float = Field(

@@ -32,6 +32,7 @@ from serving.observability.drift import DriftMonitor
 from serving.observability.inputs import InputMetrics
 from serving.observability.metrics import CONTENT_TYPE, ServingMetrics, render
 from serving.observability.observer import TelemetryObserver
+from serving.observability.otel_env import resolve_tracing
 from serving.observability.quality import QualityMetrics, ServiceDrift
 from serving.observability.requests import HttpMetrics, ObservedRequests, ServerSpans
 from serving.observability.tracing import (
@@ -105,9 +106,10 @@ class ObservabilityPlugin(InitPlugin):
                 len(metadata.labels),
                 metadata.prediction_reference,
             )
-        if settings.tracing_enabled:
+        otel = resolve_tracing(settings)
+        if otel.enabled:
             self.tracer_provider = build_tracer_provider(
-                service_name=settings.service_name,
+                service_name=otel.service_name,
                 service_version=package_version(),
                 processor=span_processor,
                 protocol=settings.otlp_protocol,
@@ -131,7 +133,7 @@ class ObservabilityPlugin(InitPlugin):
         if self.tracer_provider is not None:
             spans = ServerSpans(
                 self.tracer_provider.get_tracer(HTTP_INSTRUMENTATION),
-                settings.trace_sample_ratio,
+                otel.sample_ratio,
             )
         self.requests = ObservedRequests(self.http, spans)
         self._wrapped = False
