@@ -96,6 +96,6 @@ def test_compose_file_is_valid_and_its_mounts_exist() -> None:
 def test_dashboard_queries_use_metrics_that_exist(metric_names: set[str]) -> None:
     dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "mnist-inference.json").read_text())
     expressions = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
-    used = {name for expr in expressions for name in re.findall(r"\binference_[a-z_]+", expr)}
+    used = {name for expr in expressions for name in re.findall(r"\binference_[a-z0-9_]+", expr)}
     assert used
     assert used <= metric_names, used - metric_names
