@@ -79,6 +79,8 @@ class QualityStore:
         self.max_ids = max_ids
         self.stale_s = stale_s
         self._lock = threading.Lock()
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(
             str(path) if path is not None else ":memory:",
             timeout=10.0,

@@ -20,7 +20,7 @@ def store(path: Path | None, **kwargs: int) -> QualityStore:
 
 
 def test_a_duplicate_seen_by_another_worker_is_not_counted(tmp_path: Path) -> None:
-    path = tmp_path / "q.sqlite3"
+    path = tmp_path / "not-yet" / "q.sqlite3"  # the directory is created
     first, second = store(path), store(path)  # two workers' connections
     outcome = first.add([item(1), item(2), item(2)], now=1_010)
     assert (len(outcome.accepted), outcome.duplicates, outcome.unknown) == (2, 1, 0)
