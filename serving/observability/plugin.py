@@ -209,7 +209,7 @@ class ObservabilityPlugin(InitPlugin):
         the store may wait on another worker's write)."""
         if self._store is None:
             return
-        local, self._local_counts = self._local_counts, None
+        local = self._local_counts  # the latest sample's (rewriting it twice is harmless)
         if self.service_drift is not None and local is not None:
             self.service_drift.publish(self._store, local)
         if self.quality is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 from litestar.testing import TestClient
 from sklearn.metrics import accuracy_score, confusion_matrix
@@ -108,3 +109,15 @@ def test_a_second_app_with_the_same_key_and_store_joins_the_first_apps_ids(
         assert send(second, [(i, 1) for i in ids]) == {"accepted": 5, "duplicates": 0, "unknown": 0}
         assert send(first, [(ids[0], 1)])["duplicates"] == 1
         assert first.get("/v1/quality").json() == second.get("/v1/quality").json()
+
+
+def test_ids_for_a_v2_response_join_like_v1_ids(settings: Settings) -> None:
+    """The helper the v2 protocol uses: one id per output row, in order, accepted by feedback."""
+    app = create_app(settings)
+    feedback = app.state.feedback
+    probabilities = np.eye(10, dtype=np.float32)[[3, 1, 4]] * 0.9 + 0.01
+    ids = feedback.ids_for(probabilities, "1")
+    assert [feedback.ids.verify(i).label for i in ids] == [3, 1, 4]
+    with TestClient(app) as client:
+        assert send(client, [(i, 3) for i in ids]) == {"accepted": 3, "duplicates": 0, "unknown": 0}
+        assert client.get("/v1/quality").json()["confusion"][3][1] == 1
