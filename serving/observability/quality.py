@@ -151,12 +151,13 @@ class ServiceDrift:
         window: int,
         classes: int,
         reference: PredictionReference | None,
+        worker: int | None = None,
     ) -> None:
         self.drift = drift
         self.predictions = PredictionWindow(window)
         self.classes = classes
         self.reference = reference
-        self._worker = os.getpid()
+        self._worker = os.getpid() if worker is None else worker  # its row in the store
         self.js = Gauge(
             f"{PREFIX}_drift_prediction_js_distance",
             "Jensen-Shannon distance (base 2) of the predicted classes of recent traffic vs the "
