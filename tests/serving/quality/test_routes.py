@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -121,3 +122,12 @@ def test_ids_for_a_v2_response_join_like_v1_ids(settings: Settings) -> None:
     with TestClient(app) as client:
         assert send(client, [(i, 3) for i in ids]) == {"accepted": 3, "duplicates": 0, "unknown": 0}
         assert client.get("/v1/quality").json()["confusion"][3][1] == 1
+
+
+def test_ids_past_the_horizon_are_unknown(settings: Settings) -> None:
+    short = settings.model_copy(update={"feedback_horizon_s": 0.5})
+    with TestClient(create_app(short)) as client:
+        (prediction,) = predict(client, 1)
+        time.sleep(1.6)  # issue times are whole seconds: expired for sure after 1.5 s
+        answer = send(client, [(prediction["prediction_id"], 1)])
+    assert answer == {"accepted": 0, "duplicates": 0, "unknown": 1}
