@@ -175,8 +175,8 @@ class Settings(BaseSettings):
     feedback_key: str | None = Field(
         default=None,
         repr=False,
-        description="HMAC key of prediction ids; set the same on every replica. Unset: random per "
-        "start, shared by its workers.",
+        description="Key that signs prediction ids; set the same on every replica. Unset: "
+        "random per start, shared by its workers.",
     )
     feedback_horizon_s: float = Field(
         default=86400.0, gt=0, description="How long a prediction id accepts feedback."

@@ -1,4 +1,4 @@
-"""Prediction ids that carry what a feedback join needs, authenticated with an HMAC.
+"""Prediction ids that carry what a feedback join needs, authenticated with a keyed MAC.
 
 An id is ``base64url(payload + tag)``: the payload packs the predicted label, the confidence,
 the model version, the issue time (Unix seconds) and a random nonce; the tag is a 13-byte keyed
