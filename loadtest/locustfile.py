@@ -1,16 +1,24 @@
 """Locust users that post real MNIST test digits to ``POST /v1/predict``, and the p95 gate.
 
     locust -f loadtest/locustfile.py --headless -H http://127.0.0.1:8000 -u 8 -t 30s \
-        --p95-budget-ms 20 --max-error-rate 0.01 [--shape steady|step|spike] [--processes 2]
+        --p95-budget-ms 20 --max-error-rate 0.01 [--shape steady|step|spike] [--processes 2] \
+        [--feedback-ratio 0.2] [--drift 0.5]
 
 A response fails unless it is 200 and schema-valid with one prediction per instance; correct
 labels are counted (accuracy). The verdict is taken on the local runner or the master, never on
-a worker, and sets the exit code; the one-line summary is printed last.
+a worker, and sets the exit code; the one-line summary is printed last, with the service's own
+live accuracy from ``/v1/quality`` beside the verdict.
+
+``--feedback-ratio`` makes users send the true labels of that share of their predictions to
+``/v1/feedback`` (batched, request name "feedback"); ``--drift`` replaces that share of the
+requests by out-of-distribution digits (inverted or noisy; their true labels are kept).
 """
 
 from __future__ import annotations
 
+import json
 import random
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -20,9 +28,9 @@ from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
 from loadtest import percentiles
-from loadtest.data import Sample, build_samples, load_digits, mnist_dir
+from loadtest.data import Sample, build_samples, load_digits, mnist_dir, out_of_distribution
 from loadtest.gate import AccuracyCounter, GateConfig, RunResult, decide, summary_line
-from loadtest.schema import SchemaError, check_response
+from loadtest.schema import SchemaError, check_predictions
 from loadtest.shapes import SelectableShape, StepPlan
 
 # Every Locust process imports the locustfile (master and each --processes worker).
@@ -31,6 +39,8 @@ percentiles.install()
 __all__ = ["PredictUser", "SelectableShape"]
 
 PREDICT_PATH = "/v1/predict"
+FEEDBACK_PATH = "/v1/feedback"
+QUALITY_PATH = "/v1/quality"
 
 
 def _listen(hook: Any, handler: Callable[..., None]) -> None:
@@ -42,6 +52,7 @@ class _State:
     """Per-process state built at init: the prepared samples and the accuracy counter."""
 
     samples: list[Sample] = []  # noqa: RUF012 - filled once per process at init
+    drifted: list[Sample] = []  # noqa: RUF012 - the --drift scenario's samples
     accuracy = AccuracyCounter()
 
 
@@ -90,6 +101,21 @@ def _add_options(parser: LocustArgumentParser) -> None:
         help="step: unmeasured seconds at the start of each step",
     )
     group.add_argument("--spike-users", type=int, default=32, help="spike: users at the peak")
+    group.add_argument(
+        "--feedback-ratio",
+        type=float,
+        default=0.0,
+        help="Share of predictions whose true labels are sent to /v1/feedback",
+    )
+    group.add_argument(
+        "--feedback-batch", type=int, default=50, help="Labels per /v1/feedback request"
+    )
+    group.add_argument(
+        "--drift",
+        type=float,
+        default=0.0,
+        help="Share of requests carrying out-of-distribution digits (inverted or noisy)",
+    )
 
 
 def _on_init(environment: Environment, **_: Any) -> None:
@@ -100,6 +126,9 @@ def _on_init(environment: Environment, **_: Any) -> None:
     if not isinstance(runner, MasterRunner):
         images, labels = load_digits(mnist_dir(options.mnist_dir or None), options.digits)
         _State.samples = build_samples(images, labels, options.instances_per_request)
+        if options.drift > 0:
+            drifted = out_of_distribution(images)
+            _State.drifted = build_samples(drifted, labels, options.instances_per_request)
         PredictUser.weights = (options.json_weight, options.binary_weight)
     if isinstance(runner, WorkerRunner):
         _listen(runner.environment.events.report_to_master, _ship_accuracy)
@@ -149,7 +178,21 @@ def _gate(environment: Environment, **_: Any) -> None:
     if isinstance(plan, StepPlan):
         print(plan.report(config.p95_budget_ms, config.max_error_rate), flush=True)
     environment.process_exit_code = verdict.exit_code
-    _Outcome.line = summary_line(result, verdict, config)
+    _Outcome.line = summary_line(result, verdict, config, live_quality(environment.host))
+
+
+def live_quality(host: str | None) -> str:
+    """``live_accuracy=… live_labelled=…`` from the service's /v1/quality (``n/a`` if absent)."""
+    if not host:
+        return "live_accuracy=n/a"
+    try:
+        with urllib.request.urlopen(host.rstrip("/") + QUALITY_PATH, timeout=5) as response:
+            quality = json.loads(response.read())
+    except (OSError, ValueError):
+        return "live_accuracy=n/a"
+    accuracy = quality.get("accuracy")
+    shown = "n/a" if accuracy is None else f"{accuracy:.4f}"
+    return f"live_accuracy={shown} live_labelled={quality.get('labelled', 0)}"
 
 
 def _print_summary(exit_code: int, **_: Any) -> None:
@@ -169,6 +212,16 @@ class PredictUser(FastHttpUser):
 
     weights: tuple[int, int] = (3, 1)
 
+    def on_start(self) -> None:
+        options = self.environment.parsed_options
+        self.feedback_ratio = options.feedback_ratio if options is not None else 0.0
+        self.feedback_batch = options.feedback_batch if options is not None else 50
+        self.drift = options.drift if options is not None else 0.0
+        self.pending: list[dict[str, Any]] = []
+
+    def on_stop(self) -> None:
+        self._send_feedback()
+
     def _post(self, body: bytes, content_type: str, name: str, sample: Sample) -> None:
         with self.client.post(
             PREDICT_PATH,
@@ -181,15 +234,34 @@ class PredictUser(FastHttpUser):
                 response.failure(f"HTTP {response.status_code}")
                 return
             try:
-                labels = check_response(response.content or b"", len(sample.labels))
+                predictions = check_predictions(response.content or b"", len(sample.labels))
             except SchemaError as exc:
                 response.failure(str(exc))
                 return
-            _State.accuracy.add(labels, sample.labels)
+            _State.accuracy.add([p.label for p in predictions], sample.labels)
+        if self.feedback_ratio > 0 and random.random() < self.feedback_ratio:
+            self.pending += [
+                {"prediction_id": p.prediction_id, "label": label}
+                for p, label in zip(predictions, sample.labels, strict=True)
+                if p.prediction_id is not None
+            ]
+            if len(self.pending) >= self.feedback_batch:
+                self._send_feedback()
+
+    def _send_feedback(self) -> None:
+        items, self.pending = self.pending, []
+        if not items:
+            return
+        with self.client.post(
+            FEEDBACK_PATH, json={"feedback": items}, name="feedback", catch_response=True
+        ) as response:
+            if response.status_code != 200:
+                response.failure(f"HTTP {response.status_code}")
 
     @task
     def predict(self) -> None:
-        sample = random.choice(_State.samples)
+        drifted = _State.drifted and random.random() < self.drift
+        sample = random.choice(_State.drifted if drifted else _State.samples)
         json_weight, binary_weight = self.weights
         if random.random() * (json_weight + binary_weight) < json_weight:
             self._post(sample.json, "application/json", "predict json", sample)

@@ -79,6 +79,14 @@ class EpochRecord(msgspec.Struct, frozen=True, kw_only=True):
     seconds: float
 
 
+class PredictionReference(msgspec.Struct, frozen=True):
+    """The test set's predictions: the reference of prediction drift (``predictions``)."""
+
+    num_images: int
+    predicted_distribution: list[float]
+    confidence: Histogram
+
+
 class Metadata(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     version: int
@@ -94,6 +102,8 @@ class Metadata(msgspec.Struct, frozen=True, kw_only=True):
     training_stats: TrainingStats
     training: dict[str, object] = msgspec.field(default_factory=dict)
     quantization: dict[str, object] = msgspec.field(default_factory=dict)
+    #: Absent in models trained before prediction drift existed: the drift gauges stay NaN.
+    prediction_reference: PredictionReference | None = None
     schema_version: int = SCHEMA_VERSION
 
     @property

@@ -19,6 +19,7 @@ import numpy as np
 from model_repository.features import training_stats
 from model_repository.layout import CURVES_FILE, FP32_FILE, INT8_FILE
 from model_repository.metadata import EpochRecord, Metadata, Parity, Preprocessing, TensorSpec
+from model_repository.predictions import prediction_reference
 from training import evaluate, export, plots
 from training.config import MOMENTUM, TrainConfig
 from training.data import Mnist, holdout, scale
@@ -201,6 +202,7 @@ def run(data: Mnist, output: Path, name: str, config: TrainConfig) -> Path:
             },
         }
         stats = training_stats(scale(data.x_train))
+        reference = prediction_reference(onnx_probs)
         created_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
         def metadata_for(version: int) -> Metadata:
@@ -219,6 +221,7 @@ def run(data: Mnist, output: Path, name: str, config: TrainConfig) -> Path:
                 training_stats=stats,
                 training=fitted.record(),
                 quantization=quantization,
+                prediction_reference=reference,
             )
 
         return publish(staging, output, name, metadata_for)

@@ -89,6 +89,14 @@ def test_metadata_describes_the_files(small_published: Path, mnist: Mnist) -> No
     dependence = meta.quantization["batch_dependence"]
     assert isinstance(dependence, dict)
     assert dependence["fp32"]["max_abs_diff"] < 1e-5
+    # The prediction-drift reference: the served model's predictions on the test images.
+    reference = meta.prediction_reference
+    assert reference is not None
+    probabilities = evaluate.run(sess, scale(test.x_test))
+    assert reference.num_images == len(test.x_test)
+    expected = np.bincount(probabilities.argmax(axis=1), minlength=10) / len(probabilities)
+    assert reference.predicted_distribution == pytest.approx(expected.tolist())
+    assert sum(reference.confidence.counts) == len(test.x_test)
 
 
 def test_versions_increase_and_parity_failure_publishes_nothing(
