@@ -49,6 +49,10 @@ model: setup ## Train + export unless $(MODELS)/$(MODEL_NAME) already has a vers
 train: setup ## Train, evaluate and export a new model version into $(MODELS)
 	$(BIN)/python -m training --output $(MODELS) --name $(MODEL_NAME)
 
+.PHONY: compare
+compare: setup ## Optimizer study (~10 min): full-batch GD, SGD, momentum, Adam -> docs/training.md
+	$(BIN)/python -m training.compare --doc docs/training.md --image docs/images/optimizers.png
+
 .PHONY: serve
 serve: setup ## Start the service on the latest model version
 	$(BIN)/python -m serving --model-repository $(MODELS)

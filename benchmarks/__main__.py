@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 import psutil
 
-from benchmarks import ab, floor, wrk
+from benchmarks import ab, floor, report, wrk
 from benchmarks.report import Point, markdown, plot, ratios
 from loadtest.data import binary_body, json_body, load_digits, mnist_dir
 from loadtest.oip import INFER_PATH, v2_binary_body, v2_json_body
@@ -44,20 +44,24 @@ LOAD_CPU = 1
 @dataclass(frozen=True, slots=True)
 class Config:
     name: str
-    ceiling: bool = False
+    #: service (python -m serving), ceiling (benchmarks.ceiling) or naive (benchmarks.naive).
+    server: str = "service"
     binary: bool = False
     protocol: str = "v1"
+    #: More than one worker runs unpinned: each server owns the machine, as deployed.
+    workers: int = 1
     env: dict[str, str] = field(default_factory=dict)
 
 
 OFF = {"SERVING_TRACING_ENABLED": "false", "SERVING_METRICS_ENABLED": "false"}
 BATCHED = Config("service batched fp32", env={**OFF, "SERVING_MODEL_VARIANT": "fp32"})
 OBSERVED = Config(
-    "service batched fp32 + tracing + metrics",
-    env={"SERVING_TRACING_ENABLED": "true", "SERVING_METRICS_ENABLED": "true"},
+    report.SERVICE, env={"SERVING_TRACING_ENABLED": "true", "SERVING_METRICS_ENABLED": "true"}
 )
+DEFAULTS = {"SERVING_TRACING_ENABLED": "true", "SERVING_METRICS_ENABLED": "true"}
 CONFIGS = [
-    Config("ceiling (hello world)", ceiling=True),
+    Config("ceiling (hello world)", server="ceiling"),
+    Config(report.NAIVE, server="naive"),
     Config("service unbatched fp32", env={**OFF, "SERVING_MAX_BATCH_SIZE": "1"}),
     BATCHED,
     Config("service batched int8", env={**OFF, "SERVING_MODEL_VARIANT": "int8"}),
@@ -65,6 +69,9 @@ CONFIGS = [
     Config("service batched v2 json", protocol="v2", env={**OFF}),
     Config("service batched v2 binary fp32", protocol="v2", binary=True, env={**OFF}),
     OBSERVED,
+    Config(report.CEILING_2W, server="ceiling", workers=2),
+    Config(report.NAIVE_2W, server="naive", workers=2),
+    Config(report.SERVICE_2W, workers=2, env=DEFAULTS),
 ]
 #: Concurrency of each server in the observability A/B: the batched service's usual peak.
 AB_CONCURRENCY = 32
@@ -110,15 +117,17 @@ def stop_otlp_sink(sink: subprocess.Popen[bytes] | None, log: Path) -> dict[str,
 
 def _server(config: Config, args: argparse.Namespace, endpoint: str, log: Path) -> ServerProcess:
     port = free_port()
-    if config.ceiling:
-        server_args = ["-m", "benchmarks.ceiling", "--port", str(port)]
+    common = ["--port", str(port), "--workers", str(config.workers)]
+    if config.server == "ceiling":
+        server_args = ["-m", "benchmarks.ceiling", *common]
+    elif config.server == "naive":
+        model = resolve(args.models, args.model_name).model_file("fp32")
+        server_args = ["-m", "benchmarks.naive", "--model", str(model), *common]
     else:
-        server_args = ["-m", "serving", "--port", str(port),
-                       "--model-repository", str(args.models)]  # fmt: skip
+        server_args = ["-m", "serving", "--model-repository", str(args.models), *common]
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, **config.env}
-    return ServerProcess(
-        log, args=server_args, env=env, port=port, cpu=SERVER_CPU, ready_timeout_s=120
-    )
+    cpu = SERVER_CPU if config.workers == 1 else None
+    return ServerProcess(log, args=server_args, env=env, port=port, cpu=cpu, ready_timeout_s=120)
 
 
 def _machine_busy() -> float:

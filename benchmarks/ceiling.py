@@ -63,14 +63,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8100)
+    parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
     uvicorn.run(
-        create_app(),
+        "benchmarks.ceiling:create_app",
+        factory=True,
         host=args.host,
         port=args.port,
         loop="uvloop",
         http="httptools",
-        workers=1,
+        workers=args.workers,
         access_log=False,
         log_level="warning",
     )

@@ -203,6 +203,74 @@ def ratios(points: Sequence[Point], observability: Summary | None = None) -> lis
                 + _capacity_ratio(points, "service batched v2 binary fp32", "service batched fp32"),
             )
         )
+    out += against_naive(points)
+    return out
+
+
+#: The configuration names the naive-baseline targets compare (benchmarks/__main__.py CONFIGS).
+SERVICE = "service batched fp32 + tracing + metrics"
+NAIVE = "naive inline fp32"
+SERVICE_2W = "service 2 workers + tracing + metrics"
+NAIVE_2W = "naive inline fp32, 2 workers"
+CEILING_2W = "ceiling (hello world), 2 workers"
+
+
+def against_naive(points: Sequence[Point]) -> list[Ratio]:
+    """The targets against the 20-line server (docs/performance.md, "Against the naive server"):
+    the service with its default observability must beat it at every load."""
+    out = []
+    svc1, naive1 = _at(points, SERVICE, 1), _at(points, NAIVE, 1)
+    if svc1 and naive1:
+        delta = svc1.load.p50_ms - naive1.load.p50_ms
+        out.append(
+            Ratio(
+                "c=1 p50 minus naive p50 (ms)",
+                delta,
+                "<= 0.05 ms",
+                delta <= 0.05,
+                f"{svc1.load.p50_ms:.3f} ms vs {naive1.load.p50_ms:.3f} ms",
+            )
+        )
+    for service, naive, target in ((SERVICE, NAIVE, 1.3), (SERVICE_2W, NAIVE_2W, 1.5)):
+        ours, theirs = _at(points, service, 32), _at(points, naive, 32)
+        if ours and theirs:
+            value = ours.load.rps / theirs.load.rps
+            out.append(
+                Ratio(
+                    f"c=32 {service} / {naive}",
+                    value,
+                    f">= {target}",
+                    value >= target,
+                    f"{ours.load.rps:.0f} rps (p95 {ours.load.p95_ms:.1f} ms) vs "
+                    f"{theirs.load.rps:.0f} rps (p95 {theirs.load.p95_ms:.1f} ms)",
+                )
+            )
+    ours, ceiling = _at(points, SERVICE_2W, 32), _at(points, CEILING_2W, 32)
+    if ours and ceiling:
+        value = ours.load.rps / ceiling.load.rps
+        met = value >= 0.85 and ours.load.p95_ms <= P95_BUDGET_MS
+        out.append(
+            Ratio(
+                "c=32 2 workers: service / ceiling (and p95 <= 20 ms)",
+                value,
+                ">= 0.85",
+                met,
+                f"{ours.load.rps:.0f} vs {ceiling.load.rps:.0f} rps, service p95 "
+                f"{ours.load.p95_ms:.1f} ms",
+            )
+        )
+    tail = _at(points, SERVICE_2W, 64)
+    if tail:
+        value = tail.load.p99_ms / tail.load.p95_ms
+        out.append(
+            Ratio(
+                "c=64 2 workers: p99 / p95",
+                value,
+                "<= 2",
+                value <= 2,
+                f"p99 {tail.load.p99_ms:.2f} ms, p95 {tail.load.p95_ms:.2f} ms",
+            )
+        )
     return out
 
 

@@ -38,6 +38,17 @@ def load_digits(
     return np.ascontiguousarray(flat), np.ascontiguousarray(labels[offset:end])
 
 
+def out_of_distribution(images: npt.NDArray[np.uint8], seed: int = 0) -> npt.NDArray[np.uint8]:
+    """The drift scenario's digits: even rows inverted (dark ink on white), odd rows buried in
+    uniform noise. Both move the input PSI and the predicted classes far from MNIST's."""
+    rng = np.random.default_rng(seed)
+    drifted = images.copy()
+    drifted[::2] = 255 - drifted[::2]
+    noise = rng.integers(0, 256, drifted[1::2].shape, dtype=np.uint8)
+    drifted[1::2] = np.maximum(drifted[1::2], noise)
+    return drifted
+
+
 def json_body(pixels: npt.NDArray[np.uint8]) -> bytes:
     """``{"instances": [[784 floats in 0..1], ...]}`` for pixels of shape (n, 784)."""
     scaled = np.round(pixels.reshape(-1, PIXELS).astype(np.float64) / 255.0, JSON_DECIMALS)

@@ -85,15 +85,21 @@ def decide(result: RunResult, config: GateConfig, *, is_worker: bool) -> Verdict
     return None if is_worker else judge(result, config)
 
 
-def summary_line(result: RunResult, verdict: Verdict, config: GateConfig) -> str:
-    """The one line printed last by every run; stable ``key=value`` fields for grep and CI logs."""
+def summary_line(
+    result: RunResult, verdict: Verdict, config: GateConfig, live: str | None = None
+) -> str:
+    """The one line printed last by every run; stable ``key=value`` fields for grep and CI logs.
+
+    ``live`` is the service's own view of its quality (``/v1/quality``, e.g.
+    ``live_accuracy=0.9712 live_labelled=480``), printed beside the verdict when given.
+    """
     accuracy = "n/a" if result.accuracy is None else f"{result.accuracy:.4f}"
     line = (
         f"SUMMARY rps={result.rps:.1f} p50_ms={result.p50_ms:.3f} p95_ms={result.p95_ms:.3f} "
         f"p99_ms={result.p99_ms:.3f} requests={result.requests} "
         f"error_rate={result.error_rate:.4f} accuracy={accuracy} "
         f"budget_p95_ms={config.p95_budget_ms:g} max_error_rate={config.max_error_rate:g} "
-        f"verdict={'PASS' if verdict.passed else 'FAIL'}"
+        f"{live + ' ' if live else ''}verdict={'PASS' if verdict.passed else 'FAIL'}"
     )
     if verdict.reasons:
         line += " (" + "; ".join(verdict.reasons) + ")"

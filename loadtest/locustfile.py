@@ -3,19 +3,26 @@
 
     locust -f loadtest/locustfile.py --headless -H http://127.0.0.1:8000 -u 8 -t 30s \
         --p95-budget-ms 20 --max-error-rate 0.01 [--shape steady|step|spike] [--processes 2] \
-        [--protocol v1|v2] [--encoding mixed|json|binary]
-
-``--encoding json|binary`` sends only one encoding (v1: JSON or octet-stream; v2: JSON data or
-the binary tensor extension with FP32 data); ``mixed`` (default) follows the weights.
+        [--feedback-ratio 0.2] [--drift 0.5] [--protocol v1|v2] [--encoding mixed|json|binary]
 
 A response fails unless it is 200 and schema-valid with one prediction per instance; correct
 labels are counted (accuracy). The verdict is taken on the local runner or the master, never on
-a worker, and sets the exit code; the one-line summary is printed last.
+a worker, and sets the exit code; the one-line summary is printed last, with the service's own
+live accuracy from ``/v1/quality`` beside the verdict.
+
+``--feedback-ratio`` makes users send the true labels of that share of their predictions to
+``/v1/feedback`` (batched, request name "feedback"); ``--drift`` replaces that share of the
+requests by out-of-distribution digits (inverted or noisy; their true labels are kept).
+``--encoding json|binary`` sends only one encoding (v1: JSON or octet-stream; v2: JSON data or
+the binary tensor extension with FP32 data); ``mixed`` (default) follows the weights. v2
+responses carry no prediction ids, so ``--feedback-ratio`` only applies to v1.
 """
 
 from __future__ import annotations
 
+import json
 import random
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -25,10 +32,10 @@ from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
 from loadtest import percentiles
-from loadtest.data import Sample, build_samples, load_digits, mnist_dir
+from loadtest.data import Sample, build_samples, load_digits, mnist_dir, out_of_distribution
 from loadtest.gate import AccuracyCounter, GateConfig, RunResult, decide, summary_line
 from loadtest.oip import HEADER_LENGTH, INFER_PATH, V2Sample, check_v2_response, v2_samples
-from loadtest.schema import SchemaError, check_response
+from loadtest.schema import SchemaError, check_predictions
 from loadtest.shapes import SelectableShape, StepPlan
 
 # Every Locust process imports the locustfile (master and each --processes worker).
@@ -37,6 +44,8 @@ percentiles.install()
 __all__ = ["PredictUser", "SelectableShape"]
 
 PREDICT_PATH = "/v1/predict"
+FEEDBACK_PATH = "/v1/feedback"
+QUALITY_PATH = "/v1/quality"
 
 
 def _listen(hook: Any, handler: Callable[..., None]) -> None:
@@ -48,7 +57,9 @@ class _State:
     """Per-process state built at init: the prepared samples and the accuracy counter."""
 
     samples: list[Sample] = []  # noqa: RUF012 - filled once per process at init
-    v2: list[V2Sample] = []  # noqa: RUF012 - filled once per process at init (--protocol v2)
+    drifted: list[Sample] = []  # noqa: RUF012 - the --drift scenario's samples
+    v2: list[V2Sample] = []  # noqa: RUF012 - the v2 twins of samples (--protocol v2)
+    v2_drifted: list[V2Sample] = []  # noqa: RUF012 - the v2 twins of drifted
     accuracy = AccuracyCounter()
 
 
@@ -82,19 +93,6 @@ def _add_options(parser: LocustArgumentParser) -> None:
     group.add_argument("--json-weight", type=int, default=3, help="Weight of the JSON task")
     group.add_argument("--binary-weight", type=int, default=1, help="Weight of the binary task")
     group.add_argument(
-        "--protocol",
-        choices=["v1", "v2"],
-        default="v1",
-        help="v1: POST /v1/predict; v2: Open Inference Protocol POST /v2/models/mnist/infer",
-    )
-    group.add_argument(
-        "--encoding",
-        choices=["mixed", "json", "binary"],
-        default="mixed",
-        help="json or binary only (v1: octet-stream; v2: binary tensor data, FP32); mixed: "
-        "by the weights (Locust itself owns --json)",
-    )
-    group.add_argument(
         "--shape",
         choices=["steady", "step", "spike"],
         default="steady",
@@ -110,6 +108,34 @@ def _add_options(parser: LocustArgumentParser) -> None:
         help="step: unmeasured seconds at the start of each step",
     )
     group.add_argument("--spike-users", type=int, default=32, help="spike: users at the peak")
+    group.add_argument(
+        "--feedback-ratio",
+        type=float,
+        default=0.0,
+        help="Share of predictions whose true labels are sent to /v1/feedback",
+    )
+    group.add_argument(
+        "--feedback-batch", type=int, default=50, help="Labels per /v1/feedback request"
+    )
+    group.add_argument(
+        "--drift",
+        type=float,
+        default=0.0,
+        help="Share of requests carrying out-of-distribution digits (inverted or noisy)",
+    )
+    group.add_argument(
+        "--protocol",
+        choices=["v1", "v2"],
+        default="v1",
+        help="v1: POST /v1/predict; v2: Open Inference Protocol POST /v2/models/mnist/infer",
+    )
+    group.add_argument(
+        "--encoding",
+        choices=["mixed", "json", "binary"],
+        default="mixed",
+        help="json or binary only (v1: octet-stream; v2: binary tensor data, FP32); mixed: "
+        "by the weights (Locust itself owns --json)",
+    )
 
 
 def _on_init(environment: Environment, **_: Any) -> None:
@@ -120,12 +146,16 @@ def _on_init(environment: Environment, **_: Any) -> None:
     if not isinstance(runner, MasterRunner):
         images, labels = load_digits(mnist_dir(options.mnist_dir or None), options.digits)
         _State.samples = build_samples(images, labels, options.instances_per_request)
+        if options.drift > 0:
+            drifted = out_of_distribution(images)
+            _State.drifted = build_samples(drifted, labels, options.instances_per_request)
         PredictUser.weights = encoding_weights(
             options.encoding, options.json_weight, options.binary_weight
         )
         PredictUser.protocol = options.protocol
         if options.protocol == "v2":
             _State.v2 = v2_samples(_State.samples)
+            _State.v2_drifted = v2_samples(_State.drifted)
     if isinstance(runner, WorkerRunner):
         _listen(runner.environment.events.report_to_master, _ship_accuracy)
     if isinstance(runner, MasterRunner):
@@ -183,7 +213,21 @@ def _gate(environment: Environment, **_: Any) -> None:
     if isinstance(plan, StepPlan):
         print(plan.report(config.p95_budget_ms, config.max_error_rate), flush=True)
     environment.process_exit_code = verdict.exit_code
-    _Outcome.line = summary_line(result, verdict, config)
+    _Outcome.line = summary_line(result, verdict, config, live_quality(environment.host))
+
+
+def live_quality(host: str | None) -> str:
+    """``live_accuracy=… live_labelled=…`` from the service's /v1/quality (``n/a`` if absent)."""
+    if not host:
+        return "live_accuracy=n/a"
+    try:
+        with urllib.request.urlopen(host.rstrip("/") + QUALITY_PATH, timeout=5) as response:
+            quality = json.loads(response.read())
+    except (OSError, ValueError):
+        return "live_accuracy=n/a"
+    accuracy = quality.get("accuracy")
+    shown = "n/a" if accuracy is None else f"{accuracy:.4f}"
+    return f"live_accuracy={shown} live_labelled={quality.get('labelled', 0)}"
 
 
 def _print_summary(exit_code: int, **_: Any) -> None:
@@ -204,17 +248,79 @@ class PredictUser(FastHttpUser):
     weights: tuple[int, int] = (3, 1)
     protocol = "v1"
 
-    def _post(
-        self,
-        path: str,
-        body: bytes,
-        headers: dict[str, str],
-        name: str,
-        check: Callable[[bytes, str | None], list[int]],
-        expected: tuple[int, ...],
-    ) -> None:
+    def on_start(self) -> None:
+        options = self.environment.parsed_options
+        self.feedback_ratio = options.feedback_ratio if options is not None else 0.0
+        self.feedback_batch = options.feedback_batch if options is not None else 50
+        self.drift = options.drift if options is not None else 0.0
+        self.pending: list[dict[str, Any]] = []
+
+    def on_stop(self) -> None:
+        self._send_feedback()
+
+    def _post(self, body: bytes, content_type: str, name: str, sample: Sample) -> None:
         with self.client.post(
-            path,
+            PREDICT_PATH,
+            data=body,  # type: ignore[arg-type]  # FastHttpSession sends bytes as-is
+            headers={"Content-Type": content_type},
+            name=name,
+            catch_response=True,
+        ) as response:
+            if response.status_code != 200:
+                response.failure(f"HTTP {response.status_code}")
+                return
+            try:
+                predictions = check_predictions(response.content or b"", len(sample.labels))
+            except SchemaError as exc:
+                response.failure(str(exc))
+                return
+            _State.accuracy.add([p.label for p in predictions], sample.labels)
+        if self.feedback_ratio > 0 and random.random() < self.feedback_ratio:
+            self.pending += [
+                {"prediction_id": p.prediction_id, "label": label}
+                for p, label in zip(predictions, sample.labels, strict=True)
+                if p.prediction_id is not None
+            ]
+            if len(self.pending) >= self.feedback_batch:
+                self._send_feedback()
+
+    def _send_feedback(self) -> None:
+        items, self.pending = self.pending, []
+        if not items:
+            return
+        with self.client.post(
+            FEEDBACK_PATH, json={"feedback": items}, name="feedback", catch_response=True
+        ) as response:
+            if response.status_code != 200:
+                response.failure(f"HTTP {response.status_code}")
+
+    @task
+    def predict(self) -> None:
+        drifted = bool(_State.drifted) and random.random() < self.drift
+        json_weight, binary_weight = self.weights
+        as_json = random.random() * (json_weight + binary_weight) < json_weight
+        if self.protocol == "v2":
+            self._infer_v2(random.choice(_State.v2_drifted if drifted else _State.v2), as_json)
+            return
+        sample = random.choice(_State.drifted if drifted else _State.samples)
+        if as_json:
+            self._post(sample.json, "application/json", "predict json", sample)
+        else:
+            self._post(sample.binary, "application/octet-stream", "predict binary", sample)
+
+    def _infer_v2(self, sample: V2Sample, as_json: bool) -> None:
+        """One OIP v2 infer; a response fails unless it is 200 and holds every prediction."""
+        if as_json:
+            body, name = sample.json, "v2 infer json"
+            headers = {"Content-Type": "application/json"}
+        else:
+            body, name = sample.binary, "v2 infer binary"
+            headers = {
+                "Content-Type": "application/octet-stream",
+                HEADER_LENGTH: str(sample.header_length),
+            }
+        with self.client.post(
+            INFER_PATH,
             data=body,  # type: ignore[arg-type]  # FastHttpSession sends bytes as-is
             headers=headers,
             name=name,
@@ -224,45 +330,12 @@ class PredictUser(FastHttpUser):
                 response.failure(f"HTTP {response.status_code}")
                 return
             try:
-                labels = check(response.content or b"", response.headers.get(HEADER_LENGTH))
+                labels = check_v2_response(
+                    response.content or b"",
+                    response.headers.get(HEADER_LENGTH),
+                    len(sample.labels),
+                )
             except SchemaError as exc:
                 response.failure(str(exc))
                 return
-            _State.accuracy.add(labels, expected)
-
-    @task
-    def predict(self) -> None:
-        index = random.randrange(len(_State.samples))
-        json_weight, binary_weight = self.weights
-        as_json = random.random() * (json_weight + binary_weight) < json_weight
-        if self.protocol == "v2":
-            self._infer_v2(_State.v2[index], as_json)
-            return
-        sample = _State.samples[index]
-        count = len(sample.labels)
-
-        def check(body: bytes, _: str | None) -> list[int]:
-            return check_response(body, count)
-
-        if as_json:
-            headers = {"Content-Type": "application/json"}
-            self._post(PREDICT_PATH, sample.json, headers, "predict json", check, sample.labels)
-        else:
-            headers = {"Content-Type": "application/octet-stream"}
-            self._post(PREDICT_PATH, sample.binary, headers, "predict binary", check, sample.labels)
-
-    def _infer_v2(self, sample: V2Sample, as_json: bool) -> None:
-        count = len(sample.labels)
-
-        def check(body: bytes, header_length: str | None) -> list[int]:
-            return check_v2_response(body, header_length, count)
-
-        if as_json:
-            headers = {"Content-Type": "application/json"}
-            self._post(INFER_PATH, sample.json, headers, "v2 infer json", check, sample.labels)
-        else:
-            headers = {
-                "Content-Type": "application/octet-stream",
-                HEADER_LENGTH: str(sample.header_length),
-            }
-            self._post(INFER_PATH, sample.binary, headers, "v2 infer binary", check, sample.labels)
+            _State.accuracy.add(labels, sample.labels)

@@ -19,6 +19,8 @@ class Prediction(msgspec.Struct):
     probabilities: Annotated[
         list[float], msgspec.Meta(min_length=NUM_CLASSES, max_length=NUM_CLASSES)
     ]
+    #: Sent back with the true label to /v1/feedback (absent from services without feedback).
+    prediction_id: str | None = None
 
 
 class ModelInfo(msgspec.Struct):
@@ -40,6 +42,11 @@ class SchemaError(ValueError):
 
 def check_response(body: bytes, expected_count: int) -> list[int]:
     """Validate a 200 body for a request of ``expected_count`` instances; return the labels."""
+    return [p.label for p in check_predictions(body, expected_count)]
+
+
+def check_predictions(body: bytes, expected_count: int) -> list[Prediction]:
+    """Validate a 200 body for a request of ``expected_count`` instances; return its predictions."""
     try:
         response = _decoder.decode(body)
     except msgspec.ValidationError as exc:
@@ -48,9 +55,7 @@ def check_response(body: bytes, expected_count: int) -> list[int]:
         raise SchemaError(f"not JSON: {exc}") from exc
     if len(response.predictions) != expected_count:
         raise SchemaError(f"{len(response.predictions)} predictions for {expected_count} instances")
-    labels = []
     for prediction in response.predictions:
         if not 0 <= prediction.label < NUM_CLASSES:
             raise SchemaError(f"label {prediction.label} out of range")
-        labels.append(prediction.label)
-    return labels
+    return response.predictions

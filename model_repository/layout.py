@@ -1,5 +1,7 @@
 """On-disk layout: ``<root>/<name>/<version>/{model.onnx, model.int8.onnx, metadata.json}``.
 
+Training also writes ``training.png`` (its learning curves) beside them; the service ignores it.
+
 Versions are positive integers. Training always writes the next free one; the service serves
 the highest one unless pinned. Directories that are not integers (``tmp``, ``.partial``) are
 ignored, which lets training write into a temporary directory and rename it atomically.
@@ -14,6 +16,7 @@ from typing import Literal
 FP32_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
 METADATA_FILE = "metadata.json"
+CURVES_FILE = "training.png"
 
 Variant = Literal["fp32", "int8"]
 VARIANT_FILES: dict[str, str] = {"fp32": FP32_FILE, "int8": INT8_FILE}

@@ -65,6 +65,28 @@ class Parity(msgspec.Struct, frozen=True):
     argmax_agreement: float
 
 
+class EpochRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One epoch of ``training.history``: training and validation metrics, wall-clock seconds.
+
+    The validation fields are ``None`` when the run held out no validation split.
+    """
+
+    epoch: int
+    loss: float
+    accuracy: float
+    val_loss: float | None = None
+    val_accuracy: float | None = None
+    seconds: float
+
+
+class PredictionReference(msgspec.Struct, frozen=True):
+    """The test set's predictions: the reference of prediction drift (``predictions``)."""
+
+    num_images: int
+    predicted_distribution: list[float]
+    confidence: Histogram
+
+
 class Metadata(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     version: int
@@ -80,12 +102,23 @@ class Metadata(msgspec.Struct, frozen=True, kw_only=True):
     training_stats: TrainingStats
     training: dict[str, object] = msgspec.field(default_factory=dict)
     quantization: dict[str, object] = msgspec.field(default_factory=dict)
+    #: Absent in models trained before prediction drift existed: the drift gauges stay NaN.
+    prediction_reference: PredictionReference | None = None
     schema_version: int = SCHEMA_VERSION
 
     @property
     def test_accuracy(self) -> dict[str, float]:
         acc = self.metrics.get("test_accuracy", {})
         return {str(k): float(v) for k, v in acc.items()} if isinstance(acc, dict) else {}
+
+    @property
+    def history(self) -> list[EpochRecord]:
+        """``training.history`` validated as epoch records; empty for versions written before it.
+
+        ``training`` stays a free-form dict so that older metadata still loads; this property is
+        the typed view of the one part of it with a fixed shape.
+        """
+        return msgspec.convert(self.training.get("history", []), list[EpochRecord])
 
 
 def load_metadata(path: Path) -> Metadata:

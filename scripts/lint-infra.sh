@@ -135,5 +135,16 @@ if not jobs or None in jobs or len(set(jobs)) != len(jobs):
 PY
 fi
 
+if [[ -f deploy/prometheus/alerts.yaml ]]; then
+    if command -v promtool >/dev/null; then
+        run "promtool check rules deploy/prometheus/alerts.yaml" \
+            promtool check rules deploy/prometheus/alerts.yaml
+        run "promtool test rules deploy/prometheus/alerts.test.yaml" \
+            promtool test rules deploy/prometheus/alerts.test.yaml
+    else
+        skip promtool "promtool not found (apt-get install prometheus): alert rules NOT checked"
+    fi
+fi
+
 echo "lint-infra: ${#failed[@]} failed, ${#skipped[@]} skipped, $(($(date +%s) - t0)) s"
 ((${#failed[@]} == 0))

@@ -69,7 +69,11 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     from serving.observability import prepare_multiprocess_dir  # late: --help stays fast
+    from serving.quality.feedback import shared_by_workers
     from serving.server import run
+
+    # Every worker must verify the others' prediction ids and write the same quality store.
+    settings = shared_by_workers(settings)
 
     # Several workers share one /metrics view through prometheus_client's multiprocess mode,
     # which needs an empty directory named in the environment before any worker starts.

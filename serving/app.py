@@ -17,6 +17,7 @@ from litestar.types import Message, Scope
 
 from serving.api.errors import exception_handlers
 from serving.api.openapi import assets_router, openapi_config
+from serving.api.page import build_page_handlers
 from serving.api.request_id import add_request_id
 from serving.api.response_hooks import ResponseHooks
 from serving.api.routes import build_route_handlers
@@ -24,6 +25,9 @@ from serving.api.v2.routes import build_v2_handlers
 from serving.lifecycle import ModelLoader, Service, settle_heap, shorten_gil_switch_interval
 from serving.model import load_model, locate_metadata
 from serving.observability import ObservabilityPlugin
+from serving.observability.otel_env import resolve_tracing
+from serving.quality.feedback import build_feedback
+from serving.quality.routes import build_quality_handlers
 from serving.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -41,14 +45,17 @@ def create_app(
     the settings, unless ``plugins`` already holds one (tests pass one with their own registry
     and span processor). ``plugins`` adds Litestar plugins (e.g. test routes); ``model_loader``
     is the seam tests use to wrap the real model. The process's
-    :class:`~serving.lifecycle.Service` is ``app.state.service``.
+    :class:`~serving.lifecycle.Service` is ``app.state.service``; its
+    :class:`~serving.quality.feedback.Feedback` (prediction ids, labelled window) is
+    ``app.state.feedback``.
     """
     settings = settings if settings is not None else Settings()
     plugins = list(plugins)
     observed = any(isinstance(plugin, ObservabilityPlugin) for plugin in plugins)
-    if not observed and (settings.metrics_enabled or settings.tracing_enabled):
+    if not observed and (settings.metrics_enabled or resolve_tracing(settings).enabled):
         plugins.append(ObservabilityPlugin(settings, locate_metadata(settings)))
     service = Service(settings, model_loader=model_loader)
+    feedback = build_feedback(settings)
 
     def finish_headers(message: Message, scope: Scope) -> None:
         if message["type"] == "http.response.start":
@@ -69,15 +76,17 @@ def create_app(
 
     return Litestar(
         route_handlers=[
-            *build_route_handlers(service),
+            *build_route_handlers(service, feedback.issue_ids),
             *build_v2_handlers(service, extensions=["binary_tensor_data", "model_repository"]),
+            *build_quality_handlers(service, feedback),
+            *build_page_handlers(),
             assets_router(),
         ],
         lifespan=[lifespan],
         exception_handlers=exception_handlers(),
         before_send=[ResponseHooks(finish_headers)],  # the plugin adds its callback to it
         plugins=plugins,
-        state=State({"service": service}),
+        state=State({"service": service, "feedback": feedback}),
         openapi_config=openapi_config("1.0.0"),
         request_max_body_size=settings.max_body_bytes,
         debug=False,

@@ -146,22 +146,26 @@ class Settings(BaseSettings):
 
     # ---------------------------------------------------------------- observability
     service_name: str = Field(
-        default="mnist-inference", description="service.name of traces and metrics."
+        default="mnist-inference",
+        description="service.name of traces; unset: OTEL_SERVICE_NAME, else this default.",
     )
-    tracing_enabled: bool = Field(
-        default=False, description="Export OpenTelemetry traces over OTLP."
+    tracing_enabled: bool | None = Field(
+        default=None,
+        description="Export OpenTelemetry traces over OTLP; unset: on when "
+        "OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT is set. OTEL_SDK_DISABLED=true always wins.",
     )
     otlp_protocol: Literal["grpc", "http/protobuf"] | None = Field(
         default=None,
         description="OTLP transport; unset honours OTEL_EXPORTER_OTLP_PROTOCOL, "
         "else http/protobuf.",
     )
-    trace_sample_ratio: float = Field(
-        default=0.01,
+    trace_sample_ratio: float | None = Field(
+        default=None,
         ge=0,
         le=1,
-        description="Share of requests without a caller's trace decision that are traced; a "
-        "caller's traceparent flag is always followed.",
+        description="Share of requests without a caller's trace decision that are traced (a "
+        "caller's traceparent flag is always followed); unset: OTEL_TRACES_SAMPLER(_ARG), else "
+        "0.01.",
     )
     metrics_enabled: bool = Field(default=True, description="Serve Prometheus metrics on /metrics.")
     metrics_sample_interval_s: float = Field(
@@ -177,6 +181,31 @@ class Settings(BaseSettings):
     )
     low_confidence_threshold: float = Field(
         default=0.5, ge=0, le=1, description="Predictions below this confidence are counted as low."
+    )
+
+    # ---------------------------------------------------------------- feedback and quality
+    feedback_key: str | None = Field(
+        default=None,
+        repr=False,
+        description="Key that signs prediction ids; set the same on every replica. Unset: "
+        "random per start, shared by its workers.",
+    )
+    feedback_horizon_s: float = Field(
+        default=86400.0, gt=0, description="How long a prediction id accepts feedback."
+    )
+    feedback_max_ids: int = Field(
+        default=1_000_000,
+        ge=1000,
+        description="Most labelled ids remembered for duplicate detection; past it the oldest "
+        "expire early.",
+    )
+    quality_window: int = Field(
+        default=5000, ge=10, description="Last labelled predictions /v1/quality is computed over."
+    )
+    quality_store: Path | None = Field(
+        default=None,
+        description="SQLite file the workers share for feedback and drift windows; unset: a "
+        "temporary file per start.",
     )
 
     @model_validator(mode="after")

@@ -1,84 +1,135 @@
-"""``python -m training``: train the MNIST MLP, export it to ONNX (+ int8), publish a version."""
+"""``python -m training``: train an MNIST model, export it to ONNX (+ int8), publish a version."""
 
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import sys
 from pathlib import Path
 
+from training import quiet
+from training.cli import DefaultsFormatter
+from training.config import (
+    ARCHS,
+    DEFAULT_LEARNING_RATE,
+    MOMENTUM,
+    OPTIMIZERS,
+    TrainConfig,
+)
 from training.data import MNIST_DIR_ENV, DataError, load
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from training.pipeline import TrainConfig
-
+def parser() -> argparse.ArgumentParser:
     defaults = TrainConfig()
+    per_optimizer = ", ".join(f"{name} {lr:g}" for name, lr in DEFAULT_LEARNING_RATE.items())
     parser = argparse.ArgumentParser(
         prog="python -m training",
-        description="Train the reference MNIST MLP, export it to ONNX (fp32 + dynamic int8), check "
-        "parity with Keras and publish it as the next version of a model repository.",
+        description="Train an MNIST model (the reference MLP or a small CNN), export it to ONNX "
+        "(fp32 + dynamic int8), check parity with Keras and publish it as the next version of a "
+        "model repository.",
+        formatter_class=DefaultsFormatter,
     )
-    parser.add_argument(
+    add = parser.add_argument
+    add(
         "--data-dir",
         type=Path,
         default=None,
         help=f"directory with the four MNIST IDX .gz files (default: ${MNIST_DIR_ENV} if set, "
         "else download the usual Keras way)",
     )
-    parser.add_argument("--output", type=Path, default=Path("models"), help="model repository root")
-    parser.add_argument("--name", default="mnist", help="model name in the repository")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
-    parser.add_argument("--hidden-units", type=int, default=defaults.hidden_units)
-    parser.add_argument("--dropout", type=float, default=defaults.dropout)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument(
+    add("--output", type=Path, default=Path("models"), help="model repository root")
+    add("--name", default="mnist", help="model name in the repository")
+    add("--arch", choices=ARCHS, default=defaults.arch, help="architecture")
+    add(
+        "--optimizer",
+        choices=OPTIMIZERS,
+        default=defaults.optimizer,
+        help=f"optimizer; momentum is SGD with momentum {MOMENTUM}",
+    )
+    add(
+        "--learning-rate",
+        type=float,
+        default=None,
+        help=f"learning rate (default: per optimizer, {per_optimizer})",
+    )
+    add(
+        "--batch-size",
+        type=int,
+        default=defaults.batch_size,
+        help="images per gradient step; the size of the training set (or more) is full-batch "
+        "gradient descent",
+    )
+    add("--epochs", type=int, default=defaults.epochs, help="passes over the training images")
+    add("--hidden-units", type=int, default=defaults.hidden_units, help="MLP hidden layer width")
+    add("--dropout", type=float, default=defaults.dropout, help="MLP dropout rate")
+    add(
+        "--validation-split",
+        type=float,
+        default=defaults.validation_split,
+        help="share of the training images held out (the last ones) for the per-epoch "
+        "validation curves; 0 disables",
+    )
+    add("--seed", type=int, default=defaults.seed, help="random seed (weights, shuffling)")
+    add(
         "--parity-tolerance",
         type=float,
         default=defaults.parity_tolerance,
         help="maximum |p_onnx - p_keras| over the test set; the export fails above it",
     )
-    parser.add_argument(
-        "--train-limit", type=int, default=None, help="use only the first N training images"
+    add(
+        "--train-limit",
+        type=int,
+        default=None,
+        help="use only the first N training images (default: all)",
     )
-    parser.add_argument(
-        "--test-limit", type=int, default=None, help="use only the first N test images"
+    add(
+        "--test-limit",
+        type=int,
+        default=None,
+        help="use only the first N test images (default: all)",
     )
-    return parser.parse_args(argv)
+    add(
+        "--verbose",
+        action="store_true",
+        help="show TensorFlow's, tf2onnx's and onnxruntime's own log lines",
+    )
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = parser().parse_args(argv)
+    quiet.configure(args.verbose)
+    try:
+        config = TrainConfig(
+            arch=args.arch,
+            optimizer=args.optimizer,
+            learning_rate=args.learning_rate,
+            batch_size=args.batch_size,
+            epochs=args.epochs,
+            hidden_units=args.hidden_units,
+            dropout=args.dropout,
+            validation_split=args.validation_split,
+            seed=args.seed,
+            parity_tolerance=args.parity_tolerance,
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         data = load(args.data_dir).subset(args.train_limit, args.test_limit)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    from training.pipeline import ParityError, TrainConfig, run  # imports TensorFlow
+    quiet.import_tensorflow(args.verbose)
+    from training.pipeline import ParityError, run
+    from training.summary import summary
 
-    config = TrainConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        hidden_units=args.hidden_units,
-        dropout=args.dropout,
-        seed=args.seed,
-        parity_tolerance=args.parity_tolerance,
-    )
     try:
         version_dir = run(data, args.output, args.name, config)
     except ParityError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
-    print(f"published {version_dir}")
+    print(summary(version_dir))
     return 0
 
 

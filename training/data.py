@@ -60,6 +60,16 @@ def scale(images: U8Array) -> npt.NDArray[np.float32]:
     return images.reshape(len(images), -1).astype(np.float32) / np.float32(255.0)
 
 
+def holdout(
+    images: npt.NDArray[np.float32], labels: U8Array, fraction: float
+) -> tuple[tuple[npt.NDArray[np.float32], U8Array], tuple[npt.NDArray[np.float32], U8Array]]:
+    """``(fit, validation)``: the last ``fraction`` of the rows held out, as Keras's
+    ``validation_split`` does, so the split is the same for every run on the same data."""
+    count = round(len(images) * fraction)
+    cut = len(images) - count
+    return (images[:cut], labels[:cut]), (images[cut:], labels[cut:])
+
+
 def validate(data: Mnist) -> Mnist:
     """Check shapes, dtypes, sizes and label range; raise ``DataError`` naming the problem."""
     for split, images, labels in (

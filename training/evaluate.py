@@ -70,16 +70,22 @@ def session_run_us(
     pixels: F32,
     batch_sizes: tuple[int, ...] = (1, 128),
     repeats: int = 200,
+    max_seconds: float = 2.0,
 ) -> dict[str, float]:
-    """Median ``session.run`` time in microseconds per batch size (after warm-up)."""
+    """Median ``session.run`` time in microseconds per batch size (after warm-up).
+
+    Each size runs ``repeats`` times or for about ``max_seconds``, whichever ends first (with at
+    least 10 runs), so a slower model (the CNN at batch 128) does not stretch a training run.
+    """
     name = sess.get_inputs()[0].name
     result: dict[str, float] = {}
     for size in batch_sizes:
         feed = {name: pixels[:size]}
         for _ in range(10):
             sess.run(None, feed)
-        times = []
-        for _ in range(repeats):
+        times: list[float] = []
+        deadline = time.perf_counter() + max_seconds
+        while len(times) < repeats and (len(times) < 10 or time.perf_counter() < deadline):
             start = time.perf_counter()
             sess.run(None, feed)
             times.append(time.perf_counter() - start)

@@ -13,14 +13,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from model_repository.features import training_stats
-from model_repository.layout import FP32_FILE, INT8_FILE
-from model_repository.metadata import Metadata, Parity, Preprocessing, TensorSpec
-from training import evaluate, export
-from training.data import Mnist, scale
+from model_repository.layout import CURVES_FILE, FP32_FILE, INT8_FILE
+from model_repository.metadata import EpochRecord, Metadata, Parity, Preprocessing, TensorSpec
+from model_repository.predictions import prediction_reference
+from training import evaluate, export, plots
+from training.config import MOMENTUM, TrainConfig
+from training.data import Mnist, holdout, scale
+from training.history import EpochClock, records
 from training.publish import file_infos, publish, staging_dir
+
+__all__ = ["Fitted", "ParityError", "TrainConfig", "fit", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -31,17 +37,6 @@ BATCH_DEPENDENCE_ROWS = 1024
 
 class ParityError(Exception):
     """The exported ONNX model does not reproduce the Keras model within tolerance."""
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = 15
-    batch_size: int = 128
-    learning_rate: float = 1e-3
-    hidden_units: int = 512
-    dropout: float = 0.2
-    seed: int = 42
-    parity_tolerance: float = 1e-4
 
 
 def package_versions() -> dict[str, str]:
@@ -55,45 +50,99 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def fit(data: Mnist, config: TrainConfig) -> tuple[Any, dict[str, Any]]:
-    """Train the reference MLP; returns the model and a summary of the run."""
+def describe(config: TrainConfig) -> dict[str, Any]:
+    """The configuration as recorded: defaults resolved, MLP-only knobs only for the MLP."""
+    described: dict[str, Any] = {**asdict(config), "learning_rate": config.lr}
+    if config.optimizer == "momentum":
+        described["momentum"] = MOMENTUM
+    if config.arch != "mlp":
+        del described["hidden_units"], described["dropout"]
+    return described
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """A trained Keras model, the record of its run, and its per-epoch history."""
+
+    model: Any
+    summary: dict[str, Any]
+    history: list[EpochRecord]
+
+    def record(self) -> dict[str, Any]:
+        """What ``metadata.training`` holds: the summary plus the history as plain data."""
+        return {**self.summary, "history": msgspec.to_builtins(self.history)}
+
+
+def fit(data: Mnist, config: TrainConfig) -> Fitted:
+    """Train ``config.arch`` on the training images minus the validation split.
+
+    A batch size of at least the number of fitted images is full-batch gradient descent: one
+    step per epoch.
+    """
     import keras
 
-    from training.model import build_mlp
+    from training.model import build
 
     keras.utils.set_random_seed(config.seed)
-    model = build_mlp(config.hidden_units, config.dropout, config.learning_rate)
+    model = build(config.arch, config.optimizer, config.lr, config.hidden_units, config.dropout)
+    (x_fit, y_fit), (x_val, y_val) = holdout(
+        scale(data.x_train), data.y_train, config.validation_split
+    )
+    steps = -(-len(x_fit) // config.batch_size)
+    log.info(
+        "training %s (%d parameters) with %s, learning rate %g, batch %d (%d steps/epoch), "
+        "%d epochs on %d images, %d held out for validation",
+        config.arch,
+        model.count_params(),
+        config.optimizer,
+        config.lr,
+        config.batch_size,
+        steps,
+        config.epochs,
+        len(x_fit),
+        len(x_val),
+    )
+    clock = EpochClock()
     start = time.perf_counter()
-    history = model.fit(
-        scale(data.x_train),
-        data.y_train,
+    result = model.fit(
+        x_fit,
+        y_fit,
         batch_size=config.batch_size,
         epochs=config.epochs,
-        verbose=1
-        if sys.stdout.isatty()
-        else 2,  # progress bar on a terminal, a line per epoch in logs
+        validation_data=(x_val, y_val) if len(x_val) else None,
+        callbacks=[clock.callback()],
+        verbose=1 if sys.stdout.isatty() else 2,  # progress bar on a terminal, a line per epoch
     )
     seconds = time.perf_counter() - start
+    history = records(result.history, clock.seconds)
     summary = {
-        **asdict(config),
+        **describe(config),
+        "parameters": int(model.count_params()),
         "train_seconds": round(seconds, 2),
         "train_examples": len(data.x_train),
-        "final_loss": float(history.history["loss"][-1]),
-        "final_train_accuracy": float(history.history["accuracy"][-1]),
+        "fit_examples": len(x_fit),
+        "validation_examples": len(x_val),
+        "steps_per_epoch": steps,
+        "final_loss": history[-1].loss,
+        "final_train_accuracy": history[-1].accuracy,
+        "final_val_accuracy": history[-1].val_accuracy,
         "data_source": data.source,
     }
-    return model, summary
+    return Fitted(model, summary, history)
 
 
 def run(data: Mnist, output: Path, name: str, config: TrainConfig) -> Path:
     """Train, export, verify and publish a new version; returns its directory."""
-    model, training_summary = fit(data, config)
+    fitted = fit(data, config)
     x_test = scale(data.x_test)
-    keras_probs = np.asarray(model.predict(x_test, batch_size=1000, verbose=0), dtype=np.float32)
+    keras_probs = np.asarray(
+        fitted.model.predict(x_test, batch_size=1000, verbose=0), dtype=np.float32
+    )
 
     staging = staging_dir(output, name)
     try:
-        proto = export.to_onnx(model)
+        log.info("exporting to ONNX and quantizing to int8")
+        proto = export.to_onnx(fitted.model)
         export.save_onnx(proto, staging / FP32_FILE)
         export.quantize_int8(staging / FP32_FILE, staging / INT8_FILE)
 
@@ -116,15 +165,24 @@ def run(data: Mnist, output: Path, name: str, config: TrainConfig) -> Path:
                 f"(tolerance {config.parity_tolerance:.0e}); the export is not published"
             )
 
+        log.info("measuring int8 batch dependence and session.run timings")
         sample = x_test[:BATCH_DEPENDENCE_ROWS]
         inputs, outputs = export.tensor_specs(proto)
-        files = file_infos(staging, [FP32_FILE, INT8_FILE])
+        plots.learning_curves(
+            fitted.history,
+            staging / CURVES_FILE,
+            f"{name}: {config.arch}, {config.optimizer} (learning rate {config.lr:g}), "
+            f"batch {config.batch_size}",
+        )
+        files = file_infos(staging, [FP32_FILE, INT8_FILE, CURVES_FILE])
+        accuracy = {
+            "keras": evaluate.accuracy(keras_probs, data.y_test),
+            "onnx": evaluate.accuracy(onnx_probs, data.y_test),
+            "onnx_int8": evaluate.accuracy(int8_probs, data.y_test),
+        }
         metrics: dict[str, object] = {
-            "test_accuracy": {
-                "keras": evaluate.accuracy(keras_probs, data.y_test),
-                "onnx": evaluate.accuracy(onnx_probs, data.y_test),
-                "onnx_int8": evaluate.accuracy(int8_probs, data.y_test),
-            },
+            "test_accuracy": accuracy,
+            "int8_accuracy_drop": accuracy["onnx"] - accuracy["onnx_int8"],
             "int8_agreement": evaluate.agreement(onnx_probs, int8_probs),
             "int8_max_abs_diff": evaluate.max_abs_diff(onnx_probs, int8_probs),
             "test_examples": len(x_test),
@@ -137,12 +195,14 @@ def run(data: Mnist, output: Path, name: str, config: TrainConfig) -> Path:
         quantization: dict[str, object] = {
             "method": "onnxruntime.quantization.quantize_dynamic",
             "weight_type": "QInt8",
+            "op_types": list(export.INT8_OP_TYPES),
             "batch_dependence": {
                 "int8": evaluate.batch_dependence(int8, sample),
                 "fp32": evaluate.batch_dependence(fp32, sample),
             },
         }
         stats = training_stats(scale(data.x_train))
+        reference = prediction_reference(onnx_probs)
         created_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
         def metadata_for(version: int) -> Metadata:
@@ -159,8 +219,9 @@ def run(data: Mnist, output: Path, name: str, config: TrainConfig) -> Path:
                 files=files,
                 versions=package_versions(),
                 training_stats=stats,
-                training=training_summary,
+                training=fitted.record(),
                 quantization=quantization,
+                prediction_reference=reference,
             )
 
         return publish(staging, output, name, metadata_for)

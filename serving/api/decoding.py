@@ -93,12 +93,14 @@ def decode_json(body: bytes, limits: Limits) -> Array:
     if pixels.ndim == 3:
         if pixels.shape[1:] != (HEIGHT, WIDTH):
             raise InvalidInputError(
-                f"instance 0: expected 28 rows of 28 numbers, got shape {list(pixels.shape[1:])}"
+                f"instance 0: expected 28 rows of 28 numbers, got shape {list(pixels.shape[1:])}",
+                reason="wrong_size",
             )
         pixels = pixels.reshape(-1, FEATURES)
     elif pixels.shape[1] != FEATURES:
         raise InvalidInputError(
-            f"instance 0: expected 784 numbers (or 28 rows of 28), got {pixels.shape[1]}"
+            f"instance 0: expected 784 numbers (or 28 rows of 28), got {pixels.shape[1]}",
+            reason="wrong_size",
         )
     return pixels
 
@@ -106,7 +108,8 @@ def decode_json(body: bytes, limits: Limits) -> Array:
 def decode_raw(body: bytes, limits: Limits) -> Array:
     if not body or len(body) % FEATURES:
         raise InvalidInputError(
-            f"octet-stream body must be N x 784 uint8 pixels (N >= 1); got {len(body)} bytes"
+            f"octet-stream body must be N x 784 uint8 pixels (N >= 1); got {len(body)} bytes",
+            reason="wrong_size",
         )
     rows = len(body) // FEATURES
     _check_count(rows, limits)
@@ -119,7 +122,8 @@ def decode_png(body: bytes) -> Array:
         image = Image.open(io.BytesIO(body), formats=["PNG"])
         if image.size != (WIDTH, HEIGHT):
             raise InvalidInputError(
-                f"instance 0: PNG must be 28x28 pixels, got {image.size[0]}x{image.size[1]}"
+                f"instance 0: PNG must be 28x28 pixels, got {image.size[0]}x{image.size[1]}",
+                reason="wrong_size",
             )
         gray = np.asarray(image.convert("L"), dtype=np.uint8)
     except UnidentifiedImageError:
@@ -135,7 +139,8 @@ def decode_png(body: bytes) -> Array:
 def _check_count(count: int, limits: Limits) -> None:
     if not 1 <= count <= limits.max_instances:
         raise InvalidInputError(
-            f"a request holds 1 to {limits.max_instances} instances; got {count}"
+            f"a request holds 1 to {limits.max_instances} instances; got {count}",
+            reason="instance_count",
         )
 
 
@@ -145,10 +150,12 @@ def _check_values(pixels: npt.NDArray[np.float64]) -> None:
     if bad.any():
         index, pixel = (int(i) for i in np.argwhere(bad)[0])
         value = float(pixels[index, pixel])
-        problem = "is not finite" if not np.isfinite(value) else "is outside [0, 1]"
+        finite = bool(np.isfinite(value))
+        problem = "is outside [0, 1]" if finite else "is not finite"
         raise InvalidInputError(
             f"instance {index}: value {value!r} at pixel {pixel} {problem} "
-            "(send pixel values divided by 255)"
+            "(send pixel values divided by 255)",
+            reason="out_of_range" if finite else "non_finite",
         )
 
 
@@ -157,35 +164,43 @@ def _diagnose(body: bytes, limits: Limits) -> None:
     try:
         instances = _generic.decode(body).instances
     except msgspec.ValidationError as exc:
-        raise InvalidInputError(f"invalid request body: {exc}") from None
+        # msgspec refuses a number that overflows a float (1e999): JSON's only non-finite value.
+        overflow = str(exc).startswith("Number out of range")
+        raise InvalidInputError(
+            f"invalid request body: {exc}", reason="non_finite" if overflow else "invalid"
+        ) from None
     _check_count(len(instances), limits)
     for index, instance in enumerate(instances):
         problem = _instance_problem(instance)
         if problem:
-            raise InvalidInputError(f"instance {index}: {problem}")
+            reason, text = problem
+            raise InvalidInputError(f"instance {index}: {text}", reason=reason)
     with contextlib.suppress(ValueError):  # ValueError: mixed layouts, reported below
         # Every instance is well-shaped: the problem is a value (named with its index).
         _check_values(np.array(instances, dtype=np.float64).reshape(len(instances), FEATURES))
-    raise InvalidInputError("instances mix flat (784) and nested (28x28) layouts; use one")
+    raise InvalidInputError(
+        "instances mix flat (784) and nested (28x28) layouts; use one", reason="wrong_size"
+    )
 
 
 def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _instance_problem(instance: object) -> str | None:
+def _instance_problem(instance: object) -> tuple[str, str] | None:
+    """``(reason, message)`` of the first problem of one instance, None if it is well-formed."""
     if not isinstance(instance, list):
-        return f"expected a list of numbers, got {type(instance).__name__}"
+        return "wrong_type", f"expected a list of numbers, got {type(instance).__name__}"
     if instance and isinstance(instance[0], list):
         if len(instance) != HEIGHT or any(
             not isinstance(row, list) or len(row) != WIDTH for row in instance
         ):
-            return "expected 28 rows of 28 numbers"
+            return "wrong_size", "expected 28 rows of 28 numbers"
         if not all(_is_number(v) for row in instance for v in row):
-            return "every pixel must be a number"
+            return "wrong_type", "every pixel must be a number"
         return None
     if len(instance) != FEATURES:
-        return f"expected 784 numbers (or 28 rows of 28), got {len(instance)}"
+        return "wrong_size", f"expected 784 numbers (or 28 rows of 28), got {len(instance)}"
     if not all(_is_number(v) for v in instance):
-        return "every pixel must be a number"
+        return "wrong_type", "every pixel must be a number"
     return None

@@ -52,9 +52,17 @@ class UnsupportedMediaTypeError(ApiError):
 
 
 class InvalidInputError(ApiError):
-    """Well-formed but invalid instances; the message names the instance and the problem: 422."""
+    """Well-formed but invalid instances; the message names the instance and the problem: 422.
+
+    ``reason`` is a bounded label for the rejected-inputs counter: ``non_finite``,
+    ``out_of_range``, ``wrong_size``, ``wrong_type``, ``instance_count`` or ``invalid``.
+    """
 
     status_code = 422
+
+    def __init__(self, message: str, reason: str = "invalid") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class NotFoundError(ApiError):

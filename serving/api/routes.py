@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,13 +145,20 @@ async def read_body(receive: Receive, limit: int, announced: bytes | None) -> by
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def encode_predictions(probabilities: npt.NDArray[np.float32], model: ModelRef) -> bytes:
-    labels = probabilities.argmax(axis=1)
-    confidences = probabilities[np.arange(probabilities.shape[0]), labels]
+#: ``(labels, confidences, model version) -> prediction ids`` (``Feedback.issue_ids``).
+IssueIds = Callable[[Sequence[int], Sequence[float], str], list[str]]
+
+
+def encode_predictions(
+    probabilities: npt.NDArray[np.float32], model: ModelRef, issue_ids: IssueIds
+) -> bytes:
+    labels = probabilities.argmax(axis=1).tolist()
+    confidences = probabilities[np.arange(probabilities.shape[0]), labels].tolist()
+    ids = issue_ids(labels, confidences, model.version)
     predictions = [
-        Prediction(label, confidence, row)
-        for label, confidence, row in zip(
-            labels.tolist(), confidences.tolist(), probabilities.tolist(), strict=True
+        Prediction(label, confidence, row, prediction_id)
+        for label, confidence, row, prediction_id in zip(
+            labels, confidences, probabilities.tolist(), ids, strict=True
         )
     ]
     return _encoder.encode(PredictResponse(predictions, model))
@@ -173,8 +181,9 @@ def model_info(model: LoadedModel, batching: BatchingInfo) -> ModelInfo:
     )
 
 
-def build_route_handlers(service: Service) -> list[HTTPRouteHandler]:
-    """The app's routes, closed over the process's ``Service`` (nothing global)."""
+def build_route_handlers(service: Service, issue_ids: IssueIds) -> list[HTTPRouteHandler]:
+    """The app's routes, closed over the process's ``Service`` (nothing global) and the
+    feedback's id issuer."""
     settings = service.settings
     limits = Limits(max_instances=settings.max_instances)
     default_timeout_s = settings.request_timeout_ms / 1000.0
@@ -222,7 +231,7 @@ def build_route_handlers(service: Service) -> list[HTTPRouteHandler]:
         probabilities = await batcher.submit(pixels, deadline)
         # An ASGIResponse is sent as is: Litestar's Response -> ASGIResponse step is skipped.
         return ASGIResponse(
-            body=encode_predictions(probabilities, ModelRef(model.name, model.version)),
+            body=encode_predictions(probabilities, ModelRef(model.name, model.version), issue_ids),
             media_type=JSON,
         )
 

@@ -9,6 +9,8 @@ class Prediction(msgspec.Struct):
     label: int
     confidence: float
     probabilities: list[float]
+    #: Send it back with the true label to POST /v1/feedback.
+    prediction_id: str
 
 
 class ModelRef(msgspec.Struct):

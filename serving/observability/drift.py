@@ -14,6 +14,7 @@ moderate shift, look at it; > 0.25 (PSI_ALERT) the inputs no longer look like th
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,7 +49,9 @@ class DriftMonitor:
         window: int,
         *,
         registry: CollectorRegistry | None = None,
+        on_features: Callable[[Mapping[str, npt.NDArray[np.floating]]], None] | None = None,
     ) -> None:
+        self._on_features = on_features
         self._features = [name for name in FEATURE_NAMES if name in training_stats.features]
         self._edges = {
             n: np.asarray(training_stats.features[n].histogram.edges) for n in self._features
@@ -103,6 +106,8 @@ class DriftMonitor:
         self._pending.clear()
         self._pending_rows = 0
         computed = image_features(pixels)
+        if self._on_features is not None:
+            self._on_features(computed)
         values = np.column_stack([computed[n] for n in self._features])[-self._window :]
         n = values.shape[0]
         end = self._next + n
@@ -115,27 +120,53 @@ class DriftMonitor:
         self._next = end % self._window
         self._filled = min(self._window, self._filled + n)
 
-    def report(self) -> DriftReport:
-        """PSI and summary statistics of the current window (computed now)."""
+    def window_counts(self) -> dict[str, npt.NDArray[np.int64]]:
+        """Histogram counts of this worker's window per feature, over the training bins."""
         self._absorb()
         window = self._buffer[: self._filled]
-        scores: dict[str, float] = {}
-        means: dict[str, float] = {}
-        for column, name in enumerate(self._features):
-            values = window[:, column]
-            actual, _ = np.histogram(np.clip(values, 0.0, 1.0), bins=self._edges[name])
-            scores[name] = psi(self._expected[name], actual)
-            means[name] = float(values.mean()) if values.size else 0.0
-        return DriftReport(psi=scores, window_mean=means, window_images=self._filled)
+        return {
+            name: np.histogram(np.clip(window[:, column], 0.0, 1.0), bins=self._edges[name])[0]
+            for column, name in enumerate(self._features)
+        }
+
+    def window_counts_layout(self) -> dict[str, int]:
+        """Bins per feature, in the order of :meth:`window_counts`."""
+        return {name: len(self._edges[name]) - 1 for name in self._features}
+
+    def report(self) -> DriftReport:
+        """PSI and summary statistics of this worker's window (computed now)."""
+        own = self.window_counts()
+        window = self._buffer[: self._filled]
+        means = {
+            name: float(window[:, column].mean()) if self._filled else 0.0
+            for column, name in enumerate(self._features)
+        }
+        return DriftReport(psi=self.scores(own), window_mean=means, window_images=self._filled)
+
+    def scores(self, counts: Mapping[str, npt.ArrayLike]) -> dict[str, float]:
+        """PSI per feature of histogram ``counts`` (this worker's, or the whole service's)."""
+        return {name: psi(self._expected[name], counts[name]) for name in self._features}
 
     def publish(self) -> DriftReport:
-        """Compute the report and set the gauges (if a registry was given)."""
+        """Compute this worker's report and set the gauges (if a registry was given)."""
         result = self.report()
         if self._gauges is not None and result.window_images:
-            psi_gauge, max_gauge, mean_gauge, images_gauge = self._gauges
-            for name, score in result.psi.items():
-                psi_gauge.labels(name).set(score)
-                mean_gauge.labels(name).set(result.window_mean[name])
-            max_gauge.set(result.max_psi)
-            images_gauge.set(result.window_images)
+            self.publish_summary(result)
+            self.publish_scores(result.psi)
         return result
+
+    def publish_summary(self, result: DriftReport) -> None:
+        """This worker's window means and size (the size gauge sums over workers)."""
+        if self._gauges is not None and result.window_images:
+            _, _, mean_gauge, images_gauge = self._gauges
+            for name, mean in result.window_mean.items():
+                mean_gauge.labels(name).set(mean)
+            images_gauge.set(result.window_images)
+
+    def publish_scores(self, scores: Mapping[str, float]) -> None:
+        """Set the PSI gauges (thread-safe: touches no window state)."""
+        if self._gauges is not None and scores:
+            psi_gauge, max_gauge, _, _ = self._gauges
+            for name, score in scores.items():
+                psi_gauge.labels(name).set(score)
+            max_gauge.set(max(scores.values()))

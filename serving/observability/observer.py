@@ -21,6 +21,7 @@ import numpy.typing as npt
 from serving.batching.request import QueuedRequest, RejectReason
 from serving.observability.drift import DriftMonitor
 from serving.observability.metrics import BufferedHistogram, ServingMetrics
+from serving.observability.quality import PredictionWindow
 from serving.observability.tracing import BatchTracer, sampled_traces
 
 #: Batches recorded before a flush happens anyway (a long sample interval under heavy load).
@@ -43,8 +44,10 @@ class TelemetryObserver:
         drift: DriftMonitor | None,
         tracer: BatchTracer | None,
         low_confidence_threshold: float,
+        predictions: PredictionWindow | None = None,
     ) -> None:
         self.metrics = metrics
+        self.predictions = predictions
         self.drift = drift
         self.tracer = tracer
         self._threshold = low_confidence_threshold
@@ -74,7 +77,10 @@ class TelemetryObserver:
             buffer.flush()
         outputs, self._outputs = self._outputs, []
         if self.metrics is not None and outputs:
-            self.metrics.observe_outputs(np.concatenate(outputs), self._threshold)
+            probabilities = np.concatenate(outputs)
+            self.metrics.observe_outputs(probabilities, self._threshold)
+            if self.predictions is not None:
+                self.predictions.update(probabilities)
         self.refresh_queue_depth()
 
     # ------------------------------------------------------------------ hooks

@@ -15,6 +15,8 @@ import importlib.metadata
 import threading
 
 import anyio
+import numpy as np
+import numpy.typing as npt
 from litestar import Litestar, Response, get
 from litestar.config.app import AppConfig
 from litestar.handlers import HTTPRouteHandler
@@ -27,9 +29,12 @@ from model_repository.metadata import Metadata
 from serving.api.response_hooks import ResponseHooks
 from serving.lifecycle import Service
 from serving.observability.drift import DriftMonitor
+from serving.observability.inputs import InputMetrics
 from serving.observability.metrics import CONTENT_TYPE, ServingMetrics, render
 from serving.observability.models import ModelMetricsEvents
 from serving.observability.observer import TelemetryObserver
+from serving.observability.otel_env import resolve_tracing
+from serving.observability.quality import QualityMetrics, ServiceDrift
 from serving.observability.requests import HttpMetrics, ObservedRequests, ServerSpans
 from serving.observability.tracing import (
     BATCH_INSTRUMENTATION,
@@ -37,6 +42,8 @@ from serving.observability.tracing import (
     BatchTracer,
     build_tracer_provider,
 )
+from serving.quality.feedback import Feedback, served_test_accuracy
+from serving.quality.store import QualityStore
 from serving.settings import Settings
 
 METRICS_PATH = "/metrics"
@@ -67,6 +74,11 @@ class ObservabilityPlugin(InitPlugin):
         self.registry = registry if registry is not None else CollectorRegistry()
         self.metrics: ServingMetrics | None = None
         self.drift: DriftMonitor | None = None
+        self.quality: QualityMetrics | None = None
+        self.inputs: InputMetrics | None = None
+        self.service_drift: ServiceDrift | None = None
+        self._store: QualityStore | None = None
+        self._local_counts: npt.NDArray[np.int64] | None = None
         self.tracer_provider: TracerProvider | None = None
         tracer: BatchTracer | None = None
         model_version = str(metadata.version)
@@ -79,12 +91,26 @@ class ObservabilityPlugin(InitPlugin):
                 settings.model_variant,
                 file_info.sha256 if file_info else "",
             )
+            self.inputs = InputMetrics(self.registry)
             self.drift = DriftMonitor(
-                metadata.training_stats, settings.drift_window, registry=self.registry
+                metadata.training_stats,
+                settings.drift_window,
+                registry=self.registry,
+                on_features=self.inputs.observe,
             )
-        if settings.tracing_enabled:
+            accuracy = served_test_accuracy(metadata.test_accuracy, settings.model_variant)
+            self.quality = QualityMetrics(self.registry, metadata.labels, accuracy)
+            self.service_drift = ServiceDrift(
+                self.registry,
+                self.drift,
+                settings.drift_window,
+                len(metadata.labels),
+                metadata.prediction_reference,
+            )
+        otel = resolve_tracing(settings)
+        if otel.enabled:
             self.tracer_provider = build_tracer_provider(
-                service_name=settings.service_name,
+                service_name=otel.service_name,
                 service_version=package_version(),
                 processor=span_processor,
                 protocol=settings.otlp_protocol,
@@ -99,6 +125,7 @@ class ObservabilityPlugin(InitPlugin):
             drift=self.drift,
             tracer=tracer,
             low_confidence_threshold=settings.low_confidence_threshold,
+            predictions=self.service_drift.predictions if self.service_drift else None,
         )
         self.http: HttpMetrics | None = None
         if self.metrics is not None:
@@ -107,7 +134,7 @@ class ObservabilityPlugin(InitPlugin):
         if self.tracer_provider is not None:
             spans = ServerSpans(
                 self.tracer_provider.get_tracer(HTTP_INSTRUMENTATION),
-                settings.trace_sample_ratio,
+                otel.sample_ratio,
             )
         self.requests = ObservedRequests(self.http, spans)
         self._wrapped = False
@@ -122,8 +149,14 @@ class ObservabilityPlugin(InitPlugin):
         if self.metrics is not None:
             service.watch_models(ModelMetricsEvents(self.metrics))
         self.observer.watch_queue(service.queued_rows)
+        feedback = app_config.state.get("feedback")
+        if isinstance(feedback, Feedback) and self.quality is not None:
+            feedback.listeners.append(self.quality.on_feedback)
+            self._store = feedback.store
         if self.metrics is not None:
             app_config.route_handlers.append(self._metrics_route())
+        if self.inputs is not None:
+            app_config.after_exception.append(self.inputs.on_exception)
         self._add_response_callback(app_config)
         app_config.on_startup.append(self.start)
         app_config.on_shutdown.append(self.stop)
@@ -144,7 +177,7 @@ class ObservabilityPlugin(InitPlugin):
             """Prometheus scrape: flush and sample this worker (on the event loop, where the
             buffers are written), then render in a thread (it reads files with workers > 1)."""
             self.sample()
-            body = await anyio.to_thread.run_sync(render, self.registry)
+            body = await anyio.to_thread.run_sync(self._publish_and_render)
             return Response(body, media_type=CONTENT_TYPE)
 
         return scrape
@@ -167,7 +200,23 @@ class ObservabilityPlugin(InitPlugin):
     async def _sample_forever(self) -> None:
         while True:
             self.sample()
+            await anyio.to_thread.run_sync(self.publish_shared)
             await asyncio.sleep(self.settings.metrics_sample_interval_s)
+
+    def _publish_and_render(self) -> bytes:
+        self.publish_shared()
+        return render(self.registry)
+
+    def publish_shared(self) -> None:
+        """The whole service's drift and quality gauges, from the shared store (in a thread:
+        the store may wait on another worker's write)."""
+        if self._store is None:
+            return
+        local = self._local_counts  # the latest sample's (rewriting it twice is harmless)
+        if self.service_drift is not None and local is not None:
+            self.service_drift.publish(self._store, local)
+        if self.quality is not None:
+            self.quality.publish(self._store)
 
     def sample(self) -> None:
         """Write the buffered HTTP and batch observations and refresh the sampled gauges (CPU,
@@ -177,7 +226,9 @@ class ObservabilityPlugin(InitPlugin):
         if self.http is not None:
             self.http.publish()
         self.observer.flush()
-        if self.drift is not None:
+        if self._store is not None and self.service_drift is not None:
+            self._local_counts = self.service_drift.local_counts()  # shared by publish_shared
+        elif self.drift is not None:
             self.drift.publish()
 
     async def stop(self) -> None:
@@ -188,6 +239,7 @@ class ObservabilityPlugin(InitPlugin):
                 await self._sampler
             self._sampler = None
             self.sample()  # the last observations reach the registry (and a final scrape)
+            self.publish_shared()
         await asyncio.get_running_loop().run_in_executor(None, self.shutdown_tracing)
 
     def shutdown_tracing(self) -> None:

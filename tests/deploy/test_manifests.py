@@ -24,12 +24,15 @@ def test_kubernetes_probes_port_and_grace_period_match_the_service() -> None:
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["startupProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = {e["name"]: e.get("value") for e in container["env"]}
     drain = float(env["SERVING_DRAIN_TIMEOUT_S"])
     pre_stop = int(container["lifecycle"]["preStop"]["exec"]["command"][1])
     assert pod["terminationGracePeriodSeconds"] > pre_stop + drain
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert {"mountPath": "/tmp", "name": "tmp"} in container["volumeMounts"]
+    # Every replica verifies every other's prediction ids (feedback through the load balancer).
+    (key,) = [e for e in container["env"] if e["name"] == "SERVING_FEEDBACK_KEY"]
+    assert key["valueFrom"]["secretKeyRef"]["name"] == "mnist-feedback"
 
 
 def test_cloud_run_probes_and_port_match_the_service() -> None:

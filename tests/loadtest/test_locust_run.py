@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.conftest import ServerStarter
@@ -74,6 +75,24 @@ def test_distributed_run_is_judged_once_by_the_master(
     # Sub-millisecond resolution reached the master from the workers: fractional percentiles.
     percentiles = [float(summary[key]) for key in ("p50_ms", "p95_ms", "p99_ms")]
     assert any(value != round(value) for value in percentiles), percentiles
+
+
+def test_feedback_and_drift_reach_the_service_and_the_summary(
+    serving_server: ServerStarter, tiny_model_repository: Path, tmp_path: Path
+) -> None:
+    with serving_server({"SERVING_MODEL_REPOSITORY": str(tiny_model_repository)}) as server:
+        code, lines = run_locust(
+            server.base_url, tmp_path, 5000, "--feedback-ratio", "1", "--feedback-batch", "10",
+            "--drift", "0.5",
+        )  # fmt: skip
+        quality = httpx.get(f"{server.base_url}/v1/quality").json()
+        metrics = httpx.get(f"{server.base_url}/metrics").text
+    assert code == 0, lines
+    summary = fields(lines[-1])
+    # Every prediction's label was sent back (users flush their last batch when they stop).
+    assert int(summary["live_labelled"]) == quality["labelled"] > 0
+    assert float(summary["live_accuracy"]) == pytest.approx(quality["accuracy"], abs=1e-4)
+    assert 'inference_aberrant_inputs_total{reason="saturated"}' in metrics  # inverted digits
 
 
 @pytest.mark.parametrize("encoding", ["json", "binary"])

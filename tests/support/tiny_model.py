@@ -31,6 +31,7 @@ from model_repository.metadata import (
     dump_metadata,
     sha256_file,
 )
+from model_repository.predictions import prediction_reference
 
 NUM_FEATURES = 784
 NUM_CLASSES = 10
@@ -90,6 +91,15 @@ def synthetic_images(count: int, seed: int = 0) -> npt.NDArray[np.float32]:
     return np.clip(images, 0.0, 0.99).astype(np.float32)
 
 
+def reference_probabilities(model: onnx.ModelProto, seed: int) -> npt.NDArray[np.float32]:
+    """The model's outputs on synthetic images: its stand-in for a test set's predictions."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    result: npt.NDArray[np.float32] = session.run(None, {"pixels": synthetic_images(512, seed)})[0]
+    return result
+
+
 def write_model_version(
     root: Path, name: str = "mnist", version: int = 1, *, seed: int = 0, poison: bool = False
 ) -> Path:
@@ -98,7 +108,8 @@ def write_model_version(
     directory.mkdir(parents=True, exist_ok=True)
     fp32 = directory / FP32_FILE
     int8 = directory / INT8_FILE
-    onnx.save(build_model(seed, poison=poison), fp32)
+    model = build_model(seed, poison=poison)
+    onnx.save(model, fp32)
     quantize_dynamic(fp32, int8, weight_type=QuantType.QInt8)
     stats = training_stats(synthetic_images(512, seed).astype(np.float64))
     metadata = Metadata(
@@ -118,6 +129,7 @@ def write_model_version(
         versions={"onnx": onnx.__version__},
         training_stats=stats,
         training={"source": "tests/support/tiny_model.py (random weights)"},
+        prediction_reference=prediction_reference(reference_probabilities(model, seed)),
     )
     dump_metadata(metadata, directory / METADATA_FILE)
     return directory

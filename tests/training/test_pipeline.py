@@ -12,8 +12,9 @@ import pytest
 from model_repository import load_metadata, sha256_file
 from model_repository.layout import list_versions
 from training import evaluate
+from training.config import DEFAULT_LEARNING_RATE, OPTIMIZERS, Optimizer
 from training.data import Mnist, scale
-from training.pipeline import ParityError, TrainConfig, run
+from training.pipeline import ParityError, TrainConfig, fit, run
 
 
 def test_onnx_graph_contract(small_published: Path) -> None:
@@ -88,6 +89,14 @@ def test_metadata_describes_the_files(small_published: Path, mnist: Mnist) -> No
     dependence = meta.quantization["batch_dependence"]
     assert isinstance(dependence, dict)
     assert dependence["fp32"]["max_abs_diff"] < 1e-5
+    # The prediction-drift reference: the served model's predictions on the test images.
+    reference = meta.prediction_reference
+    assert reference is not None
+    probabilities = evaluate.run(sess, scale(test.x_test))
+    assert reference.num_images == len(test.x_test)
+    expected = np.bincount(probabilities.argmax(axis=1), minlength=10) / len(probabilities)
+    assert reference.predicted_distribution == pytest.approx(expected.tolist())
+    assert sum(reference.confidence.counts) == len(test.x_test)
 
 
 def test_versions_increase_and_parity_failure_publishes_nothing(
@@ -103,3 +112,52 @@ def test_versions_increase_and_parity_failure_publishes_nothing(
     assert list_versions(tmp_path, "mnist") == [1, 2]
     # No staging directory is left behind.
     assert sorted(p.name for p in (tmp_path / "mnist").iterdir()) == ["1", "2", "not-a-version"]
+
+
+def test_history_and_curves_are_published(small_published: Path) -> None:
+    meta = load_metadata(small_published / "metadata.json")
+    training = meta.training
+    assert (training["arch"], training["optimizer"], training["learning_rate"]) == (
+        "mlp",
+        "adam",
+        1e-3,
+    )
+    # 10 % of the 3000 training images are held out for validation; the rest are fitted.
+    assert (training["fit_examples"], training["validation_examples"]) == (2700, 300)
+    assert training["steps_per_epoch"] == 22  # ceil(2700 / 128)
+    (epoch,) = meta.history
+    assert epoch.epoch == 1
+    assert epoch.val_loss is not None
+    assert epoch.val_accuracy is not None
+    assert 0.0 < epoch.val_accuracy <= 1.0
+    assert 0.0 < epoch.seconds <= float(training["train_seconds"])  # type: ignore[arg-type]
+    assert training["final_val_accuracy"] == epoch.val_accuracy
+    curves = small_published / "training.png"
+    assert curves.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert meta.files["training.png"].sha256 == sha256_file(curves)
+    assert meta.quantization["op_types"] == ["MatMul"]
+    accuracy = meta.test_accuracy
+    assert meta.metrics["int8_accuracy_drop"] == pytest.approx(
+        accuracy["onnx"] - accuracy["onnx_int8"]
+    )
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_each_optimizer_trains(optimizer: Optimizer, mnist: Mnist) -> None:
+    config = TrainConfig(optimizer=optimizer, epochs=2, batch_size=64)
+    fitted = fit(mnist.subset(train=640), config)
+    first, second = fitted.history
+    assert second.loss < first.loss
+    assert fitted.summary["optimizer"] == optimizer
+    keras_optimizer = fitted.model.optimizer
+    assert float(keras_optimizer.learning_rate) == pytest.approx(DEFAULT_LEARNING_RATE[optimizer])
+    assert int(keras_optimizer.iterations) == 2 * fitted.summary["steps_per_epoch"] == 2 * 9
+    if optimizer == "momentum":
+        assert fitted.summary["momentum"] == keras_optimizer.momentum == 0.9
+
+
+def test_full_batch_is_one_step_per_epoch(mnist: Mnist) -> None:
+    data = mnist.subset(train=1000)
+    fitted = fit(data, TrainConfig(optimizer="sgd", batch_size=900, epochs=2, validation_split=0.1))
+    assert fitted.summary["steps_per_epoch"] == 1
+    assert int(fitted.model.optimizer.iterations) == 2

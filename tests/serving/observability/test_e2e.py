@@ -208,3 +208,48 @@ def test_a_dead_collector_changes_nothing_for_clients(
     # attempt to a dead endpoint retries for up to 10 s), and shutdown flushes for at most 2 s.
     assert max(durations) < 1.0, durations
     assert shutdown < 10.0
+
+
+def test_the_standard_otel_variables_alone_give_traces(
+    model_repository: Path, sink: tuple[SpanCollector, int], serving_server: ServerStarter
+) -> None:
+    """No SERVING_* tracing setting: endpoint, protocol, sampler and service name are OTEL_*."""
+    collector, port = sink
+    env = server_env(
+        model_repository,
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{port}",
+        OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
+        OTEL_EXPORTER_OTLP_INSECURE="true",
+        OTEL_TRACES_SAMPLER="parentbased_always_on",
+        OTEL_SERVICE_NAME="digits-from-otel",
+        OTEL_BSP_SCHEDULE_DELAY="100",
+    )
+    with serving_server(env) as server, httpx.Client(timeout=10) as client:
+        for i in range(5):
+            predict(client, server.base_url, 1, i)
+        code = server.stop()
+    assert code == 0, server.log()
+    servers = collector.named("POST /v1/predict")
+    assert len(servers) == 5  # always_on: every root is sampled (the default ratio is 0.01)
+    assert {s["resource"]["service.name"] for s in servers} == {"digits-from-otel"}
+
+
+def test_otel_sdk_disabled_turns_the_standard_endpoint_off(
+    model_repository: Path, sink: tuple[SpanCollector, int], serving_server: ServerStarter
+) -> None:
+    collector, port = sink
+    env = server_env(
+        model_repository,
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{port}",
+        OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
+        OTEL_EXPORTER_OTLP_INSECURE="true",
+        OTEL_TRACES_SAMPLER="always_on",
+        OTEL_SDK_DISABLED="true",
+        OTEL_BSP_SCHEDULE_DELAY="50",
+    )
+    with serving_server(env) as server, httpx.Client(timeout=10) as client:
+        for i in range(3):
+            predict(client, server.base_url, 1, i)
+        assert server.stop() == 0
+    time.sleep(0.3)
+    assert collector.spans == []

@@ -1,0 +1,60 @@
+"""Prediction ids: they round-trip, and forged, altered or expired ids are refused."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from serving.quality.ids import ID_CHARS, PredictionIds
+
+KEY = b"k" * 32
+
+
+def test_an_id_carries_its_prediction() -> None:
+    ids = PredictionIds(KEY, horizon_s=60)
+    first, second = ids.issue([3, 9], [0.25, 1.0], "7")
+    assert len(first) == ID_CHARS
+    assert first != second
+    issued = ids.verify(first)
+    assert issued is not None
+    assert (issued.label, issued.model_version) == (3, 7)
+    assert issued.confidence == pytest.approx(0.25, abs=1e-4)
+    other = ids.verify(second)
+    assert other is not None
+    assert other.label == 9
+
+
+def test_ids_are_unique_per_prediction() -> None:
+    ids = PredictionIds(KEY, horizon_s=60)
+    issued = ids.issue([1] * 1000, [0.5] * 1000, "1")
+    assert len(set(issued)) == 1000
+
+
+def test_another_key_or_any_altered_byte_is_refused() -> None:
+    ids = PredictionIds(KEY, horizon_s=60)
+    (good,) = ids.issue([4], [0.9], "1")
+    assert PredictionIds(b"other", horizon_s=60).verify(good) is None
+    raw = bytearray(base64.urlsafe_b64decode(good))
+    for position in range(len(raw)):
+        altered = bytearray(raw)
+        altered[position] ^= 0x01
+        text = base64.urlsafe_b64encode(bytes(altered)).decode()
+        assert ids.verify(text) is None, position
+
+
+@pytest.mark.parametrize(
+    "text", ["", "x", "!" * ID_CHARS, "é" * ID_CHARS, "A" * ID_CHARS, "+" * ID_CHARS]
+)
+def test_malformed_ids_are_refused(text: str) -> None:
+    assert PredictionIds(KEY, horizon_s=60).verify(text) is None
+
+
+def test_ids_expire_after_the_horizon() -> None:
+    ids = PredictionIds(KEY, horizon_s=60)
+    (good,) = ids.issue([4], [0.9], "1")
+    issued = ids.verify(good)
+    assert issued is not None
+    assert ids.verify(good, now=issued.issued_at + 59) is not None
+    assert ids.verify(good, now=issued.issued_at + 61) is None
+    assert ids.verify(good, now=issued.issued_at - 3600) is None  # dated far in the future

@@ -1,0 +1,133 @@
+"""/v1/predict issues ids; /v1/feedback joins labels to them; /v1/quality reports the window."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+from litestar.testing import TestClient
+from sklearn.metrics import accuracy_score, confusion_matrix
+
+from serving.app import create_app
+from serving.quality.ids import PredictionIds
+from serving.settings import Settings
+from tests.support.tiny_model import synthetic_images
+
+
+def predict(client: TestClient[Any], count: int, seed: int = 0) -> list[dict[str, Any]]:
+    response = client.post(
+        "/v1/predict", json={"instances": synthetic_images(count, seed).tolist()}
+    )
+    assert response.status_code == 200
+    predictions: list[dict[str, Any]] = response.json()["predictions"]
+    return predictions
+
+
+def send(client: TestClient[Any], items: list[tuple[str, int]]) -> dict[str, int]:
+    body = {"feedback": [{"prediction_id": i, "label": label} for i, label in items]}
+    response = client.post("/v1/feedback", json=body)
+    assert response.status_code == 200, response.text
+    answer: dict[str, int] = response.json()
+    return answer
+
+
+def test_feedback_is_joined_once_and_quality_follows(settings: Settings) -> None:
+    with TestClient(create_app(settings)) as client:
+        predictions = predict(client, 40)
+        ids = [p["prediction_id"] for p in predictions]
+        assert len(set(ids)) == 40
+        truth = [(p["label"] + (1 if n % 4 == 0 else 0)) % 10 for n, p in enumerate(predictions)]
+        assert send(client, list(zip(ids[:30], truth[:30], strict=True))) == {
+            "accepted": 30, "duplicates": 0, "unknown": 0,
+        }  # fmt: skip
+        # A relabelled id is a duplicate; the rest are new.
+        answer = send(client, [(ids[0], 3), *zip(ids[30:], truth[30:], strict=True)])
+        assert answer == {"accepted": 10, "duplicates": 1, "unknown": 0}
+        quality = client.get("/v1/quality").json()
+    labels = [p["label"] for p in predictions]
+    assert quality["labelled"] == 40
+    assert quality["window"] == settings.quality_window
+    assert quality["accuracy"] == pytest.approx(accuracy_score(truth, labels))
+    assert quality["confusion"] == confusion_matrix(truth, labels, labels=range(10)).tolist()
+    assert quality["model"] == {"name": "mnist", "version": "1", "test_accuracy": 0.1}
+    assert len(quality["per_class"]) == 10
+
+
+def test_forged_and_foreign_ids_are_unknown(settings: Settings) -> None:
+    with TestClient(create_app(settings)) as client:
+        (prediction,) = predict(client, 1)
+        real = prediction["prediction_id"]
+        (foreign,) = PredictionIds(b"another key", 3600).issue([prediction["label"]], [0.9], "1")
+        forged = real[:-2] + ("AA" if not real.endswith("AA") else "BB")
+        answer = send(client, [(foreign, 1), (forged, 1), ("nonsense", 1), (real, 1)])
+        assert answer == {"accepted": 1, "duplicates": 0, "unknown": 3}
+        assert client.get("/v1/quality").json()["labelled"] == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        (b"not json", 400),
+        (b"{}", 422),
+        (b'{"feedback": []}', 422),
+        (b'{"feedback": [{"prediction_id": "x", "label": 10}]}', 422),
+        (b'{"feedback": [{"prediction_id": "x", "label": -1}]}', 422),
+        (b'{"feedback": [{"prediction_id": "x", "label": "3"}]}', 422),
+        (b'{"feedback": [{"prediction_id": "x", "label": 3.5}]}', 422),
+        (b'{"feedback": [{"prediction_id": "x", "label": true}]}', 422),
+        (b'{"feedback": [{"prediction_id": 5, "label": 3}]}', 422),
+        (b'{"feedback": [{"label": 3}]}', 422),
+        (b'{"feedback": ' + b"[" + b",".join([b'{"prediction_id": "x", "label": 1}'] * 1001)
+         + b"]}", 422),
+    ],
+)  # fmt: skip
+def test_bad_bodies_get_a_json_error(settings: Settings, body: bytes, status: int) -> None:
+    with TestClient(create_app(settings)) as client:
+        response = client.post(
+            "/v1/feedback", content=body, headers={"content-type": "application/json"}
+        )
+    assert response.status_code == status
+    assert response.json()["error"]["status"] == status
+
+
+def test_quality_before_any_feedback(settings: Settings) -> None:
+    with TestClient(create_app(settings)) as client:
+        quality = client.get("/v1/quality").json()
+    assert (quality["labelled"], quality["accuracy"], quality["macro_f1"]) == (0, None, None)
+
+
+def test_a_second_app_with_the_same_key_and_store_joins_the_first_apps_ids(
+    settings: Settings, tmp_path: Any
+) -> None:
+    """What workers (and replicas sharing a store) rely on: ids and duplicates cross apps."""
+    shared = settings.model_copy(
+        update={"feedback_key": "shared secret", "quality_store": tmp_path / "q.sqlite3"}
+    )
+    with TestClient(create_app(shared)) as first, TestClient(create_app(shared)) as second:
+        ids = [p["prediction_id"] for p in predict(first, 5)]
+        assert send(second, [(i, 1) for i in ids]) == {"accepted": 5, "duplicates": 0, "unknown": 0}
+        assert send(first, [(ids[0], 1)])["duplicates"] == 1
+        assert first.get("/v1/quality").json() == second.get("/v1/quality").json()
+
+
+def test_ids_for_a_v2_response_join_like_v1_ids(settings: Settings) -> None:
+    """The helper the v2 protocol uses: one id per output row, in order, accepted by feedback."""
+    app = create_app(settings)
+    feedback = app.state.feedback
+    probabilities = np.eye(10, dtype=np.float32)[[3, 1, 4]] * 0.9 + 0.01
+    ids = feedback.ids_for(probabilities, "1")
+    assert [feedback.ids.verify(i).label for i in ids] == [3, 1, 4]
+    with TestClient(app) as client:
+        assert send(client, [(i, 3) for i in ids]) == {"accepted": 3, "duplicates": 0, "unknown": 0}
+        assert client.get("/v1/quality").json()["confusion"][3][1] == 1
+
+
+def test_ids_past_the_horizon_are_unknown(settings: Settings) -> None:
+    short = settings.model_copy(update={"feedback_horizon_s": 0.5})
+    with TestClient(create_app(short)) as client:
+        (prediction,) = predict(client, 1)
+        time.sleep(1.6)  # issue times are whole seconds: expired for sure after 1.5 s
+        answer = send(client, [(prediction["prediction_id"], 1)])
+    assert answer == {"accepted": 0, "duplicates": 0, "unknown": 1}
