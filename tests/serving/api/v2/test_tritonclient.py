@@ -18,7 +18,7 @@ import tritonclient.http.aio as triton_aio
 from tritonclient.utils import InferenceServerException
 
 from tests.support.server import RunningServer, serving_process
-from tests.support.tiny_model import synthetic_images
+from tests.support.tiny_model import synthetic_images, write_model_version
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 Array = npt.NDArray[np.float32]
@@ -256,3 +256,32 @@ def test_shedding_reaches_the_aio_client_as_503(
     shed = [status for status in statuses if status != "200"]
     assert shed
     assert all(status.startswith("503 queue full") for status in shed)
+
+
+def test_model_repository_extension(tmp_path: Path) -> None:
+    root = tmp_path / "models"
+    write_model_version(root, "mnist", 1, seed=1)
+    env = {"SERVING_MODEL_REPOSITORY": str(root), "SERVING_MODEL_POLL_INTERVAL_S": "0"}
+    pixels = synthetic_images(1, seed=16)
+    with serving_process(env, tmp_path / "server.log") as running:
+        client = triton.InferenceServerClient(running.base_url.removeprefix("http://"))
+        try:
+            assert client.get_model_repository_index() == [
+                {"name": "mnist", "version": "1", "state": "READY", "reason": ""}
+            ]
+            write_model_version(root, "mnist", 2, seed=2)  # polling is off: load picks it up
+            client.load_model("mnist")
+            assert client.get_model_metadata("mnist")["versions"] == ["2"]
+            result = client.infer("mnist", [pixels_input(pixels, binary=True)])
+            assert result.get_response()["model_version"] == "2"
+            client.unload_model("mnist")
+            assert not client.is_model_ready("mnist")
+            assert not client.is_server_ready()
+            with pytest.raises(InferenceServerException, match="unloaded"):
+                client.infer("mnist", [pixels_input(pixels, binary=True)])
+            client.load_model("mnist")
+            assert client.is_model_ready("mnist", "2")
+            with pytest.raises(InferenceServerException, match="unknown model"):
+                client.load_model("other")
+        finally:
+            client.close()
