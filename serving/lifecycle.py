@@ -175,6 +175,7 @@ class Service:
             max_concurrent_batches=settings.max_concurrent_batches,
             observer=self.observer,
             batch_ids=self._batch_ids,
+            model_version=model.version,
         )
         await batcher.start()
         try:

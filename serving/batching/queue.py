@@ -71,9 +71,12 @@ class Batcher:
         max_concurrent_batches: int = 1,
         observer: BatchObserver | None = None,
         batch_ids: Iterator[int] | None = None,
+        model_version: str = "",
     ) -> None:
         """``batch_ids``: share one counter between batchers reporting to the same observer,
-        so batch ids (which key its batch spans) stay unique."""
+        so batch ids (which key its batch spans) stay unique. ``model_version`` is handed to
+        the observer on every queued request."""
+        self.model_version = model_version
         self._predict = predict
         self._max_batch = max_batch_size
         self._max_delay = max_batch_delay_ms / 1000.0
@@ -189,7 +192,7 @@ class Batcher:
             self._observer.on_rejected("deadline", rows)
             raise DeadlineExceededError("the request deadline passed before it was queued")
         future: asyncio.Future[Array] = loop.create_future()
-        request = QueuedRequest(pixels, rows, now, deadline, future)
+        request = QueuedRequest(pixels, rows, now, deadline, future, None, self.model_version)
         self._observer.on_enqueued(request)
         self._queue.append(request)
         self._queued_rows += rows

@@ -30,3 +30,5 @@ class QueuedRequest:
     future: asyncio.Future[Array]
     #: Opaque slot for the observer (e.g. the OTel span context captured in ``on_enqueued``).
     trace_context: object | None = field(default=None)
+    #: The model version its batcher computes with (observers label batch spans with it).
+    model_version: str = ""

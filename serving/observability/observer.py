@@ -92,7 +92,8 @@ class TelemetryObserver:
     def on_batch_start(self, batch_id: int, requests: Sequence[QueuedRequest], rows: int) -> None:
         if self.tracer is not None:
             traces = sampled_traces(r.trace_context for r in requests)
-            self.tracer.start_batch(batch_id, traces, rows, len(requests))
+            version = requests[0].model_version if requests else ""
+            self.tracer.start_batch(batch_id, traces, rows, len(requests), version)
         if self.metrics is None:
             return
         now = time.monotonic()

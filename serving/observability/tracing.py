@@ -141,9 +141,18 @@ class BatchTracer:
             trace_context.queue_span.end()
 
     def start_batch(
-        self, batch_id: int, traces: Sequence[RequestTrace], rows: int, requests: int
+        self,
+        batch_id: int,
+        traces: Sequence[RequestTrace],
+        rows: int,
+        requests: int,
+        model_version: str = "",
     ) -> None:
-        """End each request's queue wait; open the batch span linked to all of them."""
+        """End each request's queue wait; open the batch span linked to all of them.
+
+        ``model_version``: the version that computes the batch (several may be served, and a
+        hot reload changes them), else the one the tracer was built with.
+        """
         if not traces:
             return
         for request_trace in traces:
@@ -156,6 +165,7 @@ class BatchTracer:
             links=[Link(t.server_context) for t in traces],
             attributes={
                 **self._attributes,
+                **({"model.version": model_version} if model_version else {}),
                 "batch.id": batch_id,
                 "batch.size": rows,
                 "batch.requests": requests,

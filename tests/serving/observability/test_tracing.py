@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode, Tracer
 
-from serving.batching.queue import DeadlineExceededError
+from serving.batching.queue import Batcher, DeadlineExceededError
 from serving.observability import ObservabilityPlugin
 from serving.observability.observer import TelemetryObserver
 from serving.observability.requests import ObservedRequests
@@ -269,3 +269,37 @@ def test_unsampled_requests_make_no_spans_at_a_partial_ratio(
     # Each sampled request has its three spans; the ratio is applied once, not squared.
     assert 60 < len(servers) < 140
     assert len(by_name(spans, "queue wait")) == len(servers)
+
+
+def test_batch_spans_name_the_version_that_computed_them(
+    predict: Callable[[Array], Array], exporter: InMemorySpanExporter
+) -> None:
+    """Several versions are served at once, and a hot reload changes them: each batch span
+    carries its own batcher's version, not the one the tracer was built with ("1")."""
+    tracer, observer = tracing_observer(exporter)
+
+    async def scenario() -> None:
+        batchers = {
+            version: Batcher(
+                predict,
+                max_batch_size=8,
+                max_batch_delay_ms=0,
+                max_queue_size=8,
+                observer=observer,
+                model_version=version,
+            )
+            for version in ("3", "4")
+        }
+        for version, batcher in batchers.items():
+            await batcher.start()
+            with tracer.start_as_current_span(f"server {version}"), request_traced():
+                await batcher.submit(np.full((1, 784), 0.1, np.float32), time.monotonic() + 5)
+            await batcher.stop()
+
+    asyncio.run(scenario())
+    versions = sorted(
+        str(span.attributes["model.version"])
+        for span in by_name(exporter.get_finished_spans(), "inference batch")
+        if span.attributes
+    )
+    assert versions == ["3", "4"]
