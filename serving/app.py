@@ -77,7 +77,9 @@ def create_app(
     return Litestar(
         route_handlers=[
             *build_route_handlers(service, feedback.issue_ids),
-            *build_v2_handlers(service, extensions=["binary_tensor_data", "model_repository"]),
+            *build_v2_handlers(
+                service, ["binary_tensor_data", "model_repository"], feedback.ids_for
+            ),
             *build_quality_handlers(service, feedback),
             *build_page_handlers(),
             assets_router(),

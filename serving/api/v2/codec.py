@@ -337,6 +337,8 @@ class _Response(msgspec.Struct, omit_defaults=True):
     model_version: str
     outputs: list[_OutTensor]
     id: str | None = None
+    #: ``prediction_ids`` (row order): what POST /v1/feedback joins true labels to.
+    parameters: dict[str, object] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,6 +354,7 @@ def encode_infer(
     model_name: str,
     model_version: str,
     output_name: str,
+    prediction_ids: list[str] | None = None,
 ) -> EncodedResponse:
     """The response body: JSON header, then the binary outputs in the order requested."""
     rows = int(probabilities.shape[0])
@@ -372,7 +375,10 @@ def encode_infer(
             )
         else:
             tensors.append(_OutTensor(name, datatype, shape, data=array.ravel().tolist()))
-    header = _encoder.encode(_Response(model_name, model_version, tensors, request.id))
+    parameters: dict[str, object] | None = (
+        {"prediction_ids": prediction_ids} if prediction_ids is not None else None
+    )
+    header = _encoder.encode(_Response(model_name, model_version, tensors, request.id, parameters))
     if not chunks:
         return EncodedResponse(header, None)
     return EncodedResponse(b"".join([header, *chunks]), len(header))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import time
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -31,6 +32,8 @@ from serving.lifecycle import NotReadyError, Service
 from serving.model import LoadedModel
 
 AnyRequest = Request[Any, Any, Any]
+#: One feedback id per output row (``serving.quality.feedback.Feedback.ids_for``).
+IdsFor = Callable[[Any, str], list[str]]
 JSON = "application/json"
 BINARY = "application/octet-stream"
 PLATFORM = "onnx_onnxv1"
@@ -101,7 +104,9 @@ def model_metadata(model: LoadedModel, versions: list[str]) -> ModelMetadata:
     )
 
 
-def build_v2_handlers(service: Service, extensions: list[str]) -> list[HTTPRouteHandler]:
+def build_v2_handlers(
+    service: Service, extensions: list[str], ids_for: IdsFor | None = None
+) -> list[HTTPRouteHandler]:
     """The ``/v2`` routes over the process's ``Service``; ``extensions`` are those that work."""
     settings = service.settings
     default_timeout_s = settings.request_timeout_ms / 1000.0
@@ -183,8 +188,9 @@ def build_v2_handlers(service: Service, extensions: list[str]) -> list[HTTPRoute
         inference = decode_infer(body, header_length, contract)
         deadline = started + timeout_s(inference.timeout_us)
         probabilities = await batcher.submit(inference.pixels, deadline)
+        ids = ids_for(probabilities, model.version) if ids_for is not None else None
         encoded = encode_infer(
-            probabilities, inference, model.name, model.version, model.output_name
+            probabilities, inference, model.name, model.version, model.output_name, ids
         )
         if encoded.header_length is None:
             return ASGIResponse(body=encoded.body, media_type=JSON)

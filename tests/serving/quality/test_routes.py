@@ -131,3 +131,25 @@ def test_ids_past_the_horizon_are_unknown(settings: Settings) -> None:
         time.sleep(1.6)  # issue times are whole seconds: expired for sure after 1.5 s
         answer = send(client, [(prediction["prediction_id"], 1)])
     assert answer == {"accepted": 0, "duplicates": 0, "unknown": 1}
+
+
+def test_v2_responses_carry_prediction_ids_that_feedback_joins(settings: Settings) -> None:
+    """OIP v2 answers put one id per row in ``parameters.prediction_ids``, in row order."""
+    pixels = synthetic_images(5, seed=3)
+    body = {
+        "inputs": [
+            {"name": "pixels", "shape": [5, 784], "datatype": "FP32", "data": pixels.tolist()}
+        ],
+        "outputs": [{"name": "label"}],
+    }
+    with TestClient(create_app(settings)) as client:
+        answer = client.post("/v2/models/mnist/infer", json=body).json()
+        ids = answer["parameters"]["prediction_ids"]
+        (label_output,) = answer["outputs"]
+        labels = label_output["data"]
+        assert len(ids) == len(set(ids)) == 5
+        truth = [labels[0], *((label + 1) % 10 for label in labels[1:])]
+        assert send(client, list(zip(ids, truth, strict=True)))["accepted"] == 5
+        quality = client.get("/v1/quality").json()
+    assert quality["accuracy"] == pytest.approx(accuracy_score(truth, labels))
+    assert quality["confusion"] == confusion_matrix(truth, labels, labels=range(10)).tolist()
