@@ -31,6 +31,7 @@ from litestar.openapi.spec import (
 from litestar.response.base import ASGIResponse
 from litestar.types import Receive
 
+from serving.admission import admit, expected_rows
 from serving.api.decoding import Limits, decode
 from serving.api.errors import ClientDisconnectedError, MalformedBodyError
 from serving.api.schemas import (
@@ -196,9 +197,10 @@ def build_route_handlers(service: Service) -> list[HTTPRouteHandler]:
     )
     async def predict(request: Request[Any, Any, Any]) -> ASGIResponse:
         started = time.monotonic()
-        batcher, model = service.admit()
         content_type, length, timeout = _request_headers(request.scope["headers"])
         deadline = started + timeout_s(timeout)
+        # Shed before spending: refused from the headers alone, the body is never read.
+        batcher, model = admit(service, expected_rows(content_type, length), deadline, started)
         body = await read_body(request.receive, max_body_bytes, length)
         pixels = decode(content_type.decode("latin-1"), body, limits)
         probabilities = await batcher.submit(pixels, deadline)

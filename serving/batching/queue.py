@@ -32,6 +32,7 @@ import numpy as np
 from serving.batching.hooks import BatchObserver, NullObserver
 from serving.batching.merge import merge, split
 from serving.batching.request import Array, QueuedRequest
+from serving.batching.throughput import ThroughputMeter
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +84,8 @@ class Batcher:
         self._draining = False
         self._batch_ids = itertools.count(1)
         self._busy = False
+        #: The measured service rate that admission estimates waits from.
+        self.throughput = ThroughputMeter()
         self._loop_task: asyncio.Task[None] | None = None
         self._batch_tasks: set[asyncio.Task[None]] = set()
         self._executor: ThreadPoolExecutor | None = None
@@ -288,6 +291,7 @@ class Batcher:
 
     async def _execute(self, batch: list[QueuedRequest]) -> None:
         assert self._slots is not None
+        taken_at = time.monotonic()
         try:
             outputs = await self._compute(batch)
             if isinstance(outputs, BaseException):
@@ -307,6 +311,9 @@ class Batcher:
             # clients' tasks run, so a client that sends its next request only after getting
             # its answer (sequential traffic) never counts as load and never waits.
             self._busy = bool(self._queue)
+            self.throughput.record(
+                sum(r.rows for r in batch), taken_at, time.monotonic(), self._busy
+            )
             self._in_flight -= 1
             self._slots.release()
             self._update_idle()
