@@ -30,6 +30,9 @@ from serving.model import LoadedModel
 RAW_BYTES_PER_ROW = 784
 JSON_MAX_BYTES_PER_ROW = 784 * 24
 MAX_RETRY_AFTER_S = 30
+#: Share of the remaining deadline the estimated wait may fill. Under steady overload the queue
+#: settles where the estimate meets this line; the rest absorbs the estimate's noise.
+HEADROOM = 0.75
 
 
 class OverloadedError(QueueFullError):
@@ -75,13 +78,13 @@ def admit(
             f"queue full ({queued} of {capacity} rows waiting); retry later",
             retry_after_s(batcher.throughput.wait_s(queued + rows - capacity)),
         )
-    wait = batcher.throughput.wait_s(queued + rows)
+    wait = batcher.throughput.wait_s(batcher.rows_in_flight + queued + rows)
     remaining = deadline - (time.monotonic() if now is None else now)
-    if wait > remaining:
+    if wait > remaining * HEADROOM:
         service.observer.on_rejected("overloaded", rows)
         raise OverloadedError(
             f"overloaded: the estimated wait ({wait * 1000:.0f} ms) exceeds the request's "
             f"deadline ({max(remaining, 0) * 1000:.0f} ms); retry later",
-            retry_after_s(wait - remaining),
+            retry_after_s(wait - remaining * HEADROOM),
         )
     return batcher, model

@@ -44,10 +44,10 @@ class Settings(BaseSettings):
         default="info", description="Log level of the service and of uvicorn."
     )
     drain_grace_s: float = Field(
-        default=0.5,
+        default=3.0,
         ge=0,
-        description="On SIGTERM, the least time to answer 503 + Connection: close, so clients "
-        "and load balancers see the drain.",
+        description="On SIGTERM, how long the listener stays open answering 503 + Connection: "
+        "close while load balancers drop this instance (pair with preStop, docs/deploy.md).",
     )
     drain_timeout_s: float = Field(
         default=30.0,

@@ -81,6 +81,7 @@ class Batcher:
         self._queue: deque[QueuedRequest] = deque()
         self._queued_rows = 0
         self._in_flight = 0
+        self._rows_in_flight = 0
         self._draining = False
         self._batch_ids = itertools.count(1)
         self._busy = False
@@ -100,6 +101,11 @@ class Batcher:
     def queued_rows(self) -> int:
         """Rows waiting (including requests already abandoned, until the loop drops them)."""
         return self._queued_rows
+
+    @property
+    def rows_in_flight(self) -> int:
+        """Rows of the batches computing now (ahead of everything queued)."""
+        return self._rows_in_flight
 
     @property
     def running(self) -> bool:
@@ -292,6 +298,8 @@ class Batcher:
     async def _execute(self, batch: list[QueuedRequest]) -> None:
         assert self._slots is not None
         taken_at = time.monotonic()
+        rows = sum(r.rows for r in batch)
+        self._rows_in_flight += rows
         try:
             outputs = await self._compute(batch)
             if isinstance(outputs, BaseException):
@@ -311,9 +319,8 @@ class Batcher:
             # clients' tasks run, so a client that sends its next request only after getting
             # its answer (sequential traffic) never counts as load and never waits.
             self._busy = bool(self._queue)
-            self.throughput.record(
-                sum(r.rows for r in batch), taken_at, time.monotonic(), self._busy
-            )
+            self.throughput.record(rows, taken_at, time.monotonic(), self._busy)
+            self._rows_in_flight -= rows
             self._in_flight -= 1
             self._slots.release()
             self._update_idle()

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 
 class ThroughputMeter:
-    """An exponentially weighted moving average of seconds per row over finished batches.
+    """An exponentially weighted moving average of seconds per row over finished batches,
+    quick to follow a slowdown (``rise``) and slow to trust a speed-up (``fall``): admission
+    errs towards refusing, since a request admitted on an optimistic estimate times out (504)
+    after queueing, while one refused too early can retry elsewhere at once.
 
     A batch that started while work was waiting is timed from the previous batch's end (the
     service interval: compute, thread hops and the event loop's other work between batches);
@@ -17,8 +20,9 @@ class ThroughputMeter:
     subtractions and a multiply, done once per batch on the event loop.
     """
 
-    def __init__(self, smoothing: float = 0.2) -> None:
-        self._smoothing = smoothing
+    def __init__(self, rise: float = 0.5, fall: float = 0.1) -> None:
+        self._rise = rise
+        self._fall = fall
         self._seconds_per_row: float | None = None
         self._backlog_since: float | None = None
 
@@ -34,9 +38,11 @@ class ThroughputMeter:
         start = since if since is not None and since < taken_at else taken_at
         sample = max(finished_at - start, 0.0) / max(rows, 1)
         current = self._seconds_per_row
-        self._seconds_per_row = (
-            sample if current is None else current + self._smoothing * (sample - current)
-        )
+        if current is None:
+            self._seconds_per_row = sample
+        else:
+            weight = self._rise if sample > current else self._fall
+            self._seconds_per_row = current + weight * (sample - current)
         self._backlog_since = finished_at if backlog else None
 
     def wait_s(self, rows_ahead: int) -> float:

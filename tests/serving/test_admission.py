@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,11 +13,14 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
+from benchmarks.openloop import Load, OpenLoop, percentile
 from serving.admission import expected_rows, retry_after_s
 from serving.app import create_app
 from serving.lifecycle import Service
 from serving.settings import Settings
+from serving.testing import ServerProcess
 from tests.serving.api.conftest import Gated
+from tests.support.server import REPO
 from tests.support.tiny_model import synthetic_images
 
 
@@ -41,6 +46,9 @@ def test_expected_rows_is_a_lower_bound_from_the_headers(
 
 def test_retry_after_is_whole_seconds_from_1_to_30() -> None:
     assert [retry_after_s(s) for s in (0.0, 0.2, 1.0, 1.01, 7.5, 1e9)] == [1, 1, 1, 2, 8, 30]
+
+
+SLOW_SERVE = ("-m", "tests.support.slow_serving")
 
 
 @pytest.fixture
@@ -104,14 +112,15 @@ def test_a_wait_beyond_the_deadline_is_refused_at_once_with_retry_after(
     with TestClient(create_app(settings, model_loader=gated.loader())) as client:
         service: Service = client.app.state.service
         assert service.batcher is not None
-        meter = service.batcher.throughput
-        meter.record(rows=1, taken_at=0.0, finished_at=0.5, backlog=False)  # 0.5 s per row
         results = _hold_a_batch_and_queue(client, gated, rows=4)
+        meter = service.batcher.throughput
+        for _ in range(20):  # the batcher measured 0.5 s per row
+            meter.record(rows=1, taken_at=0.0, finished_at=0.5, backlog=False)
         body = {"instances": synthetic_images(1).tolist()}
         started = time.monotonic()
         short = client.post("/v1/predict", json=body, headers={"x-request-timeout-ms": "1000"})
         refused_in = time.monotonic() - started
-        # 5 rows ahead x 0.5 s = 2.5 s: fits a 10 s deadline, not a 1 s one.
+        # 1 row computing + 4 queued + its own = 3 s: fits 75 % of 10 s, not of 1 s.
         long_result: list[Any] = []
         thread = threading.Thread(
             target=lambda: long_result.append(
@@ -125,8 +134,55 @@ def test_a_wait_beyond_the_deadline_is_refused_at_once_with_retry_after(
         thread.join(timeout=10)
         _wait(lambda: len(results) == 2)
     assert short.status_code == 503
-    assert short.headers["retry-after"] == "2"  # ceil(2.5 s - 1 s)
+    assert short.headers["retry-after"] == "3"  # ceil(3 s - 0.75 x 1 s)
     assert "overloaded" in short.json()["error"]["message"]
     assert refused_in < 0.5
     assert long_result[0].status_code == 200
     assert [r.status_code for r in results] == [200, 200]
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+@pytest.mark.parametrize("keep_alive", [True, False], ids=["keep-alive", "new-connections"])
+def test_open_loop_overload_sheds_at_arrival_and_keeps_accepted_within_deadline(
+    tmp_path: Path, tiny_model_repository: Path, keep_alive: bool
+) -> None:
+    """A service of known capacity (batches of 4 rows take 2 + 4 x 10 ms: ~95 rows/s) offered
+    ~3x that for 3 s: the excess is refused with 503, what is accepted meets its deadline.
+
+    The capacity is low on purpose: the load generator and the server's event loop then need
+    little CPU, so the test asserts admission, not the machine's speed."""
+    env = {
+        "SERVING_MODEL_REPOSITORY": str(tiny_model_repository),
+        "SERVING_MAX_BATCH_SIZE": "4",
+        "SERVING_MAX_QUEUE_SIZE": "256",
+        "SERVING_METRICS_ENABLED": "false",
+        "SLOW_BATCH_MS": "2",
+        "SLOW_ROW_MS": "10",
+    }
+    deadline_ms = 2000
+    server = ServerProcess(
+        tmp_path / "server.log", args=SLOW_SERVE, env=env, cwd=REPO, ready_timeout_s=60
+    )
+    body = (synthetic_images(1, seed=4) * 255).astype("uint8").tobytes()
+    load = Load(
+        "127.0.0.1",
+        server.port,
+        "/v1/predict",
+        body,
+        {"Content-Type": "application/octet-stream", "X-Request-Timeout-Ms": str(deadline_ms)},
+        keep_alive=keep_alive,
+        timeout_s=5.0,
+    )
+    with server:
+        outcomes = asyncio.run(OpenLoop(load).run(rate=300, duration_s=3.0))
+    statuses = Counter(o.status for o in outcomes)
+    accepted = statuses[200] + statuses[504]
+    ok = [o.latency_s for o in outcomes if o.status == 200]
+    refused = [o.latency_s for o in outcomes if o.status == 503]
+    summary = (statuses, percentile(ok, 95), percentile(refused, 95))
+    assert set(statuses) <= {200, 503, 504}, summary  # no client timeouts, resets, 5xx
+    assert statuses[503] > 0.3 * len(outcomes), summary  # the excess was shed...
+    assert statuses[200] > 0.15 * len(outcomes), summary  # ...and real work still done
+    assert statuses[504] <= 0.01 * accepted, summary
+    assert percentile(ok, 95) <= deadline_ms / 1000, summary

@@ -22,7 +22,7 @@ def test_an_idle_batch_is_timed_from_when_it_was_taken() -> None:
 
 def test_back_to_back_batches_are_timed_from_the_previous_end() -> None:
     """Under backlog the gap between batches (event-loop work) counts: it is real service time."""
-    meter = ThroughputMeter(smoothing=1.0)
+    meter = ThroughputMeter(rise=1.0, fall=1.0)
     meter.record(rows=4, taken_at=0.0, finished_at=1.0, backlog=True)
     meter.record(rows=4, taken_at=1.5, finished_at=2.0, backlog=False)
     assert meter.seconds_per_row == pytest.approx(0.25)  # (2.0 - 1.0) / 4
@@ -30,10 +30,19 @@ def test_back_to_back_batches_are_timed_from_the_previous_end() -> None:
     assert meter.seconds_per_row == pytest.approx(0.05)  # idle again: from its own start
 
 
-def test_the_average_follows_a_change_within_a_few_batches() -> None:
-    meter = ThroughputMeter(smoothing=0.2)
-    meter.record(rows=1, taken_at=0.0, finished_at=0.001, backlog=False)
-    for step in range(20):
-        start = 1.0 + step
-        meter.record(rows=1, taken_at=start, finished_at=start + 0.01, backlog=False)
-    assert meter.seconds_per_row == pytest.approx(0.01, rel=0.02)
+def batches(meter: ThroughputMeter, count: int, seconds: float) -> None:
+    for step in range(count):
+        start = 1000.0 + step
+        meter.record(rows=1, taken_at=start, finished_at=start + seconds, backlog=False)
+
+
+def test_a_slowdown_is_followed_faster_than_a_speed_up() -> None:
+    meter = ThroughputMeter(rise=0.5, fall=0.1)
+    batches(meter, 1, 0.001)
+    batches(meter, 3, 0.01)  # slower: most of the way there in three batches
+    assert meter.seconds_per_row == pytest.approx(0.01 - 0.009 / 8)
+    batches(meter, 3, 0.001)  # faster again: trusted only gradually
+    assert meter.seconds_per_row is not None
+    assert meter.seconds_per_row > 0.006
+    batches(meter, 60, 0.001)
+    assert meter.seconds_per_row == pytest.approx(0.001, rel=0.02)
