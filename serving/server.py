@@ -26,6 +26,7 @@ from litestar import Litestar
 from serving.app import create_app
 from serving.lifecycle import Service
 from serving.listener import refuse_new_connections
+from serving.protocol import ConnectionLimits, guarded_protocol
 from serving.settings import Settings
 from serving.supervisor import Supervisor
 
@@ -105,7 +106,15 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=guarded_protocol(
+            ConnectionLimits(
+                max_header_bytes=settings.max_header_bytes,
+                header_timeout_s=settings.header_timeout_s,
+                body_timeout_s=settings.body_timeout_s,
+                max_connections=settings.max_connections,
+            )
+        ),
+        timeout_keep_alive=math.ceil(settings.keep_alive_timeout_s),
         lifespan="on",
         log_level=settings.log_level,
         access_log=False,
