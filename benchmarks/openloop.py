@@ -126,3 +126,35 @@ def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     rank = min(len(ordered), max(1, math.ceil(q / 100 * len(ordered))))
     return ordered[rank - 1]
+
+
+async def closed_loop(
+    load: Load, connections: int, duration_s: float
+) -> tuple[list[Outcome], dict[int, int]]:
+    """``connections`` keep-alive clients, each sending its next request when answered, for
+    ``duration_s``: the outcomes, and requests answered per client port (to find the worker)."""
+    outcomes: list[Outcome] = []
+    per_port: dict[int, int] = {}
+    request = load.request()
+    stop = time.monotonic() + duration_s
+
+    async def client() -> None:
+        reader, writer = await asyncio.open_connection(load.host, load.port)
+        port = writer.get_extra_info("sockname")[1]
+        try:
+            while time.monotonic() < stop:
+                sent = time.monotonic()
+                writer.write(request)
+                await writer.drain()
+                status, headers = await read_response(reader)
+                outcomes.append(Outcome(status, time.monotonic() - sent))
+                per_port[port] = per_port.get(port, 0) + 1
+                if headers.get(b"connection") == b"close":
+                    writer.close()
+                    reader, writer = await asyncio.open_connection(load.host, load.port)
+                    port = writer.get_extra_info("sockname")[1]
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(client() for _ in range(connections)))
+    return outcomes, per_port
