@@ -10,6 +10,8 @@ to every worker, restarts a worker that dies while serving, and exits 0 when all
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import multiprocessing
 import os
@@ -27,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 #: uvicorn's exit code when the lifespan start-up (model load) failed: restarting won't help.
 STARTUP_FAILURE = 3
+_PR_SET_PDEATHSIG = 1
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -38,9 +41,17 @@ def _worker(target: WorkerTarget, values: dict[str, Any], port: int, log_level: 
     # Own process group: a terminal's Ctrl-C reaches the supervisor only, which forwards it
     # once (a second signal would force-exit the worker instead of draining it).
     os.setpgid(0, 0)
+    _exit_with_parent()
     logging.basicConfig(level=log_level, format=_LOG_FORMAT)
     settings = Settings(**{**values, "port": port, "workers": 1})
     target(settings, bind_listener(settings.host, port, reuse_port=True))
+
+
+def _exit_with_parent() -> None:
+    """Linux: SIGTERM this worker (so it drains) if the supervisor dies without forwarding."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class Supervisor:

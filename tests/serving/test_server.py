@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from tests.conftest import ServerStarter
+from tests.support.server import listening_workers
 from tests.support.tiny_model import synthetic_images
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -79,6 +80,8 @@ def test_sigterm_under_load_answers_every_request_that_reached_the_server(
     }
     tally = Tally()
     with serving_server(env, ready_timeout_s=60) as server:
+        if workers > 1:
+            assert len(listening_workers(server.process.pid, workers)) == workers
         signalled_at: list[float] = []
 
         def send() -> None:

@@ -4,6 +4,7 @@ keep-alive connections (and their requests) spread over the workers."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import psutil
 import pytest
 
 from tests.conftest import ServerStarter
+from tests.support.server import listening_workers
 from tests.support.tiny_model import synthetic_images
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -59,6 +61,7 @@ def test_two_workers_share_keep_alive_load_and_both_drain(
     body = (synthetic_images(1, seed=5) * 255).astype("uint8").tobytes()
     ports: list[int] = []
     with serving_server(env, ready_timeout_s=60) as server:
+        assert len(listening_workers(server.process.pid)) == 2
 
         async def main() -> list[list[int]]:
             return list(
@@ -89,3 +92,27 @@ def test_two_workers_share_keep_alive_load_and_both_drain(
     assert len(shares) == 2, per_worker
     assert shares[0] >= 0.25, per_worker
     assert returncode == 0
+
+
+def test_a_worker_that_dies_is_replaced_and_the_service_keeps_serving(
+    serving_server: ServerStarter, tiny_model_repository: Path, tmp_path: Path
+) -> None:
+    env = {
+        "SERVING_MODEL_REPOSITORY": str(tiny_model_repository),
+        "SERVING_WORKERS": "2",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+    }
+    with serving_server(env, ready_timeout_s=60) as server:
+        first = listening_workers(server.process.pid)
+        assert len(first) == 2
+        victim = min(first)
+        psutil.Process(victim).kill()
+        deadline = time.monotonic() + 60
+        while victim in (now := listening_workers(server.process.pid)) or len(now) < 2:
+            assert time.monotonic() < deadline, f"no replacement worker: {now}\n{server.log()}"
+            time.sleep(0.2)
+        with httpx.Client(base_url=server.base_url, timeout=10) as http:
+            assert all(http.get("/readyz").status_code == 200 for _ in range(20))
+        returncode = server.stop()
+    assert returncode == 0, server.log()
+    assert "restarting" in server.log()
