@@ -12,7 +12,9 @@ that trickles its headers or body, none for a new connection that sends nothing,
 * a body not complete ``body_timeout_s`` after its headers -> 408 and close (the app sees the
   client as gone; a response already started is cut);
 * more than ``max_connections`` open connections -> the new one gets 503 + ``Connection:
-  close`` at once, before anything is read.
+  close`` at once, before anything is read;
+* a ``Shedder`` (serving/shedding.py) may answer a request from its headers alone: the answer is
+  written at once, the body is read and dropped, and no ASGI task runs (the cheapest refusal).
 
 Responses here are written directly, with the service's JSON error body: no app code runs.
 """
@@ -20,6 +22,7 @@ Responses here are written directly, with the service's JSON error body: no app 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +38,20 @@ _REASONS = {
     431: b"Request Header Fields Too Large",
     503: b"Service Unavailable",
 }
+
+
+#: ``(method, raw path, headers)`` -> a complete keep-alive response to send instead of running
+#: the app, or None to run it.
+Shedder = Callable[[bytes, bytes, list[tuple[bytes, bytes]]], bytes | None]
+
+
+def http_response(
+    status: int, reason: bytes, headers: list[tuple[bytes, bytes]], body: bytes
+) -> bytes:
+    """Serialise a complete HTTP/1.1 response (headers already lower-case)."""
+    lines = [b"HTTP/1.1 %d %s" % (status, reason), b"content-length: %d" % len(body)]
+    lines += [name + b": " + value for name, value in headers]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +74,10 @@ def canned_response(status: int, message: str) -> bytes:
     return head + b"\r\n" + body
 
 
-def guarded_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
-    """The protocol class for uvicorn's ``http`` option, bound to ``limits``."""
+def guarded_protocol(
+    limits: ConnectionLimits, shedder: Shedder | None = None
+) -> type[HttpToolsProtocol]:
+    """The protocol class for uvicorn's ``http`` option, bound to ``limits`` (and ``shedder``)."""
     too_large = canned_response(431, f"request headers larger than {limits.max_header_bytes} bytes")
     header_timeout = canned_response(
         408, f"request headers not received within {limits.header_timeout_s:g} s"
@@ -72,6 +91,7 @@ def guarded_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
         _awaiting_headers = True
         _header_bytes = 0
         _refused = False
+        _shedding = False
         _timer: asyncio.TimerHandle | None = None
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -109,16 +129,29 @@ def guarded_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
                 self._refuse(too_large)
                 return
             self._arm(limits.body_timeout_s, body_timeout)
+            if shedder is not None and (self.cycle is None or self.cycle.response_complete):
+                answer = shedder(self.parser.get_method(), self.url, self.headers)
+                if answer is not None:
+                    # Answered now; the body still arriving is dropped (or the body timeout
+                    # closes the connection), then the connection serves its next request.
+                    self._shedding = True
+                    self._arm(limits.body_timeout_s, b"")
+                    self.transport.write(answer)
+                    return
             super().on_headers_complete()
 
         def on_body(self, body: bytes) -> None:
-            if not self._refused:
+            if not self._refused and not self._shedding:
                 super().on_body(body)
 
         def on_message_complete(self) -> None:
             if self._refused:
                 return
             self._disarm()
+            if self._shedding:
+                self._shedding = False
+                self.on_response_complete()  # keep-alive timer, next pipelined request
+                return
             super().on_message_complete()
 
         def _arm(self, seconds: float, response: bytes) -> None:
@@ -131,7 +164,7 @@ def guarded_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
                 self._timer = None
 
         def _refuse(self, response: bytes) -> None:
-            """Answer ``response`` unless one already started, then close the connection."""
+            """Answer ``response`` (if any, and unless one already started), then close."""
             self._refused = True
             self._disarm()
             cycle: Any = self.cycle
@@ -141,7 +174,11 @@ def guarded_protocol(limits: ConnectionLimits) -> type[HttpToolsProtocol]:
                 cycle.message_event.set()
             if transport.is_closing():
                 return
-            if (cycle is None or not cycle.response_started) and transport.can_write_eof():
+            if (
+                response
+                and (cycle is None or not cycle.response_started)
+                and transport.can_write_eof()
+            ):
                 # Lingering close: closing with unread input would reset the connection and
                 # could destroy the response before the client reads it. Send it, half-close,
                 # keep reading (and dropping) for a moment, then close.

@@ -28,11 +28,15 @@ from serving.lifecycle import Service
 from serving.listener import refuse_new_connections
 from serving.protocol import ConnectionLimits, guarded_protocol
 from serving.settings import Settings
+from serving.shedding import shed_at_arrival
 from serving.supervisor import Supervisor
 
 logger = logging.getLogger(__name__)
 
 AppFactory = Callable[[Settings], Litestar]
+
+#: Routes whose requests are admitted (or shed) from their headers in the protocol.
+PREDICT_PATHS = frozenset({b"/v1/predict"})
 
 #: After the listener stops taking handshakes: time to accept what the kernel had queued and to
 #: answer the requests on those connections (503 + Connection: close) before they are closed.
@@ -58,6 +62,10 @@ class DrainingServer(uvicorn.Server):
         app = self.app_factory(self.settings)
         self.service = app.state.service
         self.config.app = app
+        # The protocol refuses overloaded predictions itself (serving/shedding.py).
+        self.config.http = guarded_protocol(
+            connection_limits(self.settings), shed_at_arrival(self.service, PREDICT_PATHS)
+        )
         self._loop = asyncio.get_running_loop()
         await super().serve(sockets)
 
@@ -106,20 +114,22 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http=guarded_protocol(
-            ConnectionLimits(
-                max_header_bytes=settings.max_header_bytes,
-                header_timeout_s=settings.header_timeout_s,
-                body_timeout_s=settings.body_timeout_s,
-                max_connections=settings.max_connections,
-            )
-        ),
+        http=guarded_protocol(connection_limits(settings)),
         timeout_keep_alive=math.ceil(settings.keep_alive_timeout_s),
         lifespan="on",
         log_level=settings.log_level,
         access_log=False,
         workers=settings.workers,
         timeout_graceful_shutdown=math.ceil(settings.drain_timeout_s),
+    )
+
+
+def connection_limits(settings: Settings) -> ConnectionLimits:
+    return ConnectionLimits(
+        max_header_bytes=settings.max_header_bytes,
+        header_timeout_s=settings.header_timeout_s,
+        body_timeout_s=settings.body_timeout_s,
+        max_connections=settings.max_connections,
     )
 
 
