@@ -20,7 +20,7 @@ from serving.lifecycle import Service
 from serving.settings import Settings
 from serving.testing import ServerProcess
 from tests.serving.api.conftest import Gated
-from tests.support.server import REPO
+from tests.support.server import REPO, listening_workers
 from tests.support.tiny_model import synthetic_images
 
 
@@ -143,9 +143,13 @@ def test_a_wait_beyond_the_deadline_is_refused_at_once_with_retry_after(
 
 @pytest.mark.e2e
 @pytest.mark.slow
-@pytest.mark.parametrize("keep_alive", [True, False], ids=["keep-alive", "new-connections"])
+@pytest.mark.parametrize(
+    ("keep_alive", "workers"),
+    [(True, 1), (False, 1), (True, 2)],
+    ids=["keep-alive", "new-connections", "keep-alive-2-workers"],
+)
 def test_open_loop_overload_sheds_at_arrival_and_keeps_accepted_within_deadline(
-    tmp_path: Path, tiny_model_repository: Path, keep_alive: bool
+    tmp_path: Path, tiny_model_repository: Path, keep_alive: bool, workers: int
 ) -> None:
     """A service of known capacity (batches of 4 rows take 2 + 4 x 10 ms: ~95 rows/s) offered
     ~3x that for 3 s: the excess is refused with 503, what is accepted meets its deadline.
@@ -159,6 +163,7 @@ def test_open_loop_overload_sheds_at_arrival_and_keeps_accepted_within_deadline(
         "SERVING_METRICS_ENABLED": "false",
         "SLOW_BATCH_MS": "2",
         "SLOW_ROW_MS": "10",
+        "SERVING_WORKERS": str(workers),
     }
     deadline_ms = 2000
     server = ServerProcess(
@@ -175,7 +180,9 @@ def test_open_loop_overload_sheds_at_arrival_and_keeps_accepted_within_deadline(
         timeout_s=5.0,
     )
     with server:
-        outcomes = asyncio.run(OpenLoop(load).run(rate=300, duration_s=3.0))
+        if workers > 1:  # each worker admits for its own queue: twice the capacity
+            assert len(listening_workers(server.process.pid, workers)) == workers
+        outcomes = asyncio.run(OpenLoop(load).run(rate=300 * workers, duration_s=3.0))
     statuses = Counter(o.status for o in outcomes)
     accepted = statuses[200] + statuses[504]
     ok = [o.latency_s for o in outcomes if o.status == 200]
