@@ -26,6 +26,8 @@ class Outcome:
     latency_s: float
     error: str = ""
     worker: str = ""
+    #: How late the request left against its schedule: the generator's own lag.
+    lag_s: float = 0.0
 
 
 @dataclass
@@ -94,12 +96,14 @@ class OpenLoop:
         load = self.load
         async with self._slots:
             streams: Streams | None = None
+            lag = 0.0
             try:
                 async with asyncio.timeout(load.timeout_s - (time.monotonic() - scheduled)):
                     streams = self._idle.popleft() if self._idle else None
                     if streams is None:
                         streams = await asyncio.open_connection(load.host, load.port)
                     reader, writer = streams
+                    lag = time.monotonic() - scheduled
                     writer.write(self._request)
                     await writer.drain()
                     status, headers = await read_response(reader)
@@ -107,11 +111,11 @@ class OpenLoop:
                 if streams is not None:
                     streams[1].close()
                 kind = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
-                self.outcomes.append(Outcome(0, time.monotonic() - scheduled, kind))
+                self.outcomes.append(Outcome(0, time.monotonic() - scheduled, kind, lag_s=lag))
                 return
             latency = time.monotonic() - scheduled
             worker = headers.get(b"x-served-by", b"").decode()
-            self.outcomes.append(Outcome(status, latency, worker=worker))
+            self.outcomes.append(Outcome(status, latency, worker=worker, lag_s=lag))
             if load.keep_alive and headers.get(b"connection") != b"close":
                 self._idle.append(streams)
             else:
