@@ -38,7 +38,8 @@ class Settings(BaseSettings):
     workers: int = Field(
         default=1,
         ge=1,
-        description="Server processes sharing the socket; each loads its own model and batcher.",
+        description="Server processes on the port (SO_REUSEPORT); each loads its own model and "
+        "batcher.",
     )
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = Field(
         default="info", description="Log level of the service and of uvicorn."

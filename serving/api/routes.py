@@ -54,13 +54,14 @@ _CONTENT_LENGTH = b"content-length"
 
 _ERRORS = {
     400: "Malformed body (invalid JSON, unreadable PNG, bad header)",
-    413: "Body larger than max_body_bytes",
     408: "Headers or body not received within header_timeout_s / body_timeout_s (closed)",
+    413: "Body larger than max_body_bytes",
     415: "Unsupported content type",
     422: "Well-formed but invalid instances; the message names the instance index",
     431: "Request line and headers larger than max_header_bytes (closed)",
     500: "Inference failed for this request (quote the request id)",
-    503: "Not ready, draining, or queue full; retry after Retry-After seconds",
+    503: "Not ready, draining, queue full, or the estimated wait exceeds the deadline; "
+    "retry after Retry-After seconds",
     504: "The request deadline passed before it was computed",
 }
 
