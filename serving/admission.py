@@ -7,8 +7,8 @@ expected rows and deadline:
 
 * not ready / draining (``Service.admit``): 503;
 * the queue cannot take the expected rows: 503 (``queue_full``);
-* the estimated wait (rows ahead x the batcher's measured seconds per row) is longer than the
-  time left before the deadline: 503 (``overloaded``) at once, instead of a 504 later.
+* the estimated wait (batches ahead x the batcher's measured seconds per batch) is longer than
+  75 % of the time left before the deadline: 503 (``overloaded``) at once, not a 504 later.
 
 Each 503 carries a ``Retry-After`` derived from the same estimate. Any handler that queues work
 (``/v1/predict``, the v2 infer route) calls ``admit`` with its own row estimate and deadline.
@@ -71,14 +71,15 @@ def admit(
     """
     batcher, model = service.admit()
     queued = batcher.queued_rows
-    capacity = service.settings.max_queue_size
+    settings = service.settings
+    capacity, batch_rows = settings.max_queue_size, settings.max_batch_size
     if queued + rows > capacity:
         service.observer.on_rejected("queue_full", rows)
         raise OverloadedError(
             f"queue full ({queued} of {capacity} rows waiting); retry later",
-            retry_after_s(batcher.throughput.wait_s(queued + rows - capacity)),
+            retry_after_s(batcher.throughput.wait_s(queued + rows - capacity, batch_rows)),
         )
-    wait = batcher.throughput.wait_s(batcher.rows_in_flight + queued + rows)
+    wait = batcher.throughput.wait_s(batcher.rows_in_flight + queued + rows, batch_rows)
     remaining = deadline - (time.monotonic() if now is None else now)
     if wait > remaining * HEADROOM:
         service.observer.on_rejected("overloaded", rows)

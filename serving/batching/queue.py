@@ -319,7 +319,7 @@ class Batcher:
             # clients' tasks run, so a client that sends its next request only after getting
             # its answer (sequential traffic) never counts as load and never waits.
             self._busy = bool(self._queue)
-            self.throughput.record(rows, taken_at, time.monotonic(), self._busy)
+            self.throughput.record(taken_at, time.monotonic(), self._busy)
             self._rows_in_flight -= rows
             self._in_flight -= 1
             self._slots.release()

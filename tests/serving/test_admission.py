@@ -108,19 +108,20 @@ def test_a_full_queue_refuses_before_reading_the_body(
 def test_a_wait_beyond_the_deadline_is_refused_at_once_with_retry_after(
     tiny_model_repository: Path, gated: Gated
 ) -> None:
-    settings = Settings(model_repository=tiny_model_repository, max_instances=8)
+    settings = Settings(model_repository=tiny_model_repository, max_instances=8, max_batch_size=2)
     with TestClient(create_app(settings, model_loader=gated.loader())) as client:
         service: Service = client.app.state.service
         assert service.batcher is not None
         results = _hold_a_batch_and_queue(client, gated, rows=4)
         meter = service.batcher.throughput
-        for _ in range(20):  # the batcher measured 0.5 s per row
-            meter.record(rows=1, taken_at=0.0, finished_at=0.5, backlog=False)
+        for _ in range(20):  # the batcher measured 1 s per batch
+            meter.record(taken_at=0.0, finished_at=1.0, backlog=False)
         body = {"instances": synthetic_images(1).tolist()}
         started = time.monotonic()
         short = client.post("/v1/predict", json=body, headers={"x-request-timeout-ms": "1000"})
         refused_in = time.monotonic() - started
-        # 1 row computing + 4 queued + its own = 3 s: fits 75 % of 10 s, not of 1 s.
+        # 1 row computing + 4 queued + its own = 3 batches of 2 rows = 3 s: fits 75 % of a
+        # 10 s deadline, not of a 1 s one.
         long_result: list[Any] = []
         thread = threading.Thread(
             target=lambda: long_result.append(
