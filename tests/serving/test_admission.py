@@ -98,6 +98,8 @@ def test_a_full_queue_refuses_before_reading_the_body(
         assert gated.session is not None
         gated.session.gate.set()
         _wait(lambda: len(results) == 2)
+        metrics = client.get("/metrics").text
+    assert 'inference_rejected_requests_total{reason="queue_full"} 1.0' in metrics
     assert refused.status_code == 503
     assert refused.headers["retry-after"] == "1"
     assert "queue full" in refused.json()["error"]["message"]
@@ -134,6 +136,8 @@ def test_a_wait_beyond_the_deadline_is_refused_at_once_with_retry_after(
         gated.session.gate.set()
         thread.join(timeout=10)
         _wait(lambda: len(results) == 2)
+        metrics = client.get("/metrics").text
+    assert 'inference_rejected_requests_total{reason="overloaded"} 1.0' in metrics
     assert short.status_code == 503
     assert short.headers["retry-after"] == "3"  # ceil(3 s - 0.75 x 1 s)
     assert "overloaded" in short.json()["error"]["message"]
