@@ -97,8 +97,9 @@ loadtest: setup ## Gated Locust run against URL=http://host:port (see docs/loadt
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/loadtest.sh "$(URL)"
 
 .PHONY: bench
-bench: model ## Benchmark (~7 min, needs wrk): writes benchmarks/results/<date>.md and a plot
+bench: model ## Benchmark (~8 min, needs wrk): results/<date>.md, a plot, <date>-overload.md
 	$(BIN)/python -m benchmarks --models $(MODELS)
+	$(BIN)/python -m benchmarks.overload --models $(MODELS)
 
 .PHONY: bench-instructions
 bench-instructions: model ## Tracing/metrics cost in instructions per request (~11 min, valgrind)

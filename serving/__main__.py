@@ -81,8 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         prepare_multiprocess_dir(Path(tempfile.mkdtemp(prefix="serving-metrics-")))
     else:
         prepare_multiprocess_dir()
-    run(settings)
-    return 0
+    return run(settings)
 
 
 if __name__ == "__main__":

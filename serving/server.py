@@ -5,6 +5,7 @@ the first SIGTERM. Here the first SIGTERM/SIGINT first DRAINS: ``/readyz`` and n
 answer 503 (so a load balancer stops routing here) while every queued and in-flight request is
 computed and answered; then (bounded by ``drain_timeout_s``) uvicorn's normal graceful shutdown
 finishes open responses and runs the lifespan shutdown. A second signal forces exit.
+With ``workers > 1`` each worker process is such a server (serving/supervisor.py).
 
 uvicorn rather than granian: they tied on this service (docs/decisions.md, "uvicorn, not
 granian"), and this draining shutdown is built on uvicorn's Server.
@@ -15,22 +16,31 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import os
 import socket
 from collections.abc import Callable
 from types import FrameType
 
 import uvicorn
 from litestar import Litestar
-from uvicorn.supervisors import Multiprocess
 
 from serving.app import create_app
 from serving.lifecycle import Service
+from serving.listener import refuse_new_connections
+from serving.protocol import ConnectionLimits, guarded_protocol
 from serving.settings import Settings
+from serving.shedding import shed_at_arrival
+from serving.supervisor import Supervisor
 
 logger = logging.getLogger(__name__)
 
 AppFactory = Callable[[Settings], Litestar]
+
+#: Routes whose requests are admitted (or shed) from their headers in the protocol.
+PREDICT_PATHS = frozenset({b"/v1/predict"})
+
+#: After the listener stops taking handshakes: time to accept what the kernel had queued and to
+#: answer the requests on those connections (503 + Connection: close) before they are closed.
+LISTENER_SETTLE_S = 0.25
 
 
 class DrainingServer(uvicorn.Server):
@@ -52,6 +62,10 @@ class DrainingServer(uvicorn.Server):
         app = self.app_factory(self.settings)
         self.service = app.state.service
         self.config.app = app
+        # The protocol refuses overloaded predictions itself (serving/shedding.py).
+        self.config.http = guarded_protocol(
+            connection_limits(self.settings), shed_at_arrival(self.service, PREDICT_PATHS)
+        )
         self._loop = asyncio.get_running_loop()
         await super().serve(sockets)
 
@@ -75,6 +89,23 @@ class DrainingServer(uvicorn.Server):
         await self.service.drain(self.settings.drain_timeout_s, self.settings.drain_grace_s)
         self.should_exit = True
 
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Close the listener without resetting what the kernel already accepted.
+
+        New handshakes are ignored first; connections already queued are accepted and, as the
+        service is draining, their requests are answered 503 + ``Connection: close`` during
+        the settle time. Then uvicorn's shutdown closes the listener and idle connections.
+        """
+        if self._signalled and not self.force_exit:
+            filtered = [
+                refuse_new_connections(sock.fileno())
+                for server in self.servers
+                for sock in server.sockets
+            ]
+            if all(filtered):
+                await asyncio.sleep(LISTENER_SETTLE_S)
+        await super().shutdown(sockets)
+
 
 def uvicorn_config(settings: Settings) -> uvicorn.Config:
     return uvicorn.Config(
@@ -83,7 +114,8 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=guarded_protocol(connection_limits(settings)),
+        timeout_keep_alive=math.ceil(settings.keep_alive_timeout_s),
         lifespan="on",
         log_level=settings.log_level,
         access_log=False,
@@ -92,26 +124,24 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
     )
 
 
-def run(settings: Settings) -> None:
-    """Serve until a signal (the CLI has prepared PROMETHEUS_MULTIPROC_DIR for workers > 1)."""
+def connection_limits(settings: Settings) -> ConnectionLimits:
+    return ConnectionLimits(
+        max_header_bytes=settings.max_header_bytes,
+        header_timeout_s=settings.header_timeout_s,
+        body_timeout_s=settings.body_timeout_s,
+        max_connections=settings.max_connections,
+    )
+
+
+def run(settings: Settings) -> int:
+    """Serve until a signal; the exit code (the CLI has prepared PROMETHEUS_MULTIPROC_DIR for
+    workers > 1). Several workers run under serving.supervisor, each a DrainingServer."""
     if settings.workers == 1:
         DrainingServer(uvicorn_config(settings), settings).run()
-        return
-    # workers > 1: uvicorn 0.54's Multiprocess always runs a plain uvicorn.Server in each worker
-    # (no target hook), so each worker builds its app with the create_app factory from the
-    # environment. The resolved settings (flags included) are exported to SERVING_* first.
-    # Workers then shut down the uvicorn way: stop accepting, answer every in-flight request
-    # (queued ones included: the lifespan shutdown drains the batcher), exit.
-    export_to_environment(settings)
-    config = uvicorn_config(settings)
-    config.app = "serving.app:create_app"
-    config.factory = True
-    sock = config.bind_socket()
-    Multiprocess(config, sockets=[sock]).run()
+        return 0
+    return Supervisor(settings, serve_worker).run()
 
 
-def export_to_environment(settings: Settings) -> None:
-    """Write every set field as SERVING_<NAME> so spawned workers read the same settings."""
-    for name, value in settings.model_dump().items():
-        if value is not None:
-            os.environ[f"SERVING_{name.upper()}"] = str(value)
+def serve_worker(settings: Settings, listener: socket.socket) -> None:
+    """One worker process of several (spawned by the supervisor): serve on ``listener``."""
+    DrainingServer(uvicorn_config(settings), settings).run(sockets=[listener])

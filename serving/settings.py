@@ -38,21 +38,49 @@ class Settings(BaseSettings):
     workers: int = Field(
         default=1,
         ge=1,
-        description="Server processes sharing the socket; each loads its own model and batcher.",
+        description="Server processes on the port (SO_REUSEPORT); each loads its own model and "
+        "batcher.",
     )
     log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = Field(
         default="info", description="Log level of the service and of uvicorn."
     )
     drain_grace_s: float = Field(
-        default=0.5,
+        default=3.0,
         ge=0,
-        description="On SIGTERM, the least time to answer 503 + Connection: close, so clients "
-        "and load balancers see the drain.",
+        description="On SIGTERM, how long the listener stays open answering 503 + Connection: "
+        "close while load balancers drop this instance (pair with preStop, docs/deploy.md).",
     )
     drain_timeout_s: float = Field(
         default=30.0,
         gt=0,
         description="On SIGTERM, the longest wait for queued and in-flight requests to finish.",
+    )
+    max_header_bytes: int = Field(
+        default=16 * 1024,
+        ge=1024,
+        description="Largest request line + headers in bytes; beyond it 431 and the connection "
+        "is closed.",
+    )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Longest time from connecting (or starting a request) to its complete "
+        "headers; then 408 and close.",
+    )
+    body_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Longest time to receive a request body after its headers; then 408 (if "
+        "not answered yet) and close.",
+    )
+    keep_alive_timeout_s: float = Field(
+        default=5.0, gt=0, description="Idle keep-alive connections are closed after this."
+    )
+    max_connections: int = Field(
+        default=1000,
+        ge=1,
+        description="Open connections per worker; a connection beyond it gets 503 + close at "
+        "once. Keep below the file-descriptor limit.",
     )
     gc_young_threshold: int = Field(
         default=10_000,

@@ -63,6 +63,8 @@ class ServerProcess:
         self.log_path = log_path
         self.cmd = pinned([sys.executable, *args], cpu)
         self.env = {
+            # Stopping is part of every test and benchmark: a short drain window, unless asked.
+            "SERVING_DRAIN_GRACE_S": "0.2",
             **os.environ,
             "SERVING_HOST": "127.0.0.1",
             "SERVING_PORT": str(self.port),

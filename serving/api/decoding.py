@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
+import re
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -18,12 +20,30 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, UnidentifiedImageError
 
-from serving.api.errors import InvalidInputError, MalformedBodyError, UnsupportedMediaTypeError
+from serving.api.errors import (
+    ApiError,
+    InvalidInputError,
+    MalformedBodyError,
+    UnsupportedMediaTypeError,
+)
+
+logger = logging.getLogger(__name__)
 
 Array = npt.NDArray[np.float32]
 HEIGHT = WIDTH = 28
 FEATURES = HEIGHT * WIDTH
 _SCALE = np.float32(255.0)
+
+#: Deepest JSON nesting the slow path decodes (a valid body nests 4 deep: object, instances,
+#: rows, pixels); deeper input would exhaust the decoder's recursion (RecursionError).
+MAX_JSON_DEPTH = 32
+#: Longest number token (characters) the slow path decodes; a 400-digit integer cannot become a
+#: float (OverflowError) and no pixel needs more than a few dozen characters.
+MAX_NUMBER_CHARS = 64
+_LONG_NUMBER = re.compile(rb"[-+0-9.eE]{%d,}" % (MAX_NUMBER_CHARS + 1))
+_OPENERS = np.zeros(256, dtype=np.int8)
+_OPENERS[[ord("["), ord("{")]] = 1
+_OPENERS[[ord("]"), ord("}")]] = -1
 
 
 #: A pixel as the typed decoders accept it: msgspec checks the range in C while parsing, so the
@@ -59,7 +79,21 @@ def media_type(content_type: str) -> str:
 
 
 def decode(content_type: str, body: bytes, limits: Limits) -> Array:
-    """Dispatch on the media type; raises 400/415/422 API errors."""
+    """Dispatch on the media type; raises 400/415/422 API errors and nothing else.
+
+    Whatever a decoder raises beyond its own API errors is the client's bytes meeting a parser
+    corner (Pillow, msgspec, NumPy): it is answered 400, never 500.
+    """
+    try:
+        return _decode(content_type, body, limits)
+    except ApiError:
+        raise
+    except Exception as exc:  # client bytes must never produce a 500
+        logger.warning("undiagnosed malformed body (%s): %s", type(exc).__name__, exc)
+        raise MalformedBodyError(f"malformed body ({type(exc).__name__})") from None
+
+
+def _decode(content_type: str, body: bytes, limits: Limits) -> Array:
     kind = media_type(content_type)
     if kind == "application/json":
         return decode_json(body, limits)
@@ -128,7 +162,9 @@ def decode_png(body: bytes) -> Array:
         gray = np.asarray(image.convert("L"), dtype=np.uint8)
     except UnidentifiedImageError:
         raise MalformedBodyError("body is not a readable PNG image: not a PNG file") from None
-    except (OSError, ValueError, SyntaxError):
+    except ApiError:
+        raise
+    except Exception:  # OSError, SyntaxError, DecompressionBombError, ...
         # Pillow's messages name its internals (object reprs); say what the client can fix.
         raise MalformedBodyError(
             "body is not a readable PNG image: its data is damaged or truncated"
@@ -159,8 +195,23 @@ def _check_values(pixels: npt.NDArray[np.float64]) -> None:
         )
 
 
+def check_json_bounds(body: bytes) -> None:
+    """Refuse (400) nesting deeper than ``MAX_JSON_DEPTH`` and numbers longer than
+    ``MAX_NUMBER_CHARS`` before an untyped decode; vectorised, so it costs microseconds.
+
+    Brackets inside strings count too: that over-estimates depth only for bodies that carry
+    strings, which a valid request never needs.
+    """
+    depth = np.cumsum(_OPENERS[np.frombuffer(body, dtype=np.uint8)], dtype=np.int64)
+    if depth.size and int(depth.max()) > MAX_JSON_DEPTH:
+        raise MalformedBodyError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    if _LONG_NUMBER.search(body):
+        raise MalformedBodyError(f"a JSON number is longer than {MAX_NUMBER_CHARS} characters")
+
+
 def _diagnose(body: bytes, limits: Limits) -> None:
     """Slow path for bodies that fit neither typed shape: find and name the first bad instance."""
+    check_json_bounds(body)
     try:
         instances = _generic.decode(body).instances
     except msgspec.ValidationError as exc:
@@ -169,6 +220,8 @@ def _diagnose(body: bytes, limits: Limits) -> None:
         raise InvalidInputError(
             f"invalid request body: {exc}", reason="non_finite" if overflow else "invalid"
         ) from None
+    except msgspec.DecodeError as exc:
+        raise MalformedBodyError(f"malformed JSON body: {exc}") from None
     _check_count(len(instances), limits)
     for index, instance in enumerate(instances):
         problem = _instance_problem(instance)

@@ -85,8 +85,10 @@ _BATCHER_STATUS: dict[type[BatcherError], int] = {
 }
 
 
-def error_response(request: AnyRequest, status: int, message: str) -> Response[bytes]:
-    headers = {"Retry-After": RETRY_AFTER_S} if status == 503 else None
+def error_response(
+    request: AnyRequest, status: int, message: str, retry_after: str = RETRY_AFTER_S
+) -> Response[bytes]:
+    headers = {"Retry-After": retry_after} if status == 503 else None
     if is_v2_path(request.scope["path"]):
         status, body = oip_error(status, message)
     else:
@@ -110,10 +112,12 @@ def _unknown_version(request: AnyRequest, exc: Exception) -> Response[bytes]:
 
 
 def _batcher_error(request: AnyRequest, exc: Exception) -> Response[bytes]:
-    status = _BATCHER_STATUS.get(type(exc), 500) if isinstance(exc, BatcherError) else 500
+    status = next((code for kind, code in _BATCHER_STATUS.items() if isinstance(exc, kind)), 500)
     if status == 500:
         logger.error("request %s: %s", request_id_of(request.scope), exc)
-    return error_response(request, status, str(exc))
+    # An admission refusal (serving.admission.OverloadedError) says when to come back.
+    retry_after = getattr(exc, "retry_after_s", RETRY_AFTER_S)
+    return error_response(request, status, str(exc), str(retry_after))
 
 
 def _http_error(request: AnyRequest, exc: Exception) -> Response[bytes]:

@@ -32,6 +32,7 @@ from litestar.openapi.spec import (
 from litestar.response.base import ASGIResponse
 from litestar.types import Receive
 
+from serving.admission import admit, expected_rows
 from serving.api.decoding import Limits, decode
 from serving.api.errors import ClientDisconnectedError, MalformedBodyError
 from serving.api.schemas import (
@@ -55,11 +56,14 @@ _CONTENT_LENGTH = b"content-length"
 
 _ERRORS = {
     400: "Malformed body (invalid JSON, unreadable PNG, bad header)",
+    408: "Headers or body not received within header_timeout_s / body_timeout_s (closed)",
     413: "Body larger than max_body_bytes",
     415: "Unsupported content type",
     422: "Well-formed but invalid instances; the message names the instance index",
+    431: "Request line and headers larger than max_header_bytes (closed)",
     500: "Inference failed for this request (quote the request id)",
-    503: "Not ready, draining, or queue full; retry after Retry-After seconds",
+    503: "Not ready, draining, queue full, or the estimated wait exceeds the deadline; "
+    "retry after Retry-After seconds",
     504: "The request deadline passed before it was computed",
 }
 
@@ -223,9 +227,10 @@ def build_route_handlers(service: Service, issue_ids: IssueIds) -> list[HTTPRout
     )
     async def predict(request: Request[Any, Any, Any]) -> ASGIResponse:
         started = time.monotonic()
-        batcher, model = service.admit()
         content_type, length, timeout = _request_headers(request.scope["headers"])
         deadline = started + timeout_s(timeout)
+        # Shed before spending: refused from the headers alone, the body is never read.
+        batcher, model = admit(service, expected_rows(content_type, length), deadline, started)
         body = await read_body(request.receive, max_body_bytes, length)
         pixels = decode(content_type.decode("latin-1"), body, limits)
         probabilities = await batcher.submit(pixels, deadline)

@@ -32,6 +32,7 @@ import numpy as np
 from serving.batching.hooks import BatchObserver, NullObserver
 from serving.batching.merge import merge, split
 from serving.batching.request import Array, QueuedRequest
+from serving.batching.throughput import ThroughputMeter
 
 logger = logging.getLogger(__name__)
 
@@ -86,9 +87,12 @@ class Batcher:
         self._queue: deque[QueuedRequest] = deque()
         self._queued_rows = 0
         self._in_flight = 0
+        self._rows_in_flight = 0
         self._draining = False
         self._batch_ids = batch_ids if batch_ids is not None else itertools.count(1)
         self._busy = False
+        #: The measured service rate that admission estimates waits from.
+        self.throughput = ThroughputMeter()
         self._loop_task: asyncio.Task[None] | None = None
         self._batch_tasks: set[asyncio.Task[None]] = set()
         self._executor: ThreadPoolExecutor | None = None
@@ -103,6 +107,11 @@ class Batcher:
     def queued_rows(self) -> int:
         """Rows waiting (including requests already abandoned, until the loop drops them)."""
         return self._queued_rows
+
+    @property
+    def rows_in_flight(self) -> int:
+        """Rows of the batches computing now (ahead of everything queued)."""
+        return self._rows_in_flight
 
     @property
     def running(self) -> bool:
@@ -294,6 +303,9 @@ class Batcher:
 
     async def _execute(self, batch: list[QueuedRequest]) -> None:
         assert self._slots is not None
+        taken_at = time.monotonic()
+        rows = sum(r.rows for r in batch)
+        self._rows_in_flight += rows
         try:
             outputs = await self._compute(batch)
             if isinstance(outputs, BaseException):
@@ -313,6 +325,8 @@ class Batcher:
             # clients' tasks run, so a client that sends its next request only after getting
             # its answer (sequential traffic) never counts as load and never waits.
             self._busy = bool(self._queue)
+            self.throughput.record(taken_at, time.monotonic(), self._busy)
+            self._rows_in_flight -= rows
             self._in_flight -= 1
             self._slots.release()
             self._update_idle()

@@ -16,7 +16,8 @@ import numpy.typing as npt
 Array = npt.NDArray[np.float32]
 
 #: The fixed set of rejection reasons (bounded metric label values).
-RejectReason = Literal["queue_full", "draining", "not_ready", "deadline", "cancelled"]
+#: ``overloaded``: refused at arrival because its estimated wait exceeds its deadline (503).
+RejectReason = Literal["queue_full", "draining", "not_ready", "deadline", "cancelled", "overloaded"]
 
 
 @dataclass(slots=True, eq=False)

@@ -180,8 +180,8 @@ class ServingMetrics:
         )  # fmt: skip
         self.rejected = Counter(
             f"{PREFIX}_rejected_requests",
-            "Requests refused or dropped: queue_full, draining, not_ready, deadline (timeout), "
-            "cancelled (client gone).",
+            "Requests refused or dropped: queue_full, draining, not_ready, overloaded (wait "
+            "beyond deadline), deadline (timeout), cancelled (client gone).",
             ["reason"], registry=r,
         )  # fmt: skip
         # ---------------------------------------------------------------- model quality

@@ -26,8 +26,11 @@ def test_kubernetes_probes_port_and_grace_period_match_the_service() -> None:
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     env = {e["name"]: e.get("value") for e in container["env"]}
     drain = float(env["SERVING_DRAIN_TIMEOUT_S"])
+    grace = float(env["SERVING_DRAIN_GRACE_S"])
     pre_stop = int(container["lifecycle"]["preStop"]["exec"]["command"][1])
-    assert pod["terminationGracePeriodSeconds"] > pre_stop + drain
+    # SIGTERM comes after preStop; the drain window then the queued work must fit before SIGKILL.
+    assert pod["terminationGracePeriodSeconds"] > pre_stop + grace + drain
+    assert grace >= 1  # endpoint removal is not instant: keep answering (503) for a while
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert {"mountPath": "/tmp", "name": "tmp"} in container["volumeMounts"]
     # Every replica verifies every other's prediction ids (feedback through the load balancer).
@@ -48,7 +51,8 @@ def test_ecs_stop_timeout_outlasts_the_drain_and_health_check_uses_readyz() -> N
     task = json.loads((REPO / "deploy/ecs/task-definition.json").read_text())
     (container,) = task["containerDefinitions"]
     env = {e["name"]: e["value"] for e in container["environment"]}
-    assert container["stopTimeout"] > float(env["SERVING_DRAIN_TIMEOUT_S"])
+    grace = float(env.get("SERVING_DRAIN_GRACE_S", Settings().drain_grace_s))
+    assert container["stopTimeout"] > grace + float(env["SERVING_DRAIN_TIMEOUT_S"])
     assert "/readyz" in " ".join(container["healthCheck"]["command"])
     assert container["portMappings"][0]["containerPort"] == Settings().port
 

@@ -3,16 +3,20 @@ harness, with the repository as the working directory)."""
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+
+import psutil
 
 from serving.testing import SERVE, ServerProcess, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 RunningServer = ServerProcess
 
-__all__ = ["REPO", "RunningServer", "free_port", "serving_process"]
+__all__ = ["REPO", "RunningServer", "free_port", "listening_workers", "serving_process"]
 
 
 @contextmanager
@@ -38,3 +42,17 @@ def serving_process(
         cwd=REPO,
     ) as server:
         yield server
+
+
+def listening_workers(supervisor_pid: int, count: int = 2) -> set[int]:
+    """Pids of the workers listening, once ``count`` are (a worker listens when it is ready)."""
+    deadline = time.monotonic() + 60
+    while True:
+        pids = set()
+        for child in psutil.Process(supervisor_pid).children():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                if any(c.status == psutil.CONN_LISTEN for c in child.net_connections("tcp")):
+                    pids.add(child.pid)
+        if len(pids) >= count or time.monotonic() > deadline:
+            return pids
+        time.sleep(0.1)

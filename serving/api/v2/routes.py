@@ -18,6 +18,8 @@ from litestar import Request, get, post
 from litestar.handlers import HTTPRouteHandler
 from litestar.response.base import ASGIResponse
 
+from serving.admission import admit as admit_at_arrival
+from serving.admission import expected_rows
 from serving.api.errors import MalformedBodyError, NotFoundError
 from serving.api.routes import read_body
 from serving.api.v2.codec import (
@@ -38,6 +40,7 @@ JSON = "application/json"
 BINARY = "application/octet-stream"
 PLATFORM = "onnx_onnxv1"
 _encoder = msgspec.json.Encoder()
+_CONTENT_TYPE = b"content-type"
 _CONTENT_LENGTH = b"content-length"
 _CONTENT_ENCODING = b"content-encoding"
 _HEADER_LENGTH = b"inference-header-content-length"
@@ -78,17 +81,23 @@ def _package_version() -> str:
         return "0+unknown"
 
 
-def _infer_headers(scope_headers: Any) -> tuple[bytes | None, bytes | None, bytes | None]:
-    """``(content-length, content-encoding, inference-header-content-length)``, one pass."""
+def _infer_headers(
+    scope_headers: Any,
+) -> tuple[bytes, bytes | None, bytes | None, bytes | None]:
+    """``(content-type, content-length, content-encoding, inference-header-content-length)``,
+    in one pass."""
+    content_type = b""
     length = encoding = header_length = None
     for key, value in scope_headers:
-        if key == _CONTENT_LENGTH:
+        if key == _CONTENT_TYPE:
+            content_type = value
+        elif key == _CONTENT_LENGTH:
             length = value
         elif key == _CONTENT_ENCODING:
             encoding = value
         elif key == _HEADER_LENGTH:
             header_length = value
-    return length, encoding, header_length
+    return content_type, length, encoding, header_length
 
 
 def model_metadata(model: LoadedModel, versions: list[str]) -> ModelMetadata:
@@ -102,6 +111,21 @@ def model_metadata(model: LoadedModel, versions: list[str]) -> ModelMetadata:
             TensorMetadata(LABEL_OUTPUT, "INT64", [-1]),
         ],
     )
+
+
+#: The most bytes a row of binary tensor data takes (FP32; UINT8 takes a quarter): dividing by it
+#: gives a lower bound of the rows, so the estimate never refuses a request that fits.
+_BINARY_BYTES_PER_ROW = 784 * 4
+
+
+def _expected_rows(content_type: bytes, length: bytes | None, header_length: bytes | None) -> int:
+    """A lower bound of the rows of an infer body, from its headers alone: binary tensor data
+    after the JSON header, else the JSON rule of ``serving.admission.expected_rows``."""
+    if header_length is None:
+        return expected_rows(b"application/json", length) if content_type else 1
+    if length is None or not length.isdigit() or not header_length.isdigit():
+        return 1
+    return max(1, (int(length) - int(header_length)) // _BINARY_BYTES_PER_ROW)
 
 
 def build_v2_handlers(
@@ -180,8 +204,15 @@ def build_v2_handlers(
             raise NotFoundError(
                 f"unknown model {name!r}: this server serves {settings.model_name!r}"
             )
-        batcher, model = service.admit(path_params.get("version"))
-        length, encoding, header_length = _infer_headers(request.scope["headers"])
+        content_type, length, encoding, header_length = _infer_headers(request.scope["headers"])
+        # Shed before the body is read, like /v1/predict; parameters.timeout is in the body, so
+        # admission judges the wait against the default deadline.
+        batcher, model = admit_at_arrival(
+            service,
+            _expected_rows(content_type, length, header_length),
+            started + default_timeout_s,
+            version=path_params.get("version"),
+        )
         body = await read_body(request.receive, max_body_bytes, length)
         body = decompress(body, encoding, max_body_bytes)
         contract = Contract(model.input_name, model.output_name, settings.max_instances)

@@ -1,0 +1,59 @@
+"""How fast the batcher is draining its queue right now: seconds per batch, smoothed.
+
+Admission (serving/admission.py) multiplies it by the batches ahead of a new request to estimate
+that request's wait. It is measured, not configured, because it depends on the model, the batch
+sizes the load produces, and what else the CPU is doing. Per batch rather than per row: a batch
+costs a fixed part (thread hop, event-loop work, onnxruntime's call) plus a per-row part, and at
+light load the fixed part dominates, so seconds per row measured on 1-row batches and multiplied
+by hundreds of queued rows would overestimate a long queue's wait many times over.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+class ThroughputMeter:
+    """An exponentially weighted moving average of the seconds a batch takes, quick to follow a
+    slowdown (``rise``) and slow to trust a speed-up (``fall``): admission errs towards refusing,
+    since a request admitted on an optimistic estimate times out (504) after queueing, while one
+    refused too early can retry elsewhere at once.
+
+    A batch that started while work was waiting is timed from the previous batch's end (the
+    service interval: compute, thread hops and the event loop's other work between batches);
+    a batch that started on an idle batcher is timed from when it was taken. One update is a
+    few float operations, once per batch, on the event loop.
+    """
+
+    def __init__(self, rise: float = 0.5, fall: float = 0.1) -> None:
+        self._rise = rise
+        self._fall = fall
+        self._seconds_per_batch: float | None = None
+        self._backlog_since: float | None = None
+
+    @property
+    def seconds_per_batch(self) -> float | None:
+        """None until the first batch finished (then nothing is refused for its wait)."""
+        return self._seconds_per_batch
+
+    def record(self, taken_at: float, finished_at: float, backlog: bool) -> None:
+        """A batch taken at ``taken_at`` finished at ``finished_at`` (``time.monotonic()``);
+        ``backlog`` says whether requests were waiting at its end."""
+        since = self._backlog_since
+        start = since if since is not None and since < taken_at else taken_at
+        sample = max(finished_at - start, 0.0)
+        current = self._seconds_per_batch
+        if current is None:
+            self._seconds_per_batch = sample
+        else:
+            weight = self._rise if sample > current else self._fall
+            self._seconds_per_batch = current + weight * (sample - current)
+        self._backlog_since = finished_at if backlog else None
+
+    def wait_s(self, rows_ahead: int, batch_rows: int) -> float:
+        """Estimated seconds until ``rows_ahead`` rows are computed in batches of up to
+        ``batch_rows`` rows (0 before any measurement)."""
+        per_batch = self._seconds_per_batch
+        if per_batch is None or rows_ahead <= 0:
+            return 0.0
+        return math.ceil(rows_ahead / batch_rows) * per_batch

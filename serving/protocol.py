@@ -1,0 +1,191 @@
+"""Connection limits uvicorn's httptools protocol does not enforce, enforced in a subclass of it.
+
+uvicorn owns the idle keep-alive timeout (``timeout_keep_alive``). With httptools it has no
+limit on header size (``h11_max_incomplete_event_size`` is h11 only), no timeout for a client
+that trickles its headers or body, none for a new connection that sends nothing, and its
+``limit_concurrency`` answers in plain text after reading the request. This protocol adds:
+
+* header bytes beyond ``max_header_bytes`` -> 431 and close (counted as they arrive, so a huge
+  header is refused before it is buffered whole);
+* headers not complete ``header_timeout_s`` after the connection opened or the request began ->
+  408 and close;
+* a body not complete ``body_timeout_s`` after its headers -> 408 and close (the app sees the
+  client as gone; a response already started is cut);
+* more than ``max_connections`` open connections -> the new one gets 503 + ``Connection:
+  close`` at once, before anything is read;
+* a ``Shedder`` (serving/shedding.py) may answer a request from its headers alone: the answer is
+  written at once, the body is read and dropped, and no ASGI task runs (the cheapest refusal).
+
+Responses here are written directly, with the service's JSON error body: no app code runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from serving.api.schemas import ErrorBody, ErrorDetail
+
+#: How long a refused connection is still read (and its input dropped) after the response.
+LINGER_S = 2.0
+_REASONS = {
+    408: b"Request Timeout",
+    431: b"Request Header Fields Too Large",
+    503: b"Service Unavailable",
+}
+
+
+#: ``(method, raw path, headers)`` -> a complete keep-alive response to send instead of running
+#: the app, or None to run it.
+Shedder = Callable[[bytes, bytes, list[tuple[bytes, bytes]]], bytes | None]
+
+
+def http_response(
+    status: int, reason: bytes, headers: list[tuple[bytes, bytes]], body: bytes
+) -> bytes:
+    """Serialise a complete HTTP/1.1 response (headers already lower-case)."""
+    lines = [b"HTTP/1.1 %d %s" % (status, reason), b"content-length: %d" % len(body)]
+    lines += [name + b": " + value for name, value in headers]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    max_header_bytes: int
+    header_timeout_s: float
+    body_timeout_s: float
+    max_connections: int
+
+
+def canned_response(status: int, message: str) -> bytes:
+    """A complete HTTP/1.1 response with the JSON error body that closes the connection."""
+    body = msgspec.json.encode(ErrorBody(ErrorDetail(status, message, "")))
+    head = (
+        b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+        b"connection: close\r\n" % (status, _REASONS[status], len(body))
+    )
+    if status == 503:
+        head += b"retry-after: 1\r\n"
+    return head + b"\r\n" + body
+
+
+def guarded_protocol(
+    limits: ConnectionLimits, shedder: Shedder | None = None
+) -> type[HttpToolsProtocol]:
+    """The protocol class for uvicorn's ``http`` option, bound to ``limits`` (and ``shedder``)."""
+    too_large = canned_response(431, f"request headers larger than {limits.max_header_bytes} bytes")
+    header_timeout = canned_response(
+        408, f"request headers not received within {limits.header_timeout_s:g} s"
+    )
+    body_timeout = canned_response(
+        408, f"request body not received within {limits.body_timeout_s:g} s"
+    )
+    too_many = canned_response(503, "too many open connections; retry later")
+
+    class GuardedHttpToolsProtocol(HttpToolsProtocol):
+        _awaiting_headers = True
+        _header_bytes = 0
+        _refused = False
+        _shedding = False
+        _timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            if len(self.connections) > limits.max_connections:
+                self._refuse(too_many)
+                return
+            self._arm(limits.header_timeout_s, header_timeout)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            if self._refused:
+                return
+            if self._awaiting_headers:
+                self._header_bytes += len(data)
+            super().data_received(data)
+            if self._awaiting_headers and self._header_bytes > limits.max_header_bytes:
+                self._refuse(too_large)
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._awaiting_headers = True
+            self._header_bytes = 0
+            self._arm(limits.header_timeout_s, header_timeout)
+
+        def on_headers_complete(self) -> None:
+            if self._refused:
+                return
+            self._awaiting_headers = False
+            size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
+            if size > limits.max_header_bytes:
+                self._refuse(too_large)
+                return
+            self._arm(limits.body_timeout_s, body_timeout)
+            if shedder is not None and (self.cycle is None or self.cycle.response_complete):
+                answer = shedder(self.parser.get_method(), self.url, self.headers)
+                if answer is not None:
+                    # Answered now; the body still arriving is dropped (or the body timeout
+                    # closes the connection), then the connection serves its next request.
+                    self._shedding = True
+                    self._arm(limits.body_timeout_s, b"")
+                    self.transport.write(answer)
+                    return
+            super().on_headers_complete()
+
+        def on_body(self, body: bytes) -> None:
+            if not self._refused and not self._shedding:
+                super().on_body(body)
+
+        def on_message_complete(self) -> None:
+            if self._refused:
+                return
+            self._disarm()
+            if self._shedding:
+                self._shedding = False
+                self.on_response_complete()  # keep-alive timer, next pipelined request
+                return
+            super().on_message_complete()
+
+        def _arm(self, seconds: float, response: bytes) -> None:
+            self._disarm()
+            self._timer = self.loop.call_later(seconds, self._refuse, response)
+
+        def _disarm(self) -> None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+        def _refuse(self, response: bytes) -> None:
+            """Answer ``response`` (if any, and unless one already started), then close."""
+            self._refused = True
+            self._disarm()
+            cycle: Any = self.cycle
+            transport = self.transport
+            if cycle is not None and not cycle.response_complete:
+                cycle.disconnected = True  # the app's receive() now reports the client gone
+                cycle.message_event.set()
+            if transport.is_closing():
+                return
+            if (
+                response
+                and (cycle is None or not cycle.response_started)
+                and transport.can_write_eof()
+            ):
+                # Lingering close: closing with unread input would reset the connection and
+                # could destroy the response before the client reads it. Send it, half-close,
+                # keep reading (and dropping) for a moment, then close.
+                transport.write(response)
+                transport.write_eof()
+                self.loop.call_later(LINGER_S, transport.close)
+            else:
+                transport.close()
+
+    return GuardedHttpToolsProtocol

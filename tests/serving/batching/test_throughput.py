@@ -1,0 +1,51 @@
+"""The batcher's measured service rate: what admission multiplies the batches ahead by."""
+
+from __future__ import annotations
+
+import pytest
+
+from serving.batching.throughput import ThroughputMeter
+
+
+def test_no_estimate_before_the_first_batch() -> None:
+    meter = ThroughputMeter()
+    assert meter.seconds_per_batch is None
+    assert meter.wait_s(1000, 32) == 0.0
+
+
+def test_the_wait_counts_whole_batches_ahead() -> None:
+    meter = ThroughputMeter()
+    meter.record(taken_at=5.0, finished_at=5.1, backlog=False)
+    assert meter.seconds_per_batch == pytest.approx(0.1)
+    assert meter.wait_s(32, 32) == pytest.approx(0.1)
+    assert meter.wait_s(33, 32) == pytest.approx(0.2)
+    assert meter.wait_s(640, 32) == pytest.approx(2.0)
+    assert meter.wait_s(0, 32) == 0.0
+
+
+def test_back_to_back_batches_are_timed_from_the_previous_end() -> None:
+    """Under backlog the gap between batches (event-loop work) counts: it is real service time."""
+    meter = ThroughputMeter(rise=1.0, fall=1.0)
+    meter.record(taken_at=0.0, finished_at=1.0, backlog=True)
+    meter.record(taken_at=1.5, finished_at=2.0, backlog=False)
+    assert meter.seconds_per_batch == pytest.approx(1.0)  # 2.0 - 1.0
+    meter.record(taken_at=3.0, finished_at=3.2, backlog=False)
+    assert meter.seconds_per_batch == pytest.approx(0.2)  # idle again: from its own start
+
+
+def batches(meter: ThroughputMeter, count: int, seconds: float) -> None:
+    for step in range(count):
+        start = 1000.0 + step
+        meter.record(taken_at=start, finished_at=start + seconds, backlog=False)
+
+
+def test_a_slowdown_is_followed_faster_than_a_speed_up() -> None:
+    meter = ThroughputMeter(rise=0.5, fall=0.1)
+    batches(meter, 1, 0.001)
+    batches(meter, 3, 0.01)  # slower: most of the way there in three batches
+    assert meter.seconds_per_batch == pytest.approx(0.01 - 0.009 / 8)
+    batches(meter, 3, 0.001)  # faster again: trusted only gradually
+    assert meter.seconds_per_batch is not None
+    assert meter.seconds_per_batch > 0.006
+    batches(meter, 60, 0.001)
+    assert meter.seconds_per_batch == pytest.approx(0.001, rel=0.02)

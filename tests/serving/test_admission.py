@@ -1,0 +1,223 @@
+"""Admission at arrival: refused from the headers, before the body is read or decoded."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+
+from benchmarks.openloop import Load, OpenLoop, percentile
+from serving.admission import expected_rows, retry_after_s
+from serving.app import create_app
+from serving.lifecycle import Service
+from serving.settings import Settings
+from serving.testing import ServerProcess
+from tests.serving.api.conftest import Gated
+from tests.support.server import REPO, listening_workers
+from tests.support.tiny_model import synthetic_images
+
+
+@pytest.mark.parametrize(
+    ("content_type", "length", "rows"),
+    [
+        (b"application/octet-stream", b"784", 1),
+        (b"application/octet-stream", b"7840", 10),
+        (b"Application/Octet-Stream; x=y", b"1568", 2),
+        (b"application/json", b"6000", 1),
+        (b"application/json; charset=utf-8", b"2000000", 106),
+        (b"image/png", b"500000", 1),
+        (b"text/plain", b"99999", 1),
+        (b"application/json", None, 1),
+        (b"application/json", b"-5", 1),
+    ],
+)
+def test_expected_rows_is_a_lower_bound_from_the_headers(
+    content_type: bytes, length: bytes | None, rows: int
+) -> None:
+    assert expected_rows(content_type, length) == rows
+
+
+def test_retry_after_is_whole_seconds_from_1_to_30() -> None:
+    assert [retry_after_s(s) for s in (0.0, 0.2, 1.0, 1.01, 7.5, 1e9)] == [1, 1, 1, 2, 8, 30]
+
+
+SLOW_SERVE = ("-m", "tests.support.slow_serving")
+
+
+@pytest.fixture
+def gated() -> Gated:
+    return Gated()
+
+
+def _wait(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 5
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.002)
+
+
+def _hold_a_batch_and_queue(client: TestClient[Any], gated: Gated, rows: int) -> list[Any]:
+    """One request computing (held inside onnxruntime), then ``rows`` rows waiting behind it."""
+    session = gated.session
+    assert session is not None
+    service: Service = client.app.state.service
+    assert service.batcher is not None
+    batcher = service.batcher
+    session.gate.clear()
+    session.entered.clear()
+    results: list[Any] = []
+
+    def post(count: int) -> None:
+        body = {"instances": synthetic_images(count).tolist()}
+        results.append(client.post("/v1/predict", json=body))
+
+    threading.Thread(target=post, args=(1,)).start()
+    _wait(session.entered.is_set)
+    threading.Thread(target=post, args=(rows,)).start()
+    _wait(lambda: batcher.queued_rows == rows)
+    return results
+
+
+def test_a_full_queue_refuses_before_reading_the_body(
+    tiny_model_repository: Path, gated: Gated
+) -> None:
+    """Malformed bytes would be a 400 if read: a 503 proves the body was never decoded."""
+    settings = Settings(model_repository=tiny_model_repository, max_instances=4, max_queue_size=4)
+    with TestClient(create_app(settings, model_loader=gated.loader())) as client:
+        results = _hold_a_batch_and_queue(client, gated, rows=4)
+        refused = client.post(
+            "/v1/predict", content=b"{not json", headers={"content-type": "application/json"}
+        )
+        assert gated.session is not None
+        gated.session.gate.set()
+        _wait(lambda: len(results) == 2)
+        metrics = client.get("/metrics").text
+    assert 'inference_rejected_requests_total{reason="queue_full"} 1.0' in metrics
+    assert refused.status_code == 503
+    assert refused.headers["retry-after"] == "1"
+    assert "queue full" in refused.json()["error"]["message"]
+    assert refused.headers.get("connection") != "close"  # a shed request keeps its connection
+    assert [r.status_code for r in results] == [200, 200]
+
+
+def test_v2_infer_is_refused_before_its_body_is_read_in_the_oip_shape(
+    tiny_model_repository: Path, gated: Gated
+) -> None:
+    """The same admission guards OIP v2 infer: malformed bytes get 503, not 400."""
+    settings = Settings(model_repository=tiny_model_repository, max_instances=4, max_queue_size=4)
+    with TestClient(create_app(settings, model_loader=gated.loader())) as client:
+        results = _hold_a_batch_and_queue(client, gated, rows=4)
+        refused = client.post(
+            "/v2/models/mnist/infer",
+            content=b"{not json",
+            headers={"content-type": "application/json"},
+        )
+        assert gated.session is not None
+        gated.session.gate.set()
+        _wait(lambda: len(results) == 2)
+    assert refused.status_code == 503
+    assert refused.headers["retry-after"] == "1"
+    error = refused.json()["error"]
+    assert isinstance(error, str)
+    assert "queue full" in error
+    assert [r.status_code for r in results] == [200, 200]
+
+
+def test_a_wait_beyond_the_deadline_is_refused_at_once_with_retry_after(
+    tiny_model_repository: Path, gated: Gated
+) -> None:
+    settings = Settings(model_repository=tiny_model_repository, max_instances=8, max_batch_size=2)
+    with TestClient(create_app(settings, model_loader=gated.loader())) as client:
+        service: Service = client.app.state.service
+        assert service.batcher is not None
+        results = _hold_a_batch_and_queue(client, gated, rows=4)
+        meter = service.batcher.throughput
+        for _ in range(20):  # the batcher measured 1 s per batch
+            meter.record(taken_at=0.0, finished_at=1.0, backlog=False)
+        body = {"instances": synthetic_images(1).tolist()}
+        started = time.monotonic()
+        short = client.post("/v1/predict", json=body, headers={"x-request-timeout-ms": "1000"})
+        refused_in = time.monotonic() - started
+        # 1 row computing + 4 queued + its own = 3 batches of 2 rows = 3 s: fits 75 % of a
+        # 10 s deadline, not of a 1 s one.
+        long_result: list[Any] = []
+        thread = threading.Thread(
+            target=lambda: long_result.append(
+                client.post("/v1/predict", json=body, headers={"x-request-timeout-ms": "10000"})
+            )
+        )
+        thread.start()
+        _wait(lambda: service.queued_rows() == 5)
+        assert gated.session is not None
+        gated.session.gate.set()
+        thread.join(timeout=10)
+        _wait(lambda: len(results) == 2)
+        metrics = client.get("/metrics").text
+    assert 'inference_rejected_requests_total{reason="overloaded"} 1.0' in metrics
+    assert short.status_code == 503
+    assert short.headers["retry-after"] == "3"  # ceil(3 s - 0.75 x 1 s)
+    assert "overloaded" in short.json()["error"]["message"]
+    assert refused_in < 0.5
+    assert long_result[0].status_code == 200
+    assert [r.status_code for r in results] == [200, 200]
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("keep_alive", "workers"),
+    [(True, 1), (False, 1), (True, 2)],
+    ids=["keep-alive", "new-connections", "keep-alive-2-workers"],
+)
+def test_open_loop_overload_sheds_at_arrival_and_keeps_accepted_within_deadline(
+    tmp_path: Path, tiny_model_repository: Path, keep_alive: bool, workers: int
+) -> None:
+    """A service of known capacity (batches of 4 rows take 2 + 4 x 10 ms: ~95 rows/s) offered
+    ~3x that for 3 s: the excess is refused with 503, what is accepted meets its deadline.
+
+    The capacity is low on purpose: the load generator and the server's event loop then need
+    little CPU, so the test asserts admission, not the machine's speed."""
+    env = {
+        "SERVING_MODEL_REPOSITORY": str(tiny_model_repository),
+        "SERVING_MAX_BATCH_SIZE": "4",
+        "SERVING_MAX_QUEUE_SIZE": "256",
+        "SERVING_METRICS_ENABLED": "false",
+        "SLOW_BATCH_MS": "2",
+        "SLOW_ROW_MS": "10",
+        "SERVING_WORKERS": str(workers),
+    }
+    deadline_ms = 2000
+    server = ServerProcess(
+        tmp_path / "server.log", args=SLOW_SERVE, env=env, cwd=REPO, ready_timeout_s=60
+    )
+    body = (synthetic_images(1, seed=4) * 255).astype("uint8").tobytes()
+    load = Load(
+        "127.0.0.1",
+        server.port,
+        "/v1/predict",
+        body,
+        {"Content-Type": "application/octet-stream", "X-Request-Timeout-Ms": str(deadline_ms)},
+        keep_alive=keep_alive,
+        timeout_s=5.0,
+    )
+    with server:
+        if workers > 1:  # each worker admits for its own queue: twice the capacity
+            assert len(listening_workers(server.process.pid, workers)) == workers
+        outcomes = asyncio.run(OpenLoop(load).run(rate=300 * workers, duration_s=3.0))
+    statuses = Counter(o.status for o in outcomes)
+    accepted = statuses[200] + statuses[504]
+    ok = [o.latency_s for o in outcomes if o.status == 200]
+    refused = [o.latency_s for o in outcomes if o.status == 503]
+    summary = (statuses, percentile(ok, 95), percentile(refused, 95))
+    assert set(statuses) <= {200, 503, 504}, summary  # no client timeouts, resets, 5xx
+    assert statuses[503] > 0.3 * len(outcomes), summary  # the excess was shed...
+    assert statuses[200] > 0.15 * len(outcomes), summary  # ...and real work still done
+    assert statuses[504] <= 0.01 * accepted, summary
+    assert percentile(ok, 95) <= deadline_ms / 1000, summary

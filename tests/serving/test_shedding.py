@@ -1,0 +1,93 @@
+"""Shedding in the protocol on a real server: an overloaded prediction is refused from its
+headers while its body is still arriving, and the connection goes on serving."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from serving.testing import ServerProcess
+from tests.support.server import REPO
+from tests.support.tiny_model import synthetic_images
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def raw_rows(count: int) -> bytes:
+    return (synthetic_images(count, seed=count) * 255).astype("uint8").tobytes()
+
+
+def read_response(sock: socket.socket) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head + b"\r\n\r\n" + body
+
+
+def test_a_full_queue_is_refused_mid_body_and_the_connection_stays_usable(
+    tmp_path: Path, tiny_model_repository: Path
+) -> None:
+    env = {
+        "SERVING_MODEL_REPOSITORY": str(tiny_model_repository),
+        "SERVING_MAX_BATCH_SIZE": "4",
+        "SERVING_MAX_INSTANCES": "4",
+        "SERVING_MAX_QUEUE_SIZE": "4",
+        "SERVING_REQUEST_TIMEOUT_MS": "10000",
+        "SLOW_BATCH_MS": "1500",
+        "SLOW_ROW_MS": "0",
+    }
+    server = ServerProcess(
+        tmp_path / "server.log",
+        args=("-m", "tests.support.slow_serving"),
+        env=env,
+        cwd=REPO,
+        ready_timeout_s=60,
+    )
+    headers = {"content-type": "application/octet-stream"}
+    results: list[int] = []
+
+    def post(rows: int) -> None:
+        with httpx.Client(base_url=server.base_url, timeout=30) as http:
+            results.append(
+                http.post("/v1/predict", content=raw_rows(rows), headers=headers).status_code
+            )
+
+    with server:
+        computing = threading.Thread(target=post, args=(1,))
+        computing.start()
+        time.sleep(0.3)  # its batch is now inside the 1.5 s model call
+        queued = threading.Thread(target=post, args=(4,))
+        queued.start()
+        time.sleep(0.3)  # 4 rows waiting: the queue is full
+        body = raw_rows(2)
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(
+                b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream"
+                b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body[:100]
+            )
+            started = time.monotonic()
+            refused = read_response(sock)  # the body is not complete yet
+            refused_in = time.monotonic() - started
+            sock.sendall(body[100:])
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            after = read_response(sock)
+        computing.join(timeout=30)
+        queued.join(timeout=30)
+    assert refused.startswith(b"HTTP/1.1 503"), refused
+    assert b"retry-after: " in refused.lower()
+    assert b"queue full" in refused
+    assert b"connection: close" not in refused.lower()
+    assert refused_in < 0.5
+    # Written by the protocol: no ASGI cycle ran, so uvicorn added none of its default headers.
+    assert b"server: uvicorn" not in refused.lower()
+    assert after.startswith(b"HTTP/1.1 200"), after
+    assert sorted(results) == [200, 200]
