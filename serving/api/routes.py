@@ -56,6 +56,7 @@ _CONTENT_LENGTH = b"content-length"
 
 _ERRORS = {
     400: "Malformed body (invalid JSON, unreadable PNG, bad header)",
+    404: "The model is unloaded (POST /v2/repository/models/{name}/load serves it again)",
     408: "Headers or body not received within header_timeout_s / body_timeout_s (closed)",
     413: "Body larger than max_body_bytes",
     415: "Unsupported content type",

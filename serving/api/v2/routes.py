@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 from litestar import Request, get, post
 from litestar.handlers import HTTPRouteHandler
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.response.base import ASGIResponse
 
 from serving.admission import admit as admit_at_arrival
@@ -29,6 +30,7 @@ from serving.api.v2.codec import (
     decompress,
     encode_infer,
 )
+from serving.api.v2.errors import OipError
 from serving.batching import Batcher
 from serving.lifecycle import NotReadyError, Service
 from serving.model import LoadedModel
@@ -128,6 +130,25 @@ def _expected_rows(content_type: bytes, length: bytes | None, header_length: byt
     return max(1, (int(length) - int(header_length)) // _BINARY_BYTES_PER_ROW)
 
 
+def _errors(*codes: int) -> dict[int, ResponseSpec]:
+    """OpenAPI entries for the OIP error body (``{"error": "<message>"}``) at ``codes``."""
+    return {
+        code: ResponseSpec(OipError, generate_examples=False, description=_ERROR_TEXT[code])
+        for code in codes
+    }
+
+
+_ERROR_TEXT = {
+    400: "Bad request: the message says which input, shape, datatype or size is wrong",
+    404: "No such model or version, or the model is unloaded",
+    413: "Body larger than max_body_bytes",
+    500: "Inference failed for this request",
+    503: "Not ready, draining, or shedding load; retry after Retry-After seconds",
+    504: "The request deadline passed before it was computed",
+}
+_MODEL_ERRORS = _errors(400, 404, 503)
+
+
 def build_v2_handlers(
     service: Service, extensions: list[str], ids_for: IdsFor | None = None
 ) -> list[HTTPRouteHandler]:
@@ -164,20 +185,29 @@ def build_v2_handlers(
     async def live() -> ASGIResponse:
         return ASGIResponse(body=b'{"live":true}', media_type=JSON)
 
-    @get("/v2/health/ready", summary="OIP readiness: 200 once a model is served", tags=["v2"])
+    @get(
+        "/v2/health/ready",
+        summary='OIP readiness: 200 once a model is served, 503 ({"ready": false}) before',
+        tags=["v2"],
+    )
     async def ready() -> ASGIResponse:
         if service.ready:
             return ASGIResponse(body=b'{"ready":true}', media_type=JSON)
         return ASGIResponse(body=b'{"ready":false}', media_type=JSON, status_code=503)
 
-    @get(MODEL_PATHS, summary="OIP model metadata", tags=["v2"])
+    @get(MODEL_PATHS, summary="OIP model metadata", tags=["v2"], responses=_MODEL_ERRORS)
     async def metadata(request: AnyRequest) -> ASGIResponse:
         _, model = admit(request)
         pinned = "version" in request.scope["path_params"]
         versions = [model.version] if pinned else service.versions()
         return ASGIResponse(body=_encoder.encode(model_metadata(model, versions)), media_type=JSON)
 
-    @get([f"{path}/ready" for path in MODEL_PATHS], summary="OIP model readiness", tags=["v2"])
+    @get(
+        [f"{path}/ready" for path in MODEL_PATHS],
+        summary="OIP model readiness",
+        tags=["v2"],
+        responses=_MODEL_ERRORS,
+    )
     async def model_ready(request: AnyRequest) -> ASGIResponse:
         try:
             _, model = admit(request)
@@ -195,6 +225,7 @@ def build_v2_handlers(
         summary="OIP inference: JSON or binary tensor data, same batcher as /v1/predict",
         tags=["v2"],
         request_max_body_size=max_body_bytes,
+        responses=_errors(400, 404, 413, 500, 503, 504),
     )
     async def infer(request: Request[Any, Any, Any]) -> ASGIResponse:
         started = time.monotonic()
@@ -252,6 +283,7 @@ def build_v2_handlers(
         status_code=200,
         summary="OIP load: serve the repository's versions now (what polling does)",
         tags=["v2"],
+        responses=_errors(400, 404),
     )
     async def load(request: AnyRequest) -> ASGIResponse:
         repository_model(request)
@@ -267,6 +299,7 @@ def build_v2_handlers(
         status_code=200,
         summary="OIP unload: stop serving the model until it is loaded again",
         tags=["v2"],
+        responses=_errors(400, 404),
     )
     async def unload(request: AnyRequest) -> ASGIResponse:
         repository_model(request)
