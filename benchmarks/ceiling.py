@@ -59,14 +59,10 @@ def create_app() -> Litestar:
     return Litestar(route_handlers=[predict, readyz])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8100)
-    parser.add_argument("--workers", type=int, default=1)
-    args = parser.parse_args()
+def serve(factory: str, args: argparse.Namespace) -> None:
+    """Run an app factory the way the service runs (uvloop + httptools, no access log)."""
     uvicorn.run(
-        "benchmarks.ceiling:create_app",
+        factory,
         factory=True,
         host=args.host,
         port=args.port,
@@ -76,6 +72,14 @@ def main() -> None:
         access_log=False,
         log_level="warning",
     )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8100)
+    parser.add_argument("--workers", type=int, default=1)
+    serve("benchmarks.ceiling:create_app", parser.parse_args())
 
 
 if __name__ == "__main__":

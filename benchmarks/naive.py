@@ -16,10 +16,10 @@ from typing import Any
 
 import msgspec
 import numpy as np
-import uvicorn
 from litestar import Litestar, Request, get, post
 from litestar.response import Response
 
+from benchmarks.ceiling import serve
 from benchmarks.floor import session
 
 MODEL_ENV = "NAIVE_MODEL"
@@ -61,17 +61,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
     os.environ[MODEL_ENV] = args.model
-    uvicorn.run(
-        "benchmarks.naive:create_app",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        loop="uvloop",
-        http="httptools",
-        workers=args.workers,
-        access_log=False,
-        log_level="warning",
-    )
+    serve("benchmarks.naive:create_app", args)
 
 
 if __name__ == "__main__":
