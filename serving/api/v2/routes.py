@@ -161,16 +161,20 @@ def build_v2_handlers(
         ServerMetadata(settings.service_name, _package_version(), sorted(extensions))
     )
 
-    def admit(request: AnyRequest) -> tuple[Batcher, LoadedModel]:
-        """The batcher and model a ``/v2/models/{name}[/versions/{version}]`` path means
-        (404 if none is served)."""
-        path_params = request.scope["path_params"]
-        name: str = path_params["name"]
+    def served_model(request: AnyRequest) -> str:
+        """The ``{name}`` of the path, 404 unless it is the model this server serves."""
+        name: str = request.scope["path_params"]["name"]
         if name != settings.model_name:
             raise NotFoundError(
                 f"unknown model {name!r}: this server serves {settings.model_name!r}"
             )
-        return service.admit(path_params.get("version"))
+        return name
+
+    def admit(request: AnyRequest) -> tuple[Batcher, LoadedModel]:
+        """The batcher and model a ``/v2/models/{name}[/versions/{version}]`` path means
+        (404 if none is served)."""
+        served_model(request)
+        return service.admit(request.scope["path_params"].get("version"))
 
     def timeout_s(microseconds: float | None) -> float:
         if microseconds is None:
@@ -229,12 +233,7 @@ def build_v2_handlers(
     )
     async def infer(request: Request[Any, Any, Any]) -> ASGIResponse:
         started = time.monotonic()
-        path_params = request.scope["path_params"]
-        name: str = path_params["name"]
-        if name != settings.model_name:
-            raise NotFoundError(
-                f"unknown model {name!r}: this server serves {settings.model_name!r}"
-            )
+        served_model(request)
         content_type, length, encoding, header_length = _infer_headers(request.scope["headers"])
         # Shed before the body is read, like /v1/predict; parameters.timeout is in the body, so
         # admission judges the wait against the default deadline.
@@ -242,7 +241,7 @@ def build_v2_handlers(
             service,
             _expected_rows(content_type, length, header_length),
             started + default_timeout_s,
-            version=path_params.get("version"),
+            version=request.scope["path_params"].get("version"),
         )
         body = await read_body(request.receive, max_body_bytes, length)
         body = decompress(body, encoding, max_body_bytes)
@@ -262,14 +261,6 @@ def build_v2_handlers(
             headers={"Inference-Header-Content-Length": str(encoded.header_length)},
         )
 
-    def repository_model(request: AnyRequest) -> str:
-        name: str = request.scope["path_params"]["name"]
-        if name != settings.model_name:
-            raise NotFoundError(
-                f"unknown model {name!r}: this server serves {settings.model_name!r}"
-            )
-        return name
-
     @post("/v2/repository/index", status_code=200, summary="OIP repository index", tags=["v2"])
     async def repository_index() -> ASGIResponse:
         rows = [
@@ -286,7 +277,7 @@ def build_v2_handlers(
         responses=_errors(400, 404),
     )
     async def load(request: AnyRequest) -> ASGIResponse:
-        repository_model(request)
+        served_model(request)
         result = await service.load()
         newest = service.model
         if result.refused and (newest is None or max(result.refused) > int(newest.version)):
@@ -302,7 +293,7 @@ def build_v2_handlers(
         responses=_errors(400, 404),
     )
     async def unload(request: AnyRequest) -> ASGIResponse:
-        repository_model(request)
+        served_model(request)
         await service.unload()
         return ASGIResponse(body=b"{}", media_type=JSON)
 
