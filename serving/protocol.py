@@ -92,6 +92,7 @@ def guarded_protocol(
         _header_bytes = 0
         _refused = False
         _shedding = False
+        _close_after_shed = False
         _timer: asyncio.TimerHandle | None = None
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -133,8 +134,12 @@ def guarded_protocol(
                 answer = shedder(self.parser.get_method(), self.url, self.headers)
                 if answer is not None:
                     # Answered now; the body still arriving is dropped (or the body timeout
-                    # closes the connection), then the connection serves its next request.
+                    # closes the connection), then the connection serves its next request,
+                    # unless the client asked to close it.
                     self._shedding = True
+                    self._close_after_shed = not self.parser.should_keep_alive()
+                    if self._close_after_shed:
+                        answer = answer.replace(b"\r\n", b"\r\nconnection: close\r\n", 1)
                     self._arm(limits.body_timeout_s, b"")
                     self.transport.write(answer)
                     return
@@ -150,6 +155,9 @@ def guarded_protocol(
             self._disarm()
             if self._shedding:
                 self._shedding = False
+                if self._close_after_shed:
+                    self.transport.close()  # the whole request was read: no reset
+                    return
                 self.on_response_complete()  # keep-alive timer, next pipelined request
                 return
             super().on_message_complete()

@@ -77,6 +77,15 @@ def test_a_full_queue_is_refused_mid_body_and_the_connection_stays_usable(
             started = time.monotonic()
             refused = read_response(sock)  # the body is not complete yet
             refused_in = time.monotonic() - started
+            with socket.create_connection(("127.0.0.1", server.port), timeout=10) as closing:
+                closing.sendall(
+                    b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                    b"Content-Type: application/octet-stream\r\nContent-Length: %d\r\n\r\n"
+                    % len(body)
+                    + body
+                )
+                refused_closing = read_response(closing)
+                closed = closing.recv(100)  # b"" once the server closed it
             sock.sendall(body[100:])
             sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             after = read_response(sock)
@@ -90,4 +99,8 @@ def test_a_full_queue_is_refused_mid_body_and_the_connection_stays_usable(
     # Written by the protocol: no ASGI cycle ran, so uvicorn added none of its default headers.
     assert b"server: uvicorn" not in refused.lower()
     assert after.startswith(b"HTTP/1.1 200"), after
+    # A client that asked to close gets the refusal, then the close it asked for.
+    assert refused_closing.startswith(b"HTTP/1.1 503"), refused_closing
+    assert b"connection: close" in refused_closing.lower()
+    assert closed == b""
     assert sorted(results) == [200, 200]
