@@ -7,8 +7,9 @@ expected rows and deadline:
 
 * not ready / draining (``Service.admit``): 503;
 * the queue cannot take the expected rows: 503 (``queue_full``);
-* the estimated wait (batches ahead x the batcher's measured seconds per batch) is longer than
-  75 % of the time left before the deadline: 503 (``overloaded``) at once, not a 504 later.
+* the estimated wait (the event loop's standing lag, serving/loop_lag.py, + batches ahead x the
+  batcher's measured seconds per batch) is longer than 75 % of the time left before the
+  deadline: 503 (``overloaded``) at once, not a 504 later.
 
 Each 503 carries a ``Retry-After`` derived from the same estimate. Any handler that queues work
 (``/v1/predict``, the v2 infer route) calls ``admit`` with its own row estimate and deadline.
@@ -85,7 +86,10 @@ def admit(
             f"queue full ({queued} of {capacity} rows waiting); retry later",
             retry_after_s(batcher.throughput.wait_s(queued + rows - capacity, batch_rows)),
         )
-    wait = batcher.throughput.wait_s(batcher.rows_in_flight + queued + rows, batch_rows)
+    lag = service.loop_lag.standing_s
+    ahead = batcher.rows_in_flight + queued
+    meter = batcher.throughput
+    wait = lag + (meter.wait_s(ahead + rows, batch_rows) if ahead else meter.idle_batch_s)
     remaining = deadline - (time.monotonic() if now is None else now)
     if wait > remaining * HEADROOM:
         service.observer.on_rejected("overloaded", rows)

@@ -19,6 +19,7 @@ import sys
 import time
 
 from serving.batching import Batcher, BatchObserver, DrainingError, NullObserver
+from serving.loop_lag import LoopLag
 from serving.model import LoadedModel, load_model
 from serving.settings import Settings
 from serving.versions import ModelEvents, ModelLoader, RefreshResult, VersionSet
@@ -95,6 +96,8 @@ class Service:
         )
         self._poller: asyncio.Task[None] | None = None
         self._batch_ids = itertools.count(1)  # one sequence for every version's batcher
+        #: The event loop's standing lag, which admission adds to the queue's wait.
+        self.loop_lag = LoopLag()
 
     @property
     def model(self) -> LoadedModel | None:
@@ -189,6 +192,7 @@ class Service:
         """Load (raises ``ModelLoadError`` with a clear message), warm up, start batching, then
         poll the repository every ``model_poll_interval_s``."""
         await self.versions_set.refresh(strict=True)
+        self.loop_lag.start()
         self.phase = Phase.READY
         if self.settings.model_poll_interval_s > 0:
             self._poller = asyncio.get_running_loop().create_task(self._poll(), name="model-poll")
@@ -251,4 +255,5 @@ class Service:
         await self.versions_set.stop()
         for batcher in self.versions_set.batchers():
             await batcher.stop()
+        self.loop_lag.stop()
         self.phase = Phase.STOPPED

@@ -29,6 +29,7 @@ class ThroughputMeter:
         self._rise = rise
         self._fall = fall
         self._seconds_per_batch: float | None = None
+        self._idle_batch_s = 0.0
         self._backlog_since: float | None = None
 
     @property
@@ -36,19 +37,29 @@ class ThroughputMeter:
         """None until the first batch finished (then nothing is refused for its wait)."""
         return self._seconds_per_batch
 
+    @property
+    def idle_batch_s(self) -> float:
+        """Seconds a batch takes when it starts on an idle batcher (0 before any): the wait of a
+        request that nothing is ahead of. Backlog gaps never inflate it, so a past overload
+        cannot make admission refuse work on an idle batcher, which would stop all measuring."""
+        return self._idle_batch_s
+
     def record(self, taken_at: float, finished_at: float, backlog: bool) -> None:
         """A batch taken at ``taken_at`` finished at ``finished_at`` (``time.monotonic()``);
         ``backlog`` says whether requests were waiting at its end."""
         since = self._backlog_since
         start = since if since is not None and since < taken_at else taken_at
         sample = max(finished_at - start, 0.0)
-        current = self._seconds_per_batch
-        if current is None:
-            self._seconds_per_batch = sample
-        else:
-            weight = self._rise if sample > current else self._fall
-            self._seconds_per_batch = current + weight * (sample - current)
+        self._seconds_per_batch = self._smooth(self._seconds_per_batch, sample)
+        if start == taken_at:
+            self._idle_batch_s = self._smooth(self._idle_batch_s or None, sample)
         self._backlog_since = finished_at if backlog else None
+
+    def _smooth(self, current: float | None, sample: float) -> float:
+        if current is None:
+            return sample
+        weight = self._rise if sample > current else self._fall
+        return current + weight * (sample - current)
 
     def wait_s(self, rows_ahead: int, batch_rows: int) -> float:
         """Estimated seconds until ``rows_ahead`` rows are computed in batches of up to

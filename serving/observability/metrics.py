@@ -178,6 +178,12 @@ class ServingMetrics:
             f"{PREFIX}_queue_depth_rows", "Rows waiting in the queue now.",
             multiprocess_mode="livesum", registry=r,
         )  # fmt: skip
+        self.loop_lag = Gauge(
+            f"{PREFIX}_event_loop_lag_seconds",
+            "Standing event-loop lag (smallest of the last 5 samples, 10 ms apart), worst worker: "
+            "a wait the queue does not see.",
+            multiprocess_mode="livemax", registry=r,
+        )  # fmt: skip
         self.rejected = Counter(
             f"{PREFIX}_rejected_requests",
             "Requests refused or dropped: queue_full, draining, not_ready, overloaded (wait "

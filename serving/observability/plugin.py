@@ -28,6 +28,7 @@ from model_repository.layout import VARIANT_FILES
 from model_repository.metadata import Metadata
 from serving.api.response_hooks import ResponseHooks
 from serving.lifecycle import Service
+from serving.loop_lag import LoopLag
 from serving.observability.drift import DriftMonitor
 from serving.observability.inputs import InputMetrics
 from serving.observability.metrics import CONTENT_TYPE, ServingMetrics, render
@@ -78,6 +79,7 @@ class ObservabilityPlugin(InitPlugin):
         self.inputs: InputMetrics | None = None
         self.service_drift: ServiceDrift | None = None
         self._store: QualityStore | None = None
+        self._loop_lag: LoopLag | None = None
         self._local_counts: npt.NDArray[np.int64] | None = None
         self.tracer_provider: TracerProvider | None = None
         tracer: BatchTracer | None = None
@@ -149,6 +151,7 @@ class ObservabilityPlugin(InitPlugin):
         if self.metrics is not None:
             service.watch_models(ModelMetricsEvents(self.metrics))
         self.observer.watch_queue(service.queued_rows)
+        self._loop_lag = service.loop_lag
         feedback = app_config.state.get("feedback")
         if isinstance(feedback, Feedback) and self.quality is not None:
             feedback.listeners.append(self.quality.on_feedback)
@@ -223,6 +226,8 @@ class ObservabilityPlugin(InitPlugin):
         memory, in-flight, queue depth, drift). Runs on the event loop."""
         if self.metrics is not None:
             self.metrics.refresh_process()
+            if self._loop_lag is not None:
+                self.metrics.loop_lag.set(self._loop_lag.standing_s)
         if self.http is not None:
             self.http.publish()
         self.observer.flush()

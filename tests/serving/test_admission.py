@@ -169,6 +169,30 @@ def test_a_wait_beyond_the_deadline_is_refused_at_once_with_retry_after(
     assert [r.status_code for r in results] == [200, 200]
 
 
+def test_an_idle_batcher_admits_whatever_a_past_overload_left_in_the_meter(
+    tiny_model_repository: Path,
+) -> None:
+    """A meter inflated by an overload (10 s per batch) must not refuse a request that nothing
+    is ahead of: refusing it would keep the meter from ever measuring again."""
+    settings = Settings(model_repository=tiny_model_repository)
+    with TestClient(create_app(settings)) as client:
+        service: Service = client.app.state.service
+        assert service.batcher is not None
+        meter = service.batcher.throughput
+        meter.record(taken_at=0.0, finished_at=0.001, backlog=True)  # a fast batch, then
+        for step in range(20):  # back-to-back batches 10 s apart: the meter says 10 s per batch
+            end = 0.001 + step * 10.0
+            meter.record(taken_at=end + 0.0001, finished_at=end + 10.0, backlog=step < 19)
+        assert meter.seconds_per_batch is not None
+        assert meter.seconds_per_batch > 9.0
+        body = {"instances": synthetic_images(1).tolist()}
+        answer = client.post("/v1/predict", json=body, headers={"x-request-timeout-ms": "1000"})
+        assert answer.status_code == 200, answer.text
+        per_batch = meter.seconds_per_batch
+        assert per_batch is not None
+        assert per_batch < 9.5
+
+
 @pytest.mark.e2e
 @pytest.mark.slow
 @pytest.mark.parametrize(

@@ -49,3 +49,16 @@ def test_a_slowdown_is_followed_faster_than_a_speed_up() -> None:
     assert meter.seconds_per_batch > 0.006
     batches(meter, 60, 0.001)
     assert meter.seconds_per_batch == pytest.approx(0.001, rel=0.02)
+
+
+def test_the_idle_batch_time_ignores_backlog_gaps() -> None:
+    """What a request that nothing is ahead of waits: batches started on an idle batcher only."""
+    meter = ThroughputMeter(rise=1.0, fall=1.0)
+    assert meter.idle_batch_s == 0.0
+    meter.record(taken_at=0.0, finished_at=0.002, backlog=True)
+    meter.record(taken_at=5.0, finished_at=5.001, backlog=True)  # 4.998 s after the last end
+    assert meter.seconds_per_batch == pytest.approx(4.999)
+    assert meter.idle_batch_s == pytest.approx(0.002)
+    meter.record(taken_at=9.0, finished_at=9.003, backlog=False)  # after the backlog
+    meter.record(taken_at=10.0, finished_at=10.004, backlog=False)  # idle start: counted
+    assert meter.idle_batch_s == pytest.approx(0.004)
