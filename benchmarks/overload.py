@@ -1,16 +1,16 @@
 """``python -m benchmarks.overload --models models``: the service on its worst day (issue 14).
 
-On loopback, the server pinned to core 0 and this generator (Python, asyncio) to core 1:
+On loopback, the server pinned to core 0 and h2load (benchmarks/h2load.py) on core 1:
 
 1. capacity: 64 keep-alive clients, closed loop;
-2. 3x capacity, open loop, for ``--seconds`` (default 10): once on keep-alive connections,
-   once with a new connection per request; goodput, 503 p50/p95, accepted p95, 504 share of
+2. 3x capacity for ``--seconds`` (default 10): once on keep-alive connections, once with a new
+   connection per request (open loop); goodput, 503 p50/p95, accepted p95, 504 share of
    accepted, client timeouts, and the time until idle latency is back;
 3. the CPU cost of a 503 (admission refusal) against a 200, per request, in server CPU time;
 4. two workers, 32 keep-alive connections: the share of requests each worker served.
 
-Writes ``benchmarks/results/<date>-overload.md``. One small Python generator caps the offered
-rate: when it cannot keep up, the report says so (offered vs scheduled).
+Writes ``benchmarks/results/<date>-overload.md``. The idle, recovery and worker-share probes are
+small Python clients (benchmarks/openloop.py): they need neither speed nor a schedule.
 """
 
 from __future__ import annotations
@@ -23,13 +23,14 @@ import statistics
 import sys
 import time
 from collections import Counter
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
 import psutil
 
-from benchmarks.openloop import Load, OpenLoop, Outcome, closed_loop, percentile
+from benchmarks import h2load
+from benchmarks.openloop import Load, closed_loop, percentile
 from loadtest.data import binary_body, load_digits, mnist_dir
 from model_repository.layout import resolve
 from serving.testing import ServerProcess, free_port
@@ -58,6 +59,14 @@ def server(models: Path, log: Path, workers: int = 1) -> ServerProcess:
     }
     cpu = SERVER_CPU if workers == 1 else None
     return ServerProcess(log, env=env, port=free_port(), cpu=cpu, ready_timeout_s=120)
+
+
+def url(srv: ServerProcess) -> str:
+    return srv.base_url + "/v1/predict"
+
+
+def headers(**extra: str) -> dict[str, str]:
+    return {**HEADERS, **{k.replace("_", "-"): v for k, v in extra.items()}}
 
 
 def load_for(srv: ServerProcess, body: bytes, keep_alive: bool = True, **headers: str) -> Load:
@@ -102,29 +111,30 @@ def recovery_s(srv: ServerProcess, body: bytes, idle: float, limit_s: float = 10
     return run(probe())
 
 
-def overload_row(name: str, outcomes: Sequence[Outcome], capacity: float, seconds: float,
-                 recovery: float, elapsed: float) -> str:  # fmt: skip
-    statuses = Counter(o.status for o in outcomes)
+def overload_row(name: str, run: h2load.Run, capacity: float, seconds: float,
+                 recovery: float) -> str:  # fmt: skip
+    statuses = Counter(o.status for o in run.outcomes)
     accepted = statuses[200] + statuses[504]
-    ok = [o.latency_s for o in outcomes if o.status == 200]
-    shed = [o.latency_s for o in outcomes if o.status == 503]
-    goodput = statuses[200] / seconds
-    errors = Counter(o.error for o in outcomes if o.status == 0)
-    lag = percentile([o.lag_s for o in outcomes], 95)
+    ok = [o.latency_s for o in run.outcomes if o.status == 200]
+    shed = [o.latency_s for o in run.outcomes if o.status == 503]
+    goodput = statuses[200] / max(seconds, run.elapsed_s)
     return (
-        f"| {name} | {len(outcomes) / seconds:.0f} (sent in {elapsed:.1f} s, lag p95 "
-        f"{ms(lag)} ms) | {goodput:.0f} ({goodput / capacity:.0%}) | "
+        f"| {name} | {run.scheduled / seconds:.0f} | {run.started / seconds:.0f} | "
+        f"{run.elapsed_s:.1f} | {goodput:.0f} ({goodput / capacity:.0%}) | "
         f"{ms(percentile(shed, 50))} / {ms(percentile(shed, 95))} | {ms(percentile(ok, 95))} | "
-        f"{statuses[504]} ({statuses[504] / max(accepted, 1):.1%}) | {sum(errors.values())} "
-        f"{dict(errors) or ''} | {recovery:.2f} |"
+        f"{statuses[504]} ({statuses[504] / max(accepted, 1):.1%}) | {run.timeouts} / "
+        f"{run.errors} | {recovery:.2f} |"
     )
 
 
-def cpu_per_request(srv: ServerProcess, load: Load, seconds: float) -> tuple[float, Counter[int]]:
+def cpu_per_request(
+    srv: ServerProcess, body: bytes, requests: int, **extra: str
+) -> tuple[float, Counter[int]]:
+    """Server CPU seconds per request of 8 closed-loop keep-alive clients, and the statuses."""
     before = srv.cpu_seconds()
-    outcomes, _ = run(closed_loop(load, 8, seconds))
+    done = h2load.closed_loop(url(srv), body, 8, requests, headers(**extra), LOAD_CPU)
     spent = srv.cpu_seconds() - before
-    return spent / max(len(outcomes), 1), Counter(o.status for o in outcomes)
+    return spent / max(len(done.outcomes), 1), Counter(o.status for o in done.outcomes)
 
 
 def worker_shares(srv: ServerProcess, body: bytes, seconds: float) -> tuple[dict[int, int], int]:
@@ -155,43 +165,65 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else "")
     parser.add_argument("--models", type=Path, default=Path("models"))
     parser.add_argument("--seconds", type=float, default=10.0, help="per overload run")
+    parser.add_argument("--clients", type=int, default=900, help="keep-alive overload clients")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
     resolve(args.models, "mnist")
+    if not h2load.available():
+        print("h2load not found: apt-get install nghttp2-client", file=sys.stderr)
+        return 2
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {LOAD_CPU})
     body = binary_body(load_digits(mnist_dir(None), 1)[0])
     log = args.out / "overload-server.log"
     args.out.mkdir(parents=True, exist_ok=True)
     lines = [
-        f"# Overload, drain-free: {dt.date.today().isoformat()}",
+        f"# Overload: {dt.date.today().isoformat()}",
         "",
-        f"`python -m benchmarks.overload --seconds {args.seconds:g}`; 1-row raw requests, server "
-        "on core 0, Python asyncio generator on core 1. Other processes shared the machine: "
-        "the numbers are indicative.",
+        f"`python -m benchmarks.overload --seconds {args.seconds:g} --clients {args.clients}`; "
+        "1-row raw requests, default settings, server on core 0, h2load on core 1. Capacity: "
+        "64 clients, closed loop. Then 3x capacity: keep-alive "
+        f"({args.clients} clients at 3x capacity together), and one new connection per request "
+        f"(open loop). Client timeout {h2load.TIMEOUT_S} s.",
         "",
     ]
     with server(args.models, log) as srv:
         idle = idle_p50(srv, body)
-        outcomes, _ = run(closed_loop(load_for(srv, body), 64, 3.0))
-        capacity = sum(o.status == 200 for o in outcomes) / 3.0
-        lines += [f"Capacity (64 keep-alive clients, closed loop): **{capacity:.0f} req/s**; "
-                  f"idle p50 {ms(idle)} ms.", "",
-                  "| run | offered req/s | goodput req/s (of capacity) | 503 p50 / p95 ms | "
-                  "200 p95 ms | 504 (of accepted) | client errors | idle again after s |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
-        for keep_alive in (True, False):
-            name = "keep-alive" if keep_alive else "new connection per request"
-            loop = OpenLoop(load_for(srv, body, keep_alive=keep_alive))
-            started = time.monotonic()
-            result = run(loop.run(3 * capacity, args.seconds))
-            elapsed = time.monotonic() - started
+        measured = h2load.closed_loop(url(srv), body, 64, 25_000, headers(), LOAD_CPU)
+        capacity = sum(o.status == 200 for o in measured.outcomes) / measured.elapsed_s
+        fresh = h2load.closed_loop(
+            url(srv), body, 64, int(capacity * 3), headers(), LOAD_CPU, new_connections=True
+        )
+        fresh_capacity = sum(o.status == 200 for o in fresh.outcomes) / fresh.elapsed_s
+        lines += [f"Capacity, 64 clients in closed loop: **{capacity:.0f} req/s** on keep-alive "
+                  f"connections, **{fresh_capacity:.0f} req/s** with a new connection per "
+                  f"request; idle p50 {ms(idle)} ms.", "",
+                  "| run | scheduled req/s | sent req/s | took s | goodput req/s (of capacity) "
+                  "| 503 p50 / p95 ms | 200 p95 ms | 504 (of accepted) | client timeouts / "
+                  "errors | idle again after s |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+        seconds, clients = args.seconds, args.clients
+        runs: list[tuple[str, Callable[[], h2load.Run], float]] = [
+            (f"keep-alive, {clients} clients, default deadline (1 s)",
+             lambda: h2load.keep_alive(
+                 url(srv), body, 3 * capacity, seconds, headers(), LOAD_CPU, clients),
+             capacity),
+            (f"keep-alive, {clients} clients, X-Request-Timeout-Ms: 100",
+             lambda: h2load.keep_alive(url(srv), body, 3 * capacity, seconds,
+                                       headers(X_Request_Timeout_Ms="100"), LOAD_CPU, clients),
+             capacity),
+            ("new connection per request (open loop)",
+             lambda: h2load.new_connections(
+                 url(srv), body, 3 * fresh_capacity, seconds, headers(), LOAD_CPU),
+             fresh_capacity),
+        ]  # fmt: skip
+        for name, overload, reference in runs:
+            done = overload()
             recovery = recovery_s(srv, body, idle)
-            lines.append(overload_row(name, result, capacity, args.seconds, recovery, elapsed))
+            lines.append(overload_row(name, done, reference, seconds, recovery))
             print(lines[-1], flush=True)
-        ok_cpu, ok_statuses = cpu_per_request(srv, load_for(srv, body), 3.0)
-        shed_load = load_for(srv, body, X_Request_Timeout_Ms="0.0001")
-        shed_cpu, shed_statuses = cpu_per_request(srv, shed_load, 3.0)
+        ok_cpu, ok_statuses = cpu_per_request(srv, body, 10_000)
+        shed_cpu, shed_statuses = cpu_per_request(srv, body, 10_000, X_Request_Timeout_Ms="0.0001")
     ratio = shed_cpu / ok_cpu
     lines += ["", f"503 CPU cost: {shed_cpu * 1e6:.0f} µs of server CPU per 503 "
               f"({dict(shed_statuses)}) against {ok_cpu * 1e6:.0f} µs per 200 "
