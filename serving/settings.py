@@ -157,7 +157,7 @@ class Settings(BaseSettings):
         default=8,
         ge=0,
         description="A request of at most this many rows reaching an idle batcher is computed at "
-        "once on the event loop (no thread hop) while such batches take under 0.25 ms; 0: never.",
+        "once on the event loop (no thread hop) while such batches take under 0.5 ms; 0: never.",
     )
 
     # ---------------------------------------------------------------- requests

@@ -44,9 +44,10 @@ logger = logging.getLogger(__name__)
 
 PredictFn = Callable[[Array], Array]
 
-#: Longest measured compute of a small batch for the next one to run on the event loop: about
-#: what the thread hop it saves costs. Every request that arrives meanwhile waits for it.
-INLINE_MAX_COMPUTE_S = 0.25e-3
+#: Longest measured compute of a small batch for the next one to run on the event loop. Every
+#: request arriving meanwhile waits for it, so it stays a few thread hops' worth: enough margin
+#: for a few-row MLP on a busy CPU, far below a slow model's milliseconds.
+INLINE_MAX_COMPUTE_S = 0.5e-3
 
 
 class BatcherError(Exception):
