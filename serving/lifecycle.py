@@ -176,6 +176,7 @@ class Service:
             max_batch_delay_ms=settings.max_batch_delay_ms,
             max_queue_size=settings.max_queue_size,
             max_concurrent_batches=settings.max_concurrent_batches,
+            inline_max_rows=settings.inline_max_rows,
             observer=self.observer,
             batch_ids=self._batch_ids,
             model_version=model.version,

@@ -153,6 +153,12 @@ class Settings(BaseSettings):
         ge=1,
         description="Batches computed at the same time (one inference thread each).",
     )
+    inline_max_rows: int = Field(
+        default=8,
+        ge=0,
+        description="A request of at most this many rows reaching an idle batcher is computed at "
+        "once on the event loop (no thread hop) while such batches take under 0.5 ms; 0: never.",
+    )
 
     # ---------------------------------------------------------------- requests
     max_instances: int = Field(default=256, ge=1, description="Most instances in one request.")

@@ -11,6 +11,12 @@ Design (docs/serving.md, "Batching policy"):
   full: the batch is held open until its oldest request has waited that long.
 * Inference runs on a dedicated executor (one thread per concurrent batch): one thread hop per
   batch, never per request. onnxruntime releases the GIL, so the event loop keeps serving.
+* Except a small request reaching an idle batcher (``inline_max_rows``): it is computed at once
+  in ``submit``, on the event loop, as a one-request batch (same hooks, counters and meter). A
+  lone request would otherwise pay a task wake-up and a thread hop, which cost more than its
+  ``session.run``. At most one request per loop iteration goes this way, so requests that
+  arrive together still batch; and only while the last batch that small computed within
+  ``INLINE_MAX_COMPUTE_S``, so a slow model never holds the event loop.
 * A request whose deadline passed, or whose client went away, is skipped and never computed.
 * A failing batch is retried request by request, so only the request that really fails gets an
   :class:`InferenceError`; the loop itself never dies on an exception.
@@ -37,6 +43,11 @@ from serving.batching.throughput import ThroughputMeter
 logger = logging.getLogger(__name__)
 
 PredictFn = Callable[[Array], Array]
+
+#: Longest measured compute of a small batch for the next one to run on the event loop. Every
+#: request arriving meanwhile waits for it, so it stays a few thread hops' worth: enough margin
+#: for a few-row MLP on a busy CPU, far below a slow model's milliseconds.
+INLINE_MAX_COMPUTE_S = 0.5e-3
 
 
 class BatcherError(Exception):
@@ -70,14 +81,20 @@ class Batcher:
         max_batch_delay_ms: float,
         max_queue_size: int,
         max_concurrent_batches: int = 1,
+        inline_max_rows: int = 0,
         observer: BatchObserver | None = None,
         batch_ids: Iterator[int] | None = None,
         model_version: str = "",
     ) -> None:
         """``batch_ids``: share one counter between batchers reporting to the same observer,
         so batch ids (which key its batch spans) stay unique. ``model_version`` is handed to
-        the observer on every queued request."""
+        the observer on every queued request. ``inline_max_rows``: the largest request computed
+        inline when the batcher is idle (0: never)."""
         self.model_version = model_version
+        self._inline_max_rows = inline_max_rows
+        self._inlined_this_tick = False
+        # Unknown until a small batch was timed: the first one takes the thread.
+        self._inline_is_cheap = False
         self._predict = predict
         self._max_batch = max_batch_size
         self._max_delay = max_batch_delay_ms / 1000.0
@@ -202,6 +219,14 @@ class Batcher:
             raise DeadlineExceededError("the request deadline passed before it was queued")
         future: asyncio.Future[Array] = loop.create_future()
         request = QueuedRequest(pixels, rows, now, deadline, future, None, self.model_version)
+        if (
+            rows <= self._inline_max_rows
+            and not self._queue
+            and not self._in_flight
+            and not self._inlined_this_tick
+            and self._inline_is_cheap
+        ):
+            return await self._compute_inline(request, loop)
         self._observer.on_enqueued(request)
         self._queue.append(request)
         self._queued_rows += rows
@@ -212,6 +237,39 @@ class Batcher:
             return await future
         finally:
             timer.cancel()
+
+    async def _compute_inline(
+        self, request: QueuedRequest, loop: asyncio.AbstractEventLoop
+    ) -> Array:
+        """Compute ``request`` now, on the event loop, observed as a one-request batch.
+
+        Never suspends (``_compute`` runs the model inline), so nothing else runs meanwhile:
+        the batcher stays idle to every other reader, and ``wait_idle`` is unaffected.
+        """
+        self._inlined_this_tick = True
+        loop.call_soon(self._end_inline_tick)
+        self._observer.on_enqueued(request)
+        self._in_flight += 1
+        self._rows_in_flight += request.rows
+        try:
+            outputs = await self._compute((request,), inline=True)
+        except Exception as exc:  # observer bug: answered like the normal path's
+            logger.exception("batcher: unexpected error finishing a batch")
+            outputs = exc
+        finally:
+            finished = time.monotonic()
+            self.throughput.record(request.enqueued_at, finished, False)
+            self._rows_in_flight -= request.rows
+            self._in_flight -= 1
+        if isinstance(outputs, BaseException):
+            raise _inference_error(outputs)
+        if request.deadline <= finished:
+            self._observer.on_rejected("deadline", request.rows, request)
+            raise DeadlineExceededError("the request deadline passed before its result was ready")
+        return outputs
+
+    def _end_inline_tick(self) -> None:
+        self._inlined_this_tick = False
 
     def _expire(self, request: QueuedRequest) -> None:
         if not request.future.done():
@@ -331,8 +389,11 @@ class Batcher:
             self._slots.release()
             self._update_idle()
 
-    async def _compute(self, batch: Sequence[QueuedRequest]) -> Array | Exception:
-        """Run one batch on the executor; the exception if onnxruntime raised (observed)."""
+    async def _compute(
+        self, batch: Sequence[QueuedRequest], inline: bool = False
+    ) -> Array | Exception:
+        """Run one batch on the executor (``inline``: on the calling thread); the exception if
+        onnxruntime raised (observed)."""
         assert self._loop is not None
         batch_id = next(self._batch_ids)
         rows = sum(r.rows for r in batch)
@@ -340,9 +401,12 @@ class Batcher:
         self._observer.on_batch_start(batch_id, batch, rows)
         started = time.perf_counter()
         try:
-            outputs, seconds = await self._loop.run_in_executor(
-                self._executor, self._timed_predict, inputs
-            )
+            if inline:
+                outputs, seconds = self._timed_predict(inputs)
+            else:
+                outputs, seconds = await self._loop.run_in_executor(
+                    self._executor, self._timed_predict, inputs
+                )
         except Exception as exc:
             logger.warning("batcher: batch %d (%d rows) failed: %r", batch_id, rows, exc)
             self._observer.on_batch_end(
@@ -350,6 +414,8 @@ class Batcher:
             )
             return exc
         self._observer.on_batch_end(batch_id, batch, inputs, outputs, None, seconds)
+        if rows <= self._inline_max_rows:
+            self._inline_is_cheap = seconds <= INLINE_MAX_COMPUTE_S
         return outputs
 
     async def _isolate(self, batch: list[QueuedRequest], error: Exception) -> None:
@@ -383,7 +449,13 @@ class Batcher:
 
 
 def _fail(request: QueuedRequest, error: BaseException | None) -> None:
-    if request.future.done():
-        return
-    detail = f"{type(error).__name__}: {str(error).splitlines()[0][:300]}" if error else "unknown"
-    request.future.set_exception(InferenceError(f"inference failed: {detail}"))
+    if not request.future.done():
+        request.future.set_exception(_inference_error(error))
+
+
+def _inference_error(error: BaseException | None) -> InferenceError:
+    """What the client is told: the cause's type and first line, bounded."""
+    if error is None:
+        return InferenceError("inference failed: unknown")
+    first_line = next(iter(str(error).splitlines()), "")[:300]
+    return InferenceError(f"inference failed: {type(error).__name__}: {first_line}")

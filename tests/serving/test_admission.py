@@ -89,7 +89,9 @@ def test_a_full_queue_refuses_before_reading_the_body(
     tiny_model_repository: Path, gated: Gated
 ) -> None:
     """Malformed bytes would be a 400 if read: a 503 proves the body was never decoded."""
-    settings = Settings(model_repository=tiny_model_repository, max_instances=4, max_queue_size=4)
+    settings = Settings(
+        model_repository=tiny_model_repository, max_instances=4, max_queue_size=4, inline_max_rows=0
+    )
     with TestClient(create_app(settings, model_loader=gated.loader())) as client:
         results = _hold_a_batch_and_queue(client, gated, rows=4)
         refused = client.post(
@@ -111,7 +113,9 @@ def test_v2_infer_is_refused_before_its_body_is_read_in_the_oip_shape(
     tiny_model_repository: Path, gated: Gated
 ) -> None:
     """The same admission guards OIP v2 infer: malformed bytes get 503, not 400."""
-    settings = Settings(model_repository=tiny_model_repository, max_instances=4, max_queue_size=4)
+    settings = Settings(
+        model_repository=tiny_model_repository, max_instances=4, max_queue_size=4, inline_max_rows=0
+    )
     with TestClient(create_app(settings, model_loader=gated.loader())) as client:
         results = _hold_a_batch_and_queue(client, gated, rows=4)
         refused = client.post(
@@ -133,7 +137,9 @@ def test_v2_infer_is_refused_before_its_body_is_read_in_the_oip_shape(
 def test_a_wait_beyond_the_deadline_is_refused_at_once_with_retry_after(
     tiny_model_repository: Path, gated: Gated
 ) -> None:
-    settings = Settings(model_repository=tiny_model_repository, max_instances=8, max_batch_size=2)
+    settings = Settings(
+        model_repository=tiny_model_repository, max_instances=8, max_batch_size=2, inline_max_rows=0
+    )
     with TestClient(create_app(settings, model_loader=gated.loader())) as client:
         service: Service = client.app.state.service
         assert service.batcher is not None

@@ -21,7 +21,11 @@ Array = npt.NDArray[np.float32]
 
 
 class GatedSession:
-    """The real session, but ``run`` waits on a gate: lets a test hold a batch in compute."""
+    """The real session, but ``run`` waits on a gate: lets a test hold a batch in compute.
+
+    Only on the inference thread: apps using it set ``inline_max_rows=0``, else a lone request
+    computed inline would hold the event loop itself.
+    """
 
     def __init__(self, session: Any) -> None:
         self._session = session

@@ -264,7 +264,9 @@ def _wait(condition: Callable[[], bool]) -> None:
 
 
 def test_queue_full_is_503_with_retry_after(tiny_model_repository: Path, gated: Gated) -> None:
-    settings = Settings(model_repository=tiny_model_repository, max_instances=4, max_queue_size=4)
+    settings = Settings(
+        model_repository=tiny_model_repository, max_instances=4, max_queue_size=4, inline_max_rows=0
+    )
     app = create_app(settings, model_loader=gated.loader())
     with TestClient(app) as client:
         session, batcher = gated.session, service_of(client).batcher
@@ -292,7 +294,10 @@ def test_queue_full_is_503_with_retry_after(tiny_model_repository: Path, gated: 
 def test_deadline_passed_in_queue_is_504_and_never_computed(
     tiny_model_repository: Path, gated: Gated
 ) -> None:
-    app = create_app(Settings(model_repository=tiny_model_repository), model_loader=gated.loader())
+    app = create_app(
+        Settings(model_repository=tiny_model_repository, inline_max_rows=0),
+        model_loader=gated.loader(),
+    )
     marked = synthetic_images(1, seed=9)
     marked[0, 0] = 0.123
     with TestClient(app) as client:
@@ -322,7 +327,7 @@ def test_deadline_passed_in_queue_is_504_and_never_computed(
 def test_inference_failure_is_500_only_for_the_failing_request(
     poison_model_repository: Path, gated: Gated
 ) -> None:
-    settings = Settings(model_repository=poison_model_repository)
+    settings = Settings(model_repository=poison_model_repository, inline_max_rows=0)
     app = create_app(settings, model_loader=gated.loader())
     poisoned = synthetic_images(2, seed=7)
     poisoned[1, 0] = POISON_VALUE

@@ -4,9 +4,10 @@ be controlled (a legitimate double for the unit: the real model is covered in th
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import numpy as np
@@ -18,8 +19,11 @@ from serving.batching import (
     DeadlineExceededError,
     DrainingError,
     InferenceError,
+    QueuedRequest,
     QueueFullError,
+    RejectReason,
 )
+from serving.batching.throughput import ThroughputMeter
 
 Array = npt.NDArray[np.float32]
 T = TypeVar("T")
@@ -28,17 +32,27 @@ POISON = -1.0
 
 
 class FakeModel:
-    """Row-wise function (rows * 2) that records every batch; can be gated or poisoned."""
+    """Row-wise function (rows * 2) that records every batch and the thread that computed it;
+    can be gated, slowed down or poisoned, and can run a probe while it computes."""
 
     def __init__(self) -> None:
         self.batches: list[Array] = []
+        self.threads: list[int] = []
         self.gate = threading.Event()
         self.gate.set()
         self.entered = threading.Event()
+        self.delay_s = 0.0
+        self.probe: Callable[[], object] | None = None
+        self.probed: list[object] = []
 
     def __call__(self, batch: Array) -> Array:
+        self.threads.append(threading.get_ident())
         self.entered.set()
         self.gate.wait(timeout=10)
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        if self.probe is not None:
+            self.probed.append(self.probe())
         if (batch == POISON).any():
             raise RuntimeError("poisoned row")
         self.batches.append(batch.copy())
@@ -286,3 +300,178 @@ def test_draining_refuses_new_work_but_answers_queued_work() -> None:
         await batcher.stop()
 
     run(main)
+
+
+# ---------------------------------------------------------------------- inline fast path
+class Recorder:
+    """A BatchObserver that records its calls in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[object, ...]] = []
+
+    def on_enqueued(self, request: QueuedRequest) -> None:
+        self.calls.append(("enqueued", request.rows))
+
+    def on_batch_start(self, batch_id: int, requests: Sequence[QueuedRequest], rows: int) -> None:
+        self.calls.append(("start", batch_id, len(requests), rows))
+
+    def on_batch_end(
+        self,
+        batch_id: int,
+        requests: Sequence[QueuedRequest],
+        inputs: Array,
+        outputs: Array | None,
+        error: BaseException | None,
+        compute_seconds: float,
+    ) -> None:
+        self.calls.append(("end", batch_id, "error" if error else "ok"))
+
+    def on_rejected(
+        self, reason: RejectReason, rows: int, request: QueuedRequest | None = None
+    ) -> None:
+        self.calls.append(("rejected", reason, rows))
+
+
+class RecordingMeter(ThroughputMeter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[tuple[float, float, bool]] = []
+
+    def record(self, taken_at: float, finished_at: float, backlog: bool) -> None:
+        self.records.append((taken_at, finished_at, backlog))
+        super().record(taken_at, finished_at, backlog)
+
+
+def make_inline(model: FakeModel, observer: Recorder | None = None) -> Batcher:
+    """Requests of up to 2 rows may run inline; batch ids from 41 on."""
+    batcher = Batcher(
+        model,
+        max_batch_size=8,
+        max_batch_delay_ms=1.0,
+        max_queue_size=64,
+        inline_max_rows=2,
+        observer=observer,
+        batch_ids=itertools.count(41),
+    )
+    batcher.throughput = RecordingMeter()
+    return batcher
+
+
+def test_a_small_request_at_idle_runs_on_the_event_loop_observed_as_a_batch() -> None:
+    model, observer = FakeModel(), Recorder()
+
+    async def main() -> tuple[int, list[Array], Batcher]:
+        batcher = make_inline(model, observer)
+        await batcher.start()
+        model.probe = lambda: (batcher.rows_in_flight, batcher.queued_rows)
+        results = [
+            await batcher.submit(rows(1), later()),  # not yet timed: takes the thread
+            await batcher.submit(rows(2, 3), later()),  # timed cheap, idle, 2 rows: inline
+            await batcher.submit(rows(4, 5, 6), later()),  # 3 rows: the thread
+        ]
+        await asyncio.wait_for(batcher.wait_idle(), 1)
+        await batcher.stop()
+        return threading.get_ident(), results, batcher
+
+    loop_thread, results, batcher = run(main)
+    assert [r[:, 0].tolist() for r in results] == [[2.0], [4.0, 6.0], [8.0, 10.0, 12.0]]
+    assert [t == loop_thread for t in model.threads] == [False, True, False]
+    assert model.probed == [(1, 0), (2, 0), (3, 0)]  # in flight while computing, inline too
+    assert observer.calls == [
+        ("enqueued", 1), ("start", 41, 1, 1), ("end", 41, "ok"),
+        ("enqueued", 2), ("start", 42, 1, 2), ("end", 42, "ok"),
+        ("enqueued", 3), ("start", 43, 1, 3), ("end", 43, "ok"),
+    ]  # fmt: skip
+    meter = batcher.throughput
+    assert isinstance(meter, RecordingMeter)
+    assert len(meter.records) == 3  # the inline batch fed admission's meter too
+    assert all(taken <= finished and not backlog for taken, finished, backlog in meter.records)
+    assert batcher.rows_in_flight == 0
+
+
+def test_requests_arriving_together_or_behind_a_batch_are_queued_and_batched() -> None:
+    model = FakeModel()
+
+    async def main() -> int:
+        batcher = make_inline(model)
+        await batcher.start()
+        await batcher.submit(rows(0), later())  # times a small batch: inline from now on
+        # Same loop iteration: the first runs inline, the other two wait for ONE batch.
+        together = await asyncio.gather(*(batcher.submit(rows(v), later()) for v in (1, 2, 3)))
+        assert [float(r[0, 0]) for r in together] == [2.0, 4.0, 6.0]
+        # A batch in flight: a small request queues behind it instead of running inline.
+        model.gate.clear()
+        model.entered.clear()
+        blocker = asyncio.create_task(batcher.submit(rows(4, 5, 6), later()))
+        await asyncio.to_thread(model.entered.wait, 5)
+        small = asyncio.create_task(batcher.submit(rows(7), later()))
+        await wait_until(lambda: batcher.queued_rows == 1)
+        model.gate.set()
+        assert (await small)[0, 0] == 14.0
+        await blocker
+        assert (await batcher.submit(rows(8), later()))[0, 0] == 16.0  # idle again: inline
+        await batcher.stop()
+        return threading.get_ident()
+
+    loop_thread = run(main)
+    assert [len(b) for b in model.batches] == [1, 1, 2, 3, 1, 1]
+    assert [t == loop_thread for t in model.threads] == [False, True, False, False, False, True]
+
+
+def test_an_inline_failure_is_an_inference_error_for_that_request_only() -> None:
+    model, observer = FakeModel(), Recorder()
+
+    async def main() -> tuple[int, Array]:
+        batcher = make_inline(model, observer)
+        await batcher.start()
+        await batcher.submit(rows(0), later())
+        with pytest.raises(InferenceError, match="RuntimeError: poisoned row"):
+            await batcher.submit(rows(POISON), later())
+        assert batcher.rows_in_flight == 0
+        await asyncio.wait_for(batcher.wait_idle(), 1)
+        after = await batcher.submit(rows(5), later())
+        await batcher.stop()
+        return threading.get_ident(), after
+
+    loop_thread, after = run(main)
+    assert after[0, 0] == 10.0
+    assert [t == loop_thread for t in model.threads] == [False, True, True]
+    assert observer.calls[3:] == [
+        ("enqueued", 1), ("start", 42, 1, 1), ("end", 42, "error"),
+        ("enqueued", 1), ("start", 43, 1, 1), ("end", 43, "ok"),
+    ]  # fmt: skip
+
+
+def test_a_slow_inline_compute_misses_its_deadline_and_turns_the_fast_path_off() -> None:
+    model, observer = FakeModel(), Recorder()
+
+    async def main() -> int:
+        batcher = make_inline(model, observer)
+        await batcher.start()
+        await batcher.submit(rows(0), later())
+        model.delay_s = 0.02  # slower than the deadline, and than any inline budget
+        with pytest.raises(DeadlineExceededError):
+            await batcher.submit(rows(1), time.monotonic() + 0.005)
+        assert (await batcher.submit(rows(2), later()))[0, 0] == 4.0
+        await batcher.stop()
+        return threading.get_ident()
+
+    loop_thread = run(main)
+    assert [t == loop_thread for t in model.threads] == [False, True, False]
+    assert ("rejected", "deadline", 1) in observer.calls
+
+
+def test_inline_max_rows_zero_never_computes_on_the_event_loop() -> None:
+    model = FakeModel()
+
+    async def main() -> int:
+        batcher = make(model)  # inline_max_rows defaults to 0
+        await batcher.start()
+        for value in range(4):
+            await batcher.submit(rows(value), later())
+        await batcher.stop()
+        return threading.get_ident()
+
+    loop_thread = run(main)
+    assert len(model.threads) == 4
+    assert loop_thread not in model.threads

@@ -309,7 +309,9 @@ def _wait(condition: Callable[[], bool]) -> None:
 
 
 def test_queue_full_is_503_with_retry_after(tiny_model_repository: Path, gated: Gated) -> None:
-    settings = Settings(model_repository=tiny_model_repository, max_instances=4, max_queue_size=4)
+    settings = Settings(
+        model_repository=tiny_model_repository, max_instances=4, max_queue_size=4, inline_max_rows=0
+    )
     one = {"inputs": [pixels_input(synthetic_images(1), data=synthetic_images(1).tolist())]}
     four = {"inputs": [pixels_input(synthetic_images(4), data=synthetic_images(4).tolist())]}
     with TestClient(create_app(settings, model_loader=gated.loader())) as client:
@@ -337,7 +339,7 @@ def test_queue_full_is_503_with_retry_after(tiny_model_repository: Path, gated: 
 
 
 def test_parameters_timeout_is_the_deadline(tiny_model_repository: Path, gated: Gated) -> None:
-    settings = Settings(model_repository=tiny_model_repository)
+    settings = Settings(model_repository=tiny_model_repository, inline_max_rows=0)
     pixels = synthetic_images(1)
     with TestClient(create_app(settings, model_loader=gated.loader())) as client:
         session = gated.session
