@@ -97,7 +97,7 @@ loadtest: setup ## Gated Locust run against URL=http://host:port (see docs/loadt
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/loadtest.sh "$(URL)"
 
 .PHONY: bench
-bench: model ## Benchmark (~8 min, needs wrk): results/<date>.md, a plot, <date>-overload.md
+bench: model ## Benchmark (~12 min, needs wrk + h2load): results/<date>.md, a plot, <date>-overload.md
 	$(BIN)/python -m benchmarks --models $(MODELS)
 	$(BIN)/python -m benchmarks.overload --models $(MODELS)
 
