@@ -57,6 +57,22 @@ def expected_rows(content_type: bytes, content_length: bytes | None) -> int:
     return 1  # image/png is one image; anything else is refused (415) after admission
 
 
+#: The most bytes a row of OIP binary tensor data takes (FP32; UINT8 takes a quarter).
+OIP_BINARY_BYTES_PER_ROW = 784 * 4
+
+
+def expected_oip_rows(
+    content_type: bytes, content_length: bytes | None, header_length: bytes | None
+) -> int:
+    """A lower bound of the rows of an OIP v2 infer body, from its headers alone: binary tensor
+    data after ``Inference-Header-Content-Length`` bytes of JSON, else the JSON rule."""
+    if header_length is None:
+        return expected_rows(b"application/json", content_length) if content_type else 1
+    if content_length is None or not content_length.isdigit() or not header_length.isdigit():
+        return 1
+    return max(1, (int(content_length) - int(header_length)) // OIP_BINARY_BYTES_PER_ROW)
+
+
 def retry_after_s(wait_s: float) -> int:
     """Whole seconds (HTTP's unit) until the wait ahead has drained, 1 to 30."""
     return min(MAX_RETRY_AFTER_S, max(1, math.ceil(wait_s)))

@@ -35,9 +35,6 @@ logger = logging.getLogger(__name__)
 
 AppFactory = Callable[[Settings], Litestar]
 
-#: Routes whose requests are admitted (or shed) from their headers in the protocol.
-PREDICT_PATHS = frozenset({b"/v1/predict"})
-
 #: After the listener stops taking handshakes: time to accept what the kernel had queued and to
 #: answer the requests on those connections (503 + Connection: close) before they are closed.
 LISTENER_SETTLE_S = 0.25
@@ -64,7 +61,7 @@ class DrainingServer(uvicorn.Server):
         self.config.app = app
         # The protocol refuses overloaded predictions itself (serving/shedding.py).
         self.config.http = guarded_protocol(
-            connection_limits(self.settings), shed_at_arrival(self.service, PREDICT_PATHS)
+            connection_limits(self.settings), shed_at_arrival(self.service)
         )
         self._loop = asyncio.get_running_loop()
         await super().serve(sockets)

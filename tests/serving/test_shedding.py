@@ -3,6 +3,7 @@ headers while its body is still arriving, and the connection goes on serving."""
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -86,6 +87,19 @@ def test_a_full_queue_is_refused_mid_body_and_the_connection_stays_usable(
                 )
                 refused_closing = read_response(closing)
                 closed = closing.recv(100)  # b"" once the server closed it
+            oip = {}
+            for path in (
+                "/v2/models/mnist/infer",
+                "/v2/models/mnist/versions/1/infer",
+                "/v2/models/mnist/versions/9/infer",
+                "/v2/models/other/infer",
+            ):
+                with socket.create_connection(("127.0.0.1", server.port), timeout=10) as v2:
+                    v2.sendall(
+                        b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: 2\r\n\r\n{}" % path.encode()
+                    )
+                    oip[path] = read_response(v2)
             sock.sendall(body[100:])
             sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             after = read_response(sock)
@@ -99,6 +113,18 @@ def test_a_full_queue_is_refused_mid_body_and_the_connection_stays_usable(
     # Written by the protocol: no ASGI cycle ran, so uvicorn added none of its default headers.
     assert b"server: uvicorn" not in refused.lower()
     assert after.startswith(b"HTTP/1.1 200"), after
+    # OIP v2 infer of the served model, any served version, is refused in the protocol too,
+    # in the OIP error shape; an unknown version or model goes on to the app (404).
+    for path in ("/v2/models/mnist/infer", "/v2/models/mnist/versions/1/infer"):
+        head, _, body = oip[path].partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 503"), oip[path]
+        assert b"retry-after: " in head.lower()
+        assert b"server: uvicorn" not in head.lower()
+        error = json.loads(body)["error"]
+        assert isinstance(error, str)
+        assert "queue full" in error
+    assert oip["/v2/models/mnist/versions/9/infer"].startswith(b"HTTP/1.1 404")
+    assert oip["/v2/models/other/infer"].startswith(b"HTTP/1.1 404")
     # A client that asked to close gets the refusal, then the close it asked for.
     assert refused_closing.startswith(b"HTTP/1.1 503"), refused_closing
     assert b"connection: close" in refused_closing.lower()

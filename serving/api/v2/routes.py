@@ -20,7 +20,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.response.base import ASGIResponse
 
 from serving.admission import admit as admit_at_arrival
-from serving.admission import expected_rows
+from serving.admission import expected_oip_rows
 from serving.api.errors import MalformedBodyError, NotFoundError
 from serving.api.routes import read_body
 from serving.api.v2.codec import (
@@ -113,21 +113,6 @@ def model_metadata(model: LoadedModel, versions: list[str]) -> ModelMetadata:
             TensorMetadata(LABEL_OUTPUT, "INT64", [-1]),
         ],
     )
-
-
-#: The most bytes a row of binary tensor data takes (FP32; UINT8 takes a quarter): dividing by it
-#: gives a lower bound of the rows, so the estimate never refuses a request that fits.
-_BINARY_BYTES_PER_ROW = 784 * 4
-
-
-def _expected_rows(content_type: bytes, length: bytes | None, header_length: bytes | None) -> int:
-    """A lower bound of the rows of an infer body, from its headers alone: binary tensor data
-    after the JSON header, else the JSON rule of ``serving.admission.expected_rows``."""
-    if header_length is None:
-        return expected_rows(b"application/json", length) if content_type else 1
-    if length is None or not length.isdigit() or not header_length.isdigit():
-        return 1
-    return max(1, (int(length) - int(header_length)) // _BINARY_BYTES_PER_ROW)
 
 
 def _errors(*codes: int) -> dict[int, ResponseSpec]:
@@ -239,7 +224,7 @@ def build_v2_handlers(
         # admission judges the wait against the default deadline.
         batcher, model = admit_at_arrival(
             service,
-            _expected_rows(content_type, length, header_length),
+            expected_oip_rows(content_type, length, header_length),
             started + default_timeout_s,
             version=request.scope["path_params"].get("version"),
         )
