@@ -22,6 +22,7 @@ Responses here are written directly, with the service's JSON error body: no app 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,7 @@ import msgspec
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from serving.api.schemas import ErrorBody, ErrorDetail
+from serving.arrival import stamp, waited_s
 
 #: How long a refused connection is still read (and its input dropped) after the response.
 LINGER_S = 2.0
@@ -40,9 +42,10 @@ _REASONS = {
 }
 
 
-#: ``(method, raw path, headers)`` -> a complete keep-alive response to send instead of running
-#: the app, or None to run it.
-Shedder = Callable[[bytes, bytes, list[tuple[bytes, bytes]]], bytes | None]
+#: ``(method, raw path, headers, arrived_at)`` -> a complete keep-alive response to send instead
+#: of running the app, or None to run it. ``arrived_at``: ``time.monotonic()`` when the request's
+#: bytes reached the kernel (serving/arrival.py).
+Shedder = Callable[[bytes, bytes, list[tuple[bytes, bytes]], float], bytes | None]
 
 
 def http_response(
@@ -94,9 +97,11 @@ def guarded_protocol(
         _shedding = False
         _close_after_shed = False
         _timer: asyncio.TimerHandle | None = None
+        _socket: Any = None
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
+            self._socket = transport.get_extra_info("socket")
             if len(self.connections) > limits.max_connections:
                 self._refuse(too_many)
                 return
@@ -130,8 +135,10 @@ def guarded_protocol(
                 self._refuse(too_large)
                 return
             self._arm(limits.body_timeout_s, body_timeout)
+            arrival = time.monotonic() - waited_s(self._socket)
+            stamp(self.scope, arrival)
             if shedder is not None and (self.cycle is None or self.cycle.response_complete):
-                answer = shedder(self.parser.get_method(), self.url, self.headers)
+                answer = shedder(self.parser.get_method(), self.url, self.headers, arrival)
                 if answer is not None:
                     # Answered now; the body still arriving is dropped (or the body timeout
                     # closes the connection), then the connection serves its next request,

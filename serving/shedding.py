@@ -43,7 +43,9 @@ def shed_at_arrival(service: Service) -> Shedder:
     max_timeout_s = settings.max_request_timeout_ms / 1000.0
     v2_prefix = b"/v2/models/" + settings.model_name.encode() + b"/"
 
-    def shed(method: bytes, url: bytes, headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    def shed(
+        method: bytes, url: bytes, headers: list[tuple[bytes, bytes]], arrived_at: float
+    ) -> bytes | None:
         if method != b"POST" or not service.ready:
             return None
         path = url.partition(b"?")[0]
@@ -80,9 +82,8 @@ def shed_at_arrival(service: Service) -> Shedder:
             rows = expected_oip_rows(content_type, length, header_length)
         else:
             rows = expected_rows(content_type, length)
-        now = time.monotonic()
-        try:
-            admit(service, rows, now + timeout_s, now, version)
+        try:  # the deadline counts from when the bytes arrived, not from now
+            admit(service, rows, arrived_at + timeout_s, time.monotonic(), version)
         except OverloadedError as exc:
             request_id = request_id_of({"headers": headers})  # type: ignore[arg-type]
             return refusal(exc, request_id, oip)

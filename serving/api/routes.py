@@ -45,6 +45,7 @@ from serving.api.schemas import (
     PredictResponse,
     Status,
 )
+from serving.arrival import arrived_at
 from serving.lifecycle import NotReadyError, Service
 from serving.model import LoadedModel
 
@@ -229,7 +230,8 @@ def build_route_handlers(service: Service, issue_ids: IssueIds) -> list[HTTPRout
     async def predict(request: Request[Any, Any, Any]) -> ASGIResponse:
         started = time.monotonic()
         content_type, length, timeout = _request_headers(request.scope["headers"])
-        deadline = started + timeout_s(timeout)
+        # Counted from when its bytes arrived: the time they waited unread is spent too.
+        deadline = arrived_at(request.scope, started) + timeout_s(timeout)
         # Shed before spending: refused from the headers alone, the body is never read.
         batcher, model = admit(service, expected_rows(content_type, length), deadline, started)
         body = await read_body(request.receive, max_body_bytes, length)

@@ -31,6 +31,7 @@ from serving.api.v2.codec import (
     encode_infer,
 )
 from serving.api.v2.errors import OipError
+from serving.arrival import arrived_at
 from serving.batching import Batcher
 from serving.lifecycle import NotReadyError, Service
 from serving.model import LoadedModel
@@ -217,7 +218,7 @@ def build_v2_handlers(
         responses=_errors(400, 404, 413, 500, 503, 504),
     )
     async def infer(request: Request[Any, Any, Any]) -> ASGIResponse:
-        started = time.monotonic()
+        started = arrived_at(request.scope, time.monotonic())  # bytes' arrival (arrival.py)
         served_model(request)
         content_type, length, encoding, header_length = _infer_headers(request.scope["headers"])
         # Shed before the body is read, like /v1/predict; parameters.timeout is in the body, so
