@@ -73,6 +73,21 @@ def expected_oip_rows(
     return max(1, (int(content_length) - int(header_length)) // OIP_BINARY_BYTES_PER_ROW)
 
 
+def header_timeout_s(raw: bytes | None, default_s: float, max_s: float) -> float:
+    """The ``X-Request-Timeout-Ms`` header in seconds (``default_s`` without one), capped at
+    ``max_s``. Raises ``ValueError`` with the client's error when it is not a positive number;
+    the protocol shedder and the predict handler both read the header through it."""
+    if raw is None:
+        return default_s
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError("X-Request-Timeout-Ms must be a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError("X-Request-Timeout-Ms must be a positive number")
+    return min(value / 1000.0, max_s)
+
+
 def retry_after_s(wait_s: float) -> int:
     """Whole seconds (HTTP's unit) until the wait ahead has drained, 1 to 30."""
     return min(MAX_RETRY_AFTER_S, max(1, math.ceil(wait_s)))

@@ -14,12 +14,17 @@ the app).
 
 from __future__ import annotations
 
-import math
 import time
 
 import msgspec
 
-from serving.admission import OverloadedError, admit, expected_oip_rows, expected_rows
+from serving.admission import (
+    OverloadedError,
+    admit,
+    expected_oip_rows,
+    expected_rows,
+    header_timeout_s,
+)
 from serving.api.request_id import request_id_of
 from serving.api.schemas import ErrorBody, ErrorDetail
 from serving.api.v2.errors import OipError
@@ -61,8 +66,7 @@ def shed_at_arrival(service: Service) -> Shedder:
                 version = middle[len(_VERSIONS) :].decode("latin-1")
         else:
             return None
-        content_type, length, header_length = b"", None, None
-        timeout_s = default_timeout_s  # v2: parameters.timeout is in the body
+        content_type, length, header_length, timeout = b"", None, None, None
         for name, value in headers:
             if name == _CONTENT_TYPE:
                 content_type = value
@@ -70,14 +74,12 @@ def shed_at_arrival(service: Service) -> Shedder:
                 length = value
             elif name == _HEADER_LENGTH:
                 header_length = value
-            elif name == _TIMEOUT and not oip:
-                try:
-                    timeout_s = float(value) / 1000.0
-                except ValueError:
-                    return None  # the handler answers 400
-                if not math.isfinite(timeout_s) or timeout_s <= 0:
-                    return None
-                timeout_s = min(timeout_s, max_timeout_s)
+            elif name == _TIMEOUT and not oip:  # v2: parameters.timeout is in the body
+                timeout = value
+        try:
+            timeout_s = header_timeout_s(timeout, default_timeout_s, max_timeout_s)
+        except ValueError:
+            return None  # the handler answers 400
         if oip:
             rows = expected_oip_rows(content_type, length, header_length)
         else:

@@ -8,7 +8,6 @@ validation with msgspec + NumPy instead. The OpenAPI document still describes th
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from litestar.openapi.spec import (
 from litestar.response.base import ASGIResponse
 from litestar.types import Receive
 
-from serving.admission import admit, expected_rows
+from serving.admission import admit, expected_rows, header_timeout_s
 from serving.api.decoding import Limits, decode
 from serving.api.errors import ClientDisconnectedError, MalformedBodyError
 from serving.api.schemas import (
@@ -197,15 +196,10 @@ def build_route_handlers(service: Service, issue_ids: IssueIds) -> list[HTTPRout
     max_body_bytes = settings.max_body_bytes
 
     def timeout_s(raw: bytes | None) -> float:
-        if raw is None:
-            return default_timeout_s
         try:
-            value = float(raw)
-        except ValueError:
-            raise MalformedBodyError("X-Request-Timeout-Ms must be a number") from None
-        if not math.isfinite(value) or value <= 0:
-            raise MalformedBodyError("X-Request-Timeout-Ms must be a positive number")
-        return min(value / 1000.0, max_timeout_s)
+            return header_timeout_s(raw, default_timeout_s, max_timeout_s)
+        except ValueError as exc:
+            raise MalformedBodyError(str(exc)) from None
 
     @post(
         "/v1/predict",
