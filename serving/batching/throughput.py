@@ -29,7 +29,7 @@ class ThroughputMeter:
         self._rise = rise
         self._fall = fall
         self._seconds_per_batch: float | None = None
-        self._idle_batch_s = 0.0
+        self._idle_batch_s: float | None = None
         self._backlog_since: float | None = None
 
     @property
@@ -42,7 +42,7 @@ class ThroughputMeter:
         """Seconds a batch takes when it starts on an idle batcher (0 before any): the wait of a
         request that nothing is ahead of. Backlog gaps never inflate it, so a past overload
         cannot make admission refuse work on an idle batcher, which would stop all measuring."""
-        return self._idle_batch_s
+        return self._idle_batch_s or 0.0
 
     def record(self, taken_at: float, finished_at: float, backlog: bool) -> None:
         """A batch taken at ``taken_at`` finished at ``finished_at`` (``time.monotonic()``);
@@ -52,7 +52,7 @@ class ThroughputMeter:
         sample = max(finished_at - start, 0.0)
         self._seconds_per_batch = self._smooth(self._seconds_per_batch, sample)
         if start == taken_at:
-            self._idle_batch_s = self._smooth(self._idle_batch_s or None, sample)
+            self._idle_batch_s = self._smooth(self._idle_batch_s, sample)
         self._backlog_since = finished_at if backlog else None
 
     def _smooth(self, current: float | None, sample: float) -> float:
