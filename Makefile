@@ -59,7 +59,13 @@ serve: setup ## Start the service on the latest model version
 
 # ---------------------------------------------------------------- checks
 .PHONY: test
-test: setup lint typecheck lint-infra pytest loadtest-smoke ## Everything CI runs
+test: system-packages setup lint typecheck lint-infra pytest loadtest-smoke ## Everything CI runs
+
+# Chromium, promtool, h2load, haproxy, openssl (requirements/debian-packages.txt): installed when
+# missing, as root or through passwordless sudo; otherwise one message and a stop, before any test.
+.PHONY: system-packages
+system-packages: ## Install the Debian packages the tests need (skipped when present)
+	bash scripts/system-packages.sh test
 
 .PHONY: lint
 lint: setup ## ruff lint + format check
@@ -98,6 +104,7 @@ loadtest: setup ## Gated Locust run against URL=http://host:port (see docs/loadt
 
 .PHONY: bench
 bench: model ## Benchmark (~12 min, needs wrk + h2load): results/<date>.md, a plot, <date>-overload.md
+	bash scripts/system-packages.sh bench
 	$(BIN)/python -m benchmarks --models $(MODELS)
 	$(BIN)/python -m benchmarks.overload --models $(MODELS)
 
@@ -108,6 +115,8 @@ bench-instructions: model ## Tracing/metrics cost in instructions per request (~
 # ---------------------------------------------------------------- containers
 .PHONY: container-smoke
 container-smoke: model ## Build Dockerfile.serve, run it, check /readyz and /v1/predict
+	@# No Docker engine on these machines: podman builds and runs the image (docs/deploy.md).
+	if ! docker info >/dev/null 2>&1; then bash scripts/system-packages.sh container; fi
 	bash scripts/container-smoke.sh
 
 .PHONY: clean
