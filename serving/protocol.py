@@ -13,8 +13,12 @@ that trickles its headers or body, none for a new connection that sends nothing,
   client as gone; a response already started is cut);
 * more than ``max_connections`` open connections -> the new one gets 503 + ``Connection:
   close`` at once, before anything is read;
+* a declared ``Content-Length`` beyond ``max_body_bytes`` -> 413 and close, before anything
+  else is decided: a body that can never fit is never told to retry (no 503);
 * a ``Shedder`` (serving/shedding.py) may answer a request from its headers alone: the answer is
   written at once, the body is read and dropped, and no ASGI task runs (the cheapest refusal).
+  A chunked body (no length declared) is dropped first and answered when complete, so that one
+  passing ``max_body_bytes`` gets its 413 instead.
 
 Responses here are written directly, with the service's JSON error body: no app code runs.
 """
@@ -37,6 +41,7 @@ from serving.arrival import stamp, waited_s
 LINGER_S = 2.0
 _REASONS = {
     408: b"Request Timeout",
+    413: b"Content Too Large",
     431: b"Request Header Fields Too Large",
     503: b"Service Unavailable",
 }
@@ -57,12 +62,22 @@ def http_response(
     return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 
+def declared_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    """The ``Content-Length`` a request declares (None: none, or not a number: chunked or the
+    app's 400)."""
+    for name, value in headers:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class ConnectionLimits:
     max_header_bytes: int
     header_timeout_s: float
     body_timeout_s: float
     max_connections: int
+    max_body_bytes: int
 
 
 def canned_response(status: int, message: str) -> bytes:
@@ -89,6 +104,7 @@ def guarded_protocol(
         408, f"request body not received within {limits.body_timeout_s:g} s"
     )
     too_many = canned_response(503, "too many open connections; retry later")
+    too_big = canned_response(413, f"request body larger than {limits.max_body_bytes} bytes")
 
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
         _awaiting_headers = True
@@ -96,6 +112,9 @@ def guarded_protocol(
         _refused = False
         _shedding = False
         _close_after_shed = False
+        #: A shed answer held back until a chunked body is complete (or passes the limit).
+        _held: bytes | None = None
+        _dropped = 0
         _timer: asyncio.TimerHandle | None = None
         _socket: Any = None
 
@@ -134,10 +153,15 @@ def guarded_protocol(
             if size > limits.max_header_bytes:
                 self._refuse(too_large)
                 return
+            idle = self.cycle is None or self.cycle.response_complete
+            declared = declared_length(self.headers)
+            if idle and declared is not None and declared > limits.max_body_bytes:
+                self._refuse(too_big)  # can never succeed: no admission estimate, no retry
+                return
             self._arm(limits.body_timeout_s, body_timeout)
             arrival = time.monotonic() - waited_s(self._socket)
             stamp(self.scope, arrival)
-            if shedder is not None and (self.cycle is None or self.cycle.response_complete):
+            if shedder is not None and idle:
                 answer = shedder(self.parser.get_method(), self.url, self.headers, arrival)
                 if answer is not None:
                     # Answered now; the body still arriving is dropped (or the body timeout
@@ -147,14 +171,25 @@ def guarded_protocol(
                     self._close_after_shed = not self.parser.should_keep_alive()
                     if self._close_after_shed:
                         answer = answer.replace(b"\r\n", b"\r\nconnection: close\r\n", 1)
-                    self._arm(limits.body_timeout_s, b"")
-                    self.transport.write(answer)
+                    if declared is None:  # chunked: its size is known once it is read
+                        self._held, self._dropped = answer, 0
+                        self._arm(limits.body_timeout_s, body_timeout)
+                    else:
+                        self._arm(limits.body_timeout_s, b"")
+                        self.transport.write(answer)
                     return
             super().on_headers_complete()
 
         def on_body(self, body: bytes) -> None:
-            if not self._refused and not self._shedding:
+            if self._refused:
+                return
+            if not self._shedding:
                 super().on_body(body)
+            elif self._held is not None:
+                self._dropped += len(body)
+                if self._dropped > limits.max_body_bytes:
+                    self._held = None
+                    self._refuse(too_big)
 
         def on_message_complete(self) -> None:
             if self._refused:
@@ -162,6 +197,9 @@ def guarded_protocol(
             self._disarm()
             if self._shedding:
                 self._shedding = False
+                if self._held is not None:
+                    self.transport.write(self._held)
+                    self._held = None
                 if self._close_after_shed:
                     self.transport.close()  # the whole request was read: no reset
                     return
@@ -189,11 +227,9 @@ def guarded_protocol(
                 cycle.message_event.set()
             if transport.is_closing():
                 return
-            if (
-                response
-                and (cycle is None or not cycle.response_started)
-                and transport.can_write_eof()
-            ):
+            # A finished cycle is an earlier request's: this request has no answer yet.
+            answered = cycle is not None and not cycle.response_complete and cycle.response_started
+            if response and not answered and transport.can_write_eof():
                 # Lingering close: closing with unread input would reset the connection and
                 # could destroy the response before the client reads it. Send it, half-close,
                 # keep reading (and dropping) for a moment, then close.

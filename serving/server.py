@@ -127,6 +127,7 @@ def connection_limits(settings: Settings) -> ConnectionLimits:
         header_timeout_s=settings.header_timeout_s,
         body_timeout_s=settings.body_timeout_s,
         max_connections=settings.max_connections,
+        max_body_bytes=settings.max_body_bytes,
     )
 
 

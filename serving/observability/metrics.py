@@ -5,7 +5,8 @@ Correct with several workers: when ``PROMETHEUS_MULTIPROC_DIR`` is set (see
 each worker's values to memory-mapped files and :func:`render` aggregates them on every scrape.
 Gauges therefore declare how workers combine (``livesum`` for queue depth, ``livemax`` for drift).
 prometheus_client's ProcessCollector reads only the scraping process, so CPU and memory are
-gauges each worker refreshes itself (:meth:`ServingMetrics.refresh_process`).
+gauges each worker refreshes itself (:meth:`ServingMetrics.refresh_process`); network bytes belong
+to the network namespace, read at scrape time (:mod:`serving.observability.network`).
 
 Labels are bounded: route TEMPLATES (never raw paths), status codes, rejection reasons, the ten
 class labels, the two drift features.
@@ -30,6 +31,8 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+
+from serving.observability.network import NetworkCollector
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 PREFIX = "inference"
@@ -74,6 +77,7 @@ def render(registry: CollectorRegistry) -> bytes:
     if multiprocess_enabled():
         scrape_registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(scrape_registry)  # type: ignore[no-untyped-call]
+        scrape_registry.register(NetworkCollector())  # the namespace's, read once per scrape
         return generate_latest(scrape_registry)
     return generate_latest(registry)
 
@@ -230,6 +234,8 @@ class ServingMetrics:
         )  # fmt: skip
         self.workers.set(1)
         self._process = psutil.Process()
+        if not multiprocess_enabled():  # multiprocess: render() reads them per scrape
+            registry.register(NetworkCollector())
 
     def set_model(
         self, name: str, version: str, variant: str, sha256: str, served: bool = True

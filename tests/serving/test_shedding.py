@@ -7,13 +7,16 @@ import json
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from serving.testing import ServerProcess
+from tests.support.metrics import queued_rows, wait_for
 from tests.support.server import REPO
+from tests.support.slow_serving import entered
 from tests.support.tiny_model import synthetic_images
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -130,3 +133,92 @@ def test_a_full_queue_is_refused_mid_body_and_the_connection_stays_usable(
     assert b"connection: close" in refused_closing.lower()
     assert closed == b""
     assert sorted(results) == [200, 200]
+
+
+def test_a_body_that_can_never_fit_gets_413_before_any_503(
+    tmp_path: Path, tiny_model_repository: Path
+) -> None:
+    """With the queue full, a small request is shed (503 + Retry-After), but a body over
+    ``max_body_bytes`` gets 413 with no Retry-After: declared (refused from its headers, before
+    its body arrives) or chunked (once it passes the limit). Idle, the same holds."""
+    gate = tmp_path / "gate"
+    gate.touch()
+    env = {
+        "SERVING_MODEL_REPOSITORY": str(tiny_model_repository),
+        "SERVING_MAX_BATCH_SIZE": "4",
+        "SERVING_MAX_INSTANCES": "4",
+        "SERVING_MAX_QUEUE_SIZE": "4",
+        "SERVING_REQUEST_TIMEOUT_MS": "30000",
+        "SERVING_INLINE_MAX_ROWS": "0",
+        "SLOW_BATCH_MS": "0",
+        "SLOW_ROW_MS": "0",
+        "SLOW_GATE_FILE": str(gate),
+    }
+    server = ServerProcess(
+        tmp_path / "server.log",
+        args=("-m", "tests.support.slow_serving"),
+        env=env,
+        cwd=REPO,
+        ready_timeout_s=60,
+    )
+    json_headers = {"content-type": "application/json"}
+    raw_headers = {"content-type": "application/octet-stream"}
+    limit = 4 * 1024 * 1024
+    results: list[int] = []
+
+    def post(rows: int) -> None:
+        with httpx.Client(base_url=server.base_url, timeout=60) as http:
+            response = http.post("/v1/predict", content=raw_rows(rows), headers=raw_headers)
+            results.append(response.status_code)
+
+    def chunked(total: int) -> Iterator[bytes]:
+        piece = b" " * (256 * 1024)
+        for _ in range(total // len(piece)):
+            yield piece
+
+    def huge_declared() -> bytes:
+        """Headers declaring 30 MB and only the first bytes of the body: the answer must come
+        before the rest is sent."""
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(
+                b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b'Content-Length: %d\r\n\r\n{"instances": [' % (30 * 1024 * 1024)
+            )
+            return read_response(sock)
+
+    with server, httpx.Client(base_url=server.base_url, timeout=60) as http:
+        idle_declared = huge_declared()
+        idle_whole = http.post("/v1/predict", content=b" " * (30 << 20), headers=json_headers)
+        idle_chunked = http.post("/v1/predict", content=chunked(limit << 1), headers=json_headers)
+        computing = threading.Thread(target=post, args=(1,))
+        computing.start()
+        wait_until(lambda: entered(gate).exists())  # its batch is held in compute
+        queued = threading.Thread(target=post, args=(4,))
+        queued.start()
+        wait_for(server.base_url, lambda samples: queued_rows(samples) == 4)  # the queue is full
+        small = http.post("/v1/predict", content=raw_rows(1), headers=raw_headers)
+        declared = huge_declared()
+        big_chunked = http.post("/v1/predict", content=chunked(limit << 1), headers=json_headers)
+        small_chunked = http.post("/v1/predict", content=chunked(1 << 19), headers=json_headers)
+        gate.unlink()
+        computing.join(timeout=30)
+        queued.join(timeout=30)
+    for raw in (idle_declared, declared):
+        assert raw.startswith(b"HTTP/1.1 413"), raw
+        assert b"retry-after" not in raw.lower()
+    for response in (idle_whole, idle_chunked, big_chunked):
+        assert response.status_code == 413, response.text
+        assert "retry-after" not in response.headers
+        assert response.json()["error"]["status"] == 413
+    for response in (small, small_chunked):
+        assert response.status_code == 503, response.text
+        assert "retry-after" in response.headers
+    assert sorted(results) == [200, 200]
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 30) -> None:
+    """Poll ``condition`` (the timeout only guards against a hang)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition never held"
+        time.sleep(0.005)

@@ -1,6 +1,12 @@
 """``python -m tests.support.slow_serving``: the real service, whose onnxruntime session takes a
 known time per batch (``SLOW_BATCH_MS`` + ``SLOW_ROW_MS`` per row, sleeping without the GIL as
-onnxruntime computes). A known, low capacity lets a Python client overload it."""
+onnxruntime computes). A known, low capacity lets a Python client overload it.
+
+With ``SLOW_GATE_FILE`` set, a batch waits while that file exists (after creating
+``<file>.entered``): a test holds a batch in compute, sees that it is there, builds the queue it
+wants behind it, and releases it by deleting the file. No sleeps, so no timing assumptions.
+Warm-up batches are not held (the service could not become ready).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ import os
 import socket
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import onnxruntime as ort
@@ -18,12 +25,22 @@ from serving.settings import Settings
 
 BATCH_S = float(os.environ.get("SLOW_BATCH_MS", "2")) / 1000
 ROW_S = float(os.environ.get("SLOW_ROW_MS", "2")) / 1000
+GATE = Path(os.environ["SLOW_GATE_FILE"]) if os.environ.get("SLOW_GATE_FILE") else None
+
+
+def entered(gate: Path) -> Path:
+    """The file a held batch creates: the test's sign that a batch is in compute."""
+    return gate.with_name(gate.name + ".entered")
 
 
 class SlowSession(ort.InferenceSession):  # type: ignore[misc]
     def run(self, output_names: Any, input_feed: Any, run_options: Any = None) -> Any:
-        rows = next(iter(input_feed.values())).shape[0]
-        time.sleep(BATCH_S + ROW_S * rows)
+        pixels = next(iter(input_feed.values()))
+        if GATE is not None and GATE.exists() and pixels.any():  # warm-up batches are zeros
+            entered(GATE).touch()
+            while GATE.exists():
+                time.sleep(0.001)
+        time.sleep(BATCH_S + ROW_S * pixels.shape[0])
         return super().run(output_names, input_feed, run_options)
 
 
