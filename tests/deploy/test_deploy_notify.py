@@ -12,6 +12,7 @@ import http.server
 import importlib.util
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -24,9 +25,11 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import pytest
+import yaml  # type: ignore[import-untyped]
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "deploy_notify.py"
+WORKFLOW = REPO / ".github" / "workflows" / "release.yml"
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 SECRET = "T0SECRET/B0SECRET/xoxSecretToken42"  # the part of a Slack webhook URL that is the key
@@ -463,3 +466,29 @@ def test_script_needs_only_the_standard_library() -> None:
     }
     top = {name.split(".")[0] for name in imported} - {"__future__"}
     assert top <= sys.stdlib_module_names, top - sys.stdlib_module_names
+
+
+def test_release_workflow_feeds_the_script_what_it_reads() -> None:
+    jobs = yaml.safe_load(WORKFLOW.read_text())["jobs"]
+    notify = jobs["notify"]
+    # Runs after every other job, whatever happened to them (a new job must be added here).
+    assert set(notify["needs"]) == set(jobs) - {"notify"}
+    assert notify["if"] == "${{ always() }}"
+    (step,) = [s for s in notify["steps"] if "scripts/deploy_notify.py" in s.get("run", "")]
+    assert step["run"].split() == ["python3", "scripts/deploy_notify.py"]
+    assert step["env"]["NEEDS_JSON"] == "${{ toJSON(needs) }}"
+    assert step["env"]["DEPLOY_WEBHOOK_URL"] == "${{ secrets.DEPLOY_WEBHOOK_URL }}"
+    assert step["env"]["DEPLOY_TARGET"] == "${{ vars.DEPLOY_TARGET }}"
+
+    delivering: dict[str, tuple[str, ...]] = {
+        job: deploy_notify.DEPLOY_OUTPUTS for job, _ in deploy_notify.TARGETS.values()
+    }
+    delivering[deploy_notify.GHCR[0]] = deploy_notify.GHCR_OUTPUTS
+    for name, wanted in delivering.items():
+        outputs = jobs[name]["outputs"]
+        assert set(wanted) <= set(outputs), name
+        step_ids = {s["id"] for s in jobs[name]["steps"] if "id" in s}
+        for expression in outputs.values():
+            assert set(re.findall(r"steps\.([\w-]+)\.", expression)) <= step_ids, expression
+    for target, (name, _) in deploy_notify.TARGETS.items():
+        assert f"vars.DEPLOY_TARGET == '{target}'" in jobs[name]["if"]
