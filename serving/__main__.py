@@ -68,9 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         level=settings.log_level.upper() if settings.log_level != "trace" else "DEBUG",
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from serving.feedback.loop import shared_by_workers
     from serving.observability import prepare_multiprocess_dir  # late: --help stays fast
-    from serving.quality.feedback import shared_by_workers
-    from serving.server import run
+    from serving.transport.server import run
 
     # Every worker must verify the others' prediction ids and write the same quality store.
     settings = shared_by_workers(settings)

@@ -7,8 +7,8 @@ expected rows and deadline:
 
 * not ready / draining (``Service.admit``): 503;
 * the queue cannot take the expected rows: 503 (``queue_full``);
-* the estimated wait (the event loop's standing lag, serving/loop_lag.py, + batches ahead x the
-  batcher's measured seconds per batch) is longer than 75 % of the time left before the
+* the estimated wait (the event loop's standing lag, serving/transport/loop_lag.py, + batches
+  ahead x the batcher's measured seconds per batch) is longer than 75 % of the time left before the
   deadline: 503 (``overloaded``) at once, not a 504 later.
 
 Each 503 carries a ``Retry-After`` derived from the same estimate. Any handler that queues work

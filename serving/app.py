@@ -22,12 +22,12 @@ from serving.api.request_id import add_request_id
 from serving.api.response_hooks import ResponseHooks
 from serving.api.routes import build_route_handlers
 from serving.api.v2.routes import build_v2_handlers
+from serving.feedback.loop import build_feedback
+from serving.feedback.routes import build_quality_handlers
 from serving.lifecycle import ModelLoader, Service, settle_heap, shorten_gil_switch_interval
 from serving.model import load_model, locate_metadata
 from serving.observability import ObservabilityPlugin
 from serving.observability.otel_env import resolve_tracing
-from serving.quality.feedback import build_feedback
-from serving.quality.routes import build_quality_handlers
 from serving.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ def create_app(
     and span processor). ``plugins`` adds Litestar plugins (e.g. test routes); ``model_loader``
     is the seam tests use to wrap the real model. The process's
     :class:`~serving.lifecycle.Service` is ``app.state.service``; its
-    :class:`~serving.quality.feedback.Feedback` (prediction ids, labelled window) is
+    :class:`~serving.feedback.loop.Feedback` (prediction ids, labelled window) is
     ``app.state.feedback``.
     """
     settings = settings if settings is not None else Settings()

@@ -19,9 +19,9 @@ import sys
 import time
 
 from serving.batching import Batcher, BatchObserver, DrainingError, NullObserver
-from serving.loop_lag import LoopLag
 from serving.model import LoadedModel, load_model
 from serving.settings import Settings
+from serving.transport.loop_lag import LoopLag
 from serving.versions import ModelEvents, ModelLoader, RefreshResult, VersionSet
 
 logger = logging.getLogger(__name__)

@@ -44,9 +44,9 @@ from serving.api.schemas import (
     PredictResponse,
     Status,
 )
-from serving.arrival import arrived_at
 from serving.lifecycle import NotReadyError, Service
 from serving.model import LoadedModel
+from serving.transport.arrival import arrived_at
 
 JSON = "application/json"
 _encoder = msgspec.json.Encoder()

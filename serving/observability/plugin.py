@@ -27,8 +27,9 @@ from prometheus_client import CollectorRegistry
 from model_repository.layout import VARIANT_FILES
 from model_repository.metadata import Metadata
 from serving.api.response_hooks import ResponseHooks
+from serving.feedback.loop import Feedback, served_test_accuracy
+from serving.feedback.store import QualityStore
 from serving.lifecycle import Service
-from serving.loop_lag import LoopLag
 from serving.observability.drift import DriftMonitor
 from serving.observability.inputs import InputMetrics
 from serving.observability.metrics import CONTENT_TYPE, ServingMetrics, render
@@ -43,9 +44,8 @@ from serving.observability.tracing import (
     BatchTracer,
     build_tracer_provider,
 )
-from serving.quality.feedback import Feedback, served_test_accuracy
-from serving.quality.store import QualityStore
 from serving.settings import Settings
+from serving.transport.loop_lag import LoopLag
 
 METRICS_PATH = "/metrics"
 #: Longest wait at shutdown for the last spans to leave (a dead collector must not hang exit).

@@ -1,6 +1,6 @@
 """Prometheus figures of model quality (from feedback) and prediction drift, for the whole service.
 
-Both read the shared store (``serving.quality.store``), so every worker sets the same values and
+Both read the shared store (``serving.feedback.store``), so every worker sets the same values and
 the gauges combine with ``mostrecent`` across workers (not the worst worker's value):
 
 - :class:`QualityMetrics`: counters of feedback by outcome and of the confusion matrix (each
@@ -31,9 +31,9 @@ from model_repository.predictions import (
     confidence_counts,
     js_distance,
 )
+from serving.feedback.figures import figures
+from serving.feedback.store import Outcome, QualityStore
 from serving.observability.drift import DriftMonitor
-from serving.quality.figures import figures
-from serving.quality.store import Outcome, QualityStore
 
 PREFIX = "inference"
 NAN = float("nan")

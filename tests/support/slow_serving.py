@@ -19,7 +19,7 @@ from typing import Any
 
 import onnxruntime as ort
 
-import serving.server
+import serving.transport.server
 from serving.__main__ import main
 from serving.settings import Settings
 
@@ -50,9 +50,10 @@ def slow_worker(settings: Settings, listener: socket.socket) -> None:
     serve_worker(settings, listener)
 
 
-serve_worker = serving.server.serve_worker
+serve_worker = serving.transport.server.serve_worker
 
 if __name__ == "__main__":
     ort.InferenceSession = SlowSession
-    serving.server.serve_worker = slow_worker  # what the supervisor spawns with workers > 1
+    # What the supervisor spawns with workers > 1.
+    serving.transport.server.serve_worker = slow_worker
     sys.exit(main())

@@ -31,13 +31,13 @@ from serving.api.v2.codec import (
     encode_infer,
 )
 from serving.api.v2.errors import OipError
-from serving.arrival import arrived_at
 from serving.batching import Batcher
 from serving.lifecycle import NotReadyError, Service
 from serving.model import LoadedModel
+from serving.transport.arrival import arrived_at
 
 AnyRequest = Request[Any, Any, Any]
-#: One feedback id per output row (``serving.quality.feedback.Feedback.ids_for``).
+#: One feedback id per output row (``serving.feedback.loop.Feedback.ids_for``).
 IdsFor = Callable[[Any, str], list[str]]
 JSON = "application/json"
 BINARY = "application/octet-stream"

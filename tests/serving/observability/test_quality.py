@@ -10,9 +10,9 @@ from prometheus_client import CollectorRegistry
 
 from model_repository.features import psi, training_stats
 from model_repository.predictions import prediction_reference
+from serving.feedback.store import QualityStore
 from serving.observability.drift import DriftMonitor
 from serving.observability.quality import ServiceDrift
-from serving.quality.store import QualityStore
 from training.idx import TRAIN_IMAGES, load_test_digits, read_idx
 
 WINDOW = 500

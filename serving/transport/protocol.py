@@ -15,8 +15,9 @@ that trickles its headers or body, none for a new connection that sends nothing,
   close`` at once, before anything is read;
 * a declared ``Content-Length`` beyond ``max_body_bytes`` -> 413 and close, before anything
   else is decided: a body that can never fit is never told to retry (no 503);
-* a ``Shedder`` (serving/shedding.py) may answer a request from its headers alone: the answer is
-  written at once, the body is read and dropped, and no ASGI task runs (the cheapest refusal).
+* a ``Shedder`` (serving/transport/shedding.py) may answer a request from its headers alone:
+  the answer is written at once, the body is read and dropped, and no ASGI task runs (the
+  cheapest refusal).
   A chunked body (no length declared) is dropped first and answered when complete, so that one
   passing ``max_body_bytes`` gets its 413 instead.
 
@@ -35,7 +36,7 @@ import msgspec
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from serving.api.schemas import ErrorBody, ErrorDetail
-from serving.arrival import stamp, waited_s
+from serving.transport.arrival import stamp, waited_s
 
 #: How long a refused connection is still read (and its input dropped) after the response.
 LINGER_S = 2.0
@@ -49,7 +50,7 @@ _REASONS = {
 
 #: ``(method, raw path, headers, arrived_at)`` -> a complete keep-alive response to send instead
 #: of running the app, or None to run it. ``arrived_at``: ``time.monotonic()`` when the request's
-#: bytes reached the kernel (serving/arrival.py).
+#: bytes reached the kernel (serving/transport/arrival.py).
 Shedder = Callable[[bytes, bytes, list[tuple[bytes, bytes]], float], bytes | None]
 
 

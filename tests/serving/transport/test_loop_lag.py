@@ -10,8 +10,8 @@ from litestar.testing import TestClient
 
 from serving.app import create_app
 from serving.lifecycle import Service
-from serving.loop_lag import LoopLag
 from serving.settings import Settings
+from serving.transport.loop_lag import LoopLag
 from tests.support.tiny_model import synthetic_images
 
 

@@ -1,6 +1,6 @@
 """Quality figures of labelled predictions: accuracy, per-class precision/recall/F1, confusion.
 
-They follow scikit-learn's definitions (``tests/serving/quality/test_figures.py`` compares them):
+They follow scikit-learn's definitions (``tests/serving/feedback/test_figures.py`` compares them):
 a class never predicted has precision 0, a class never true has recall 0, and F1 is
 ``2 tp / (2 tp + fp + fn)`` (0 when that is 0/0). The macro F1 averages the classes that appear
 as a true or a predicted label in the window, as ``f1_score(average="macro")`` does.

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.quality.store import Labelled, QualityStore
+from serving.feedback.store import Labelled, QualityStore
 
 
 def item(n: int, issued_at: int = 1_000, true: int = 1, predicted: int = 1) -> Labelled:

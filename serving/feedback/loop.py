@@ -19,9 +19,9 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from serving.quality.figures import Figures, figures
-from serving.quality.ids import PredictionIds
-from serving.quality.store import Labelled, Outcome, QualityStore
+from serving.feedback.figures import Figures, figures
+from serving.feedback.ids import PredictionIds
+from serving.feedback.store import Labelled, Outcome, QualityStore
 from serving.settings import Settings
 
 logger = logging.getLogger(__name__)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from serving.arrival import ARRIVED_AT, arrived_at, waited_s
 from serving.testing import ServerProcess
+from serving.transport.arrival import ARRIVED_AT, arrived_at, waited_s
 from tests.support.server import REPO
 from tests.support.tiny_model import synthetic_images
 

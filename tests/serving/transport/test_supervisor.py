@@ -1,5 +1,5 @@
-"""``workers > 1`` under serving.supervisor: each worker has its own SO_REUSEPORT listener, so
-keep-alive connections (and their requests) spread over the workers."""
+"""``workers > 1`` under serving.transport.supervisor: each worker has its own SO_REUSEPORT
+listener, so keep-alive connections (and their requests) spread over the workers."""
 
 from __future__ import annotations
 

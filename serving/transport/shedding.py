@@ -29,7 +29,7 @@ from serving.api.request_id import request_id_of
 from serving.api.schemas import ErrorBody, ErrorDetail
 from serving.api.v2.errors import OipError
 from serving.lifecycle import Service, UnknownVersionError
-from serving.protocol import Shedder, http_response
+from serving.transport.protocol import Shedder, http_response
 
 _CONTENT_TYPE = b"content-type"
 _CONTENT_LENGTH = b"content-length"

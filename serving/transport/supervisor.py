@@ -22,8 +22,8 @@ from multiprocessing.context import SpawnProcess
 from types import FrameType
 from typing import Any
 
-from serving.listener import bind_listener
 from serving.settings import Settings
+from serving.transport.listener import bind_listener
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
-from serving.quality.figures import figures
+from serving.feedback.figures import figures
 
 LABELS = list(range(10))
 

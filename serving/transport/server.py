@@ -5,7 +5,7 @@ the first SIGTERM. Here the first SIGTERM/SIGINT first DRAINS: ``/readyz`` and n
 answer 503 (so a load balancer stops routing here) while every queued and in-flight request is
 computed and answered; then (bounded by ``drain_timeout_s``) uvicorn's normal graceful shutdown
 finishes open responses and runs the lifespan shutdown. A second signal forces exit.
-With ``workers > 1`` each worker process is such a server (serving/supervisor.py).
+With ``workers > 1`` each worker process is such a server (serving/transport/supervisor.py).
 
 uvicorn rather than granian: they tied on this service (docs/decisions.md, "uvicorn, not
 granian"), and this draining shutdown is built on uvicorn's Server.
@@ -25,11 +25,11 @@ from litestar import Litestar
 
 from serving.app import create_app
 from serving.lifecycle import Service
-from serving.listener import refuse_new_connections
-from serving.protocol import ConnectionLimits, guarded_protocol
 from serving.settings import Settings
-from serving.shedding import shed_at_arrival
-from serving.supervisor import Supervisor
+from serving.transport.listener import refuse_new_connections
+from serving.transport.protocol import ConnectionLimits, guarded_protocol
+from serving.transport.shedding import shed_at_arrival
+from serving.transport.supervisor import Supervisor
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class DrainingServer(uvicorn.Server):
         app = self.app_factory(self.settings)
         self.service = app.state.service
         self.config.app = app
-        # The protocol refuses overloaded predictions itself (serving/shedding.py).
+        # The protocol refuses overloaded predictions itself (serving/transport/shedding.py).
         self.config.http = guarded_protocol(
             connection_limits(self.settings), shed_at_arrival(self.service)
         )
@@ -133,7 +133,7 @@ def connection_limits(settings: Settings) -> ConnectionLimits:
 
 def run(settings: Settings) -> int:
     """Serve until a signal; the exit code (the CLI has prepared PROMETHEUS_MULTIPROC_DIR for
-    workers > 1). Several workers run under serving.supervisor, each a DrainingServer."""
+    workers > 1). Several workers run under serving.transport.supervisor, each a DrainingServer."""
     if settings.workers == 1:
         DrainingServer(uvicorn_config(settings), settings).run()
         return 0

@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from serving.quality.ids import ID_CHARS, PredictionIds
+from serving.feedback.ids import ID_CHARS, PredictionIds
 
 KEY = b"k" * 32
 

@@ -18,14 +18,14 @@ from litestar.openapi.spec.enums import OpenAPIType
 
 from serving.api.errors import InvalidInputError, MalformedBodyError
 from serving.api.schemas import ErrorBody
-from serving.lifecycle import Service
-from serving.quality.feedback import (
+from serving.feedback.loop import (
     Feedback,
     LabelOffer,
     ModelQuality,
     QualityReport,
     served_test_accuracy,
 )
+from serving.lifecycle import Service
 
 MAX_ITEMS = 1000
 JSON = "application/json"

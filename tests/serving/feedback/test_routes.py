@@ -11,7 +11,7 @@ from litestar.testing import TestClient
 from sklearn.metrics import accuracy_score, confusion_matrix
 
 from serving.app import create_app
-from serving.quality.ids import PredictionIds
+from serving.feedback.ids import PredictionIds
 from serving.settings import Settings
 from tests.support.tiny_model import synthetic_images
 
