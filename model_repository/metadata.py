@@ -120,6 +120,14 @@ class Metadata(msgspec.Struct, frozen=True, kw_only=True):
         """
         return msgspec.convert(self.training.get("history", []), list[EpochRecord])
 
+    @property
+    def lr_schedule(self) -> str:
+        """``training.lr_schedule``: ``"cosine"`` (the rate decayed to 0 over the run) or
+        ``"constant"``. Versions written before the key existed were trained at a constant rate,
+        so that is what they report.
+        """
+        return str(self.training.get("lr_schedule", "constant"))
+
 
 def load_metadata(path: Path) -> Metadata:
     """Read and validate ``metadata.json``; raises ``msgspec.ValidationError`` / ``DecodeError``."""

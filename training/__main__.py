@@ -11,8 +11,10 @@ from training.cli import DefaultsFormatter
 from training.config import (
     ARCHS,
     DEFAULT_LEARNING_RATE,
+    DEFAULT_SCHEDULE,
     MOMENTUM,
     OPTIMIZERS,
+    SCHEDULES,
     TrainConfig,
 )
 from training.data import MNIST_DIR_ENV, DataError, load
@@ -21,6 +23,7 @@ from training.data import MNIST_DIR_ENV, DataError, load
 def parser() -> argparse.ArgumentParser:
     defaults = TrainConfig()
     per_optimizer = ", ".join(f"{name} {lr:g}" for name, lr in DEFAULT_LEARNING_RATE.items())
+    per_arch = ", ".join(f"{arch} {schedule}" for arch, schedule in DEFAULT_SCHEDULE.items())
     parser = argparse.ArgumentParser(
         prog="python -m training",
         description="Train an MNIST model (the reference MLP or a small CNN), export it to ONNX "
@@ -50,6 +53,14 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         help=f"learning rate (default: per optimizer, {per_optimizer})",
+    )
+    add(
+        "--lr-schedule",
+        choices=SCHEDULES,
+        default=None,
+        help="cosine: the learning rate falls from its starting value to 0 along a half cosine "
+        "over the run's steps; constant: it stays at its starting value (default: per "
+        f"architecture, {per_arch})",
     )
     add(
         "--batch-size",
@@ -103,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             arch=args.arch,
             optimizer=args.optimizer,
             learning_rate=args.learning_rate,
+            lr_schedule=args.lr_schedule,
             batch_size=args.batch_size,
             epochs=args.epochs,
             hidden_units=args.hidden_units,

@@ -76,8 +76,13 @@ class Result:
 
 
 def study(epochs: int, fit_examples: int, seed: int = 42) -> list[Run]:
-    """The runs: the optimizer comparison at batch 128 (plus full batch), then batch sizes."""
-    base = TrainConfig(arch="mlp", epochs=epochs, seed=seed)
+    """The runs: the optimizer comparison at batch 128 (plus full batch), then batch sizes.
+
+    Every run keeps its learning rate constant: the study compares the optimizers themselves,
+    and a schedule (the MLP's training default is a cosine decay) would be one more thing that
+    differs between them.
+    """
+    base = TrainConfig(arch="mlp", epochs=epochs, seed=seed, lr_schedule="constant")
     sgd = replace(base, optimizer="sgd")
     adam = replace(base, optimizer="adam")
     return [

@@ -24,24 +24,33 @@ NUM_CLASSES = 10
 IMAGE_SHAPE = (28, 28, 1)
 
 
-def make_optimizer(name: Optimizer, learning_rate: float) -> Any:
-    """A Keras optimizer by its command-line name (``momentum`` is SGD with momentum 0.9)."""
+def make_optimizer(name: Optimizer, learning_rate: float, decay_steps: int | None = None) -> Any:
+    """A Keras optimizer by its command-line name (``momentum`` is SGD with momentum 0.9).
+
+    With ``decay_steps`` the rate starts at ``learning_rate`` and follows a half cosine down to 0
+    at step ``decay_steps`` (Keras ``CosineDecay``, ``alpha=0``); without it, it stays constant.
+    """
     import keras
 
+    rate: Any = learning_rate
+    if decay_steps is not None:
+        rate = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=decay_steps)
     if name == "adam":
-        return keras.optimizers.Adam(learning_rate=learning_rate)
+        return keras.optimizers.Adam(learning_rate=rate)
     if name == "sgd":
-        return keras.optimizers.SGD(learning_rate=learning_rate)
+        return keras.optimizers.SGD(learning_rate=rate)
     if name == "momentum":
-        return keras.optimizers.SGD(learning_rate=learning_rate, momentum=MOMENTUM)
+        return keras.optimizers.SGD(learning_rate=rate, momentum=MOMENTUM)
     if name == "rmsprop":
-        return keras.optimizers.RMSprop(learning_rate=learning_rate)
+        return keras.optimizers.RMSprop(learning_rate=rate)
     raise ValueError(f"unknown optimizer {name!r}")
 
 
-def _compile(model: Any, optimizer: Optimizer, learning_rate: float) -> Any:
+def _compile(
+    model: Any, optimizer: Optimizer, learning_rate: float, decay_steps: int | None
+) -> Any:
     model.compile(
-        optimizer=make_optimizer(optimizer, learning_rate),
+        optimizer=make_optimizer(optimizer, learning_rate, decay_steps),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
@@ -53,6 +62,7 @@ def build_mlp(
     dropout: float = 0.2,
     learning_rate: float = 1e-3,
     optimizer: Optimizer = "adam",
+    decay_steps: int | None = None,
 ) -> Any:
     """The compiled reference MLP (sparse categorical cross-entropy, accuracy)."""
     import keras
@@ -61,10 +71,13 @@ def build_mlp(
     x = keras.layers.Dense(hidden_units, activation="relu", name="hidden")(inputs)
     x = keras.layers.Dropout(dropout, name="dropout")(x)
     outputs = keras.layers.Dense(NUM_CLASSES, activation="softmax", name=OUTPUT_NAME)(x)
-    return _compile(keras.Model(inputs, outputs, name="mnist_mlp"), optimizer, learning_rate)
+    model = keras.Model(inputs, outputs, name="mnist_mlp")
+    return _compile(model, optimizer, learning_rate, decay_steps)
 
 
-def build_cnn(learning_rate: float = 1e-3, optimizer: Optimizer = "adam") -> Any:
+def build_cnn(
+    learning_rate: float = 1e-3, optimizer: Optimizer = "adam", decay_steps: int | None = None
+) -> Any:
     """The compiled small CNN, taking the same flat 784-pixel input as the MLP."""
     import keras
 
@@ -80,7 +93,8 @@ def build_cnn(learning_rate: float = 1e-3, optimizer: Optimizer = "adam") -> Any
     x = layers.Dense(128, activation="relu", name="hidden")(x)
     x = layers.Dropout(0.5, name="dropout2")(x)
     outputs = layers.Dense(NUM_CLASSES, activation="softmax", name=OUTPUT_NAME)(x)
-    return _compile(keras.Model(inputs, outputs, name="mnist_cnn"), optimizer, learning_rate)
+    model = keras.Model(inputs, outputs, name="mnist_cnn")
+    return _compile(model, optimizer, learning_rate, decay_steps)
 
 
 def build(
@@ -89,10 +103,14 @@ def build(
     learning_rate: float,
     hidden_units: int = 512,
     dropout: float = 0.2,
+    decay_steps: int | None = None,
 ) -> Any:
-    """The compiled model for ``arch``; ``hidden_units`` and ``dropout`` shape the MLP only."""
+    """The compiled model for ``arch``; ``hidden_units`` and ``dropout`` shape the MLP only.
+
+    ``decay_steps`` (the run's total number of steps) turns on the cosine learning-rate decay.
+    """
     if arch == "mlp":
-        return build_mlp(hidden_units, dropout, learning_rate, optimizer)
+        return build_mlp(hidden_units, dropout, learning_rate, optimizer, decay_steps)
     if arch == "cnn":
-        return build_cnn(learning_rate, optimizer)
+        return build_cnn(learning_rate, optimizer, decay_steps)
     raise ValueError(f"unknown arch {arch!r}")

@@ -52,7 +52,11 @@ def package_versions() -> dict[str, str]:
 
 def describe(config: TrainConfig) -> dict[str, Any]:
     """The configuration as recorded: defaults resolved, MLP-only knobs only for the MLP."""
-    described: dict[str, Any] = {**asdict(config), "learning_rate": config.lr}
+    described: dict[str, Any] = {
+        **asdict(config),
+        "learning_rate": config.lr,
+        "lr_schedule": config.schedule,
+    }
     if config.optimizer == "momentum":
         described["momentum"] = MOMENTUM
     if config.arch != "mlp":
@@ -83,19 +87,29 @@ def fit(data: Mnist, config: TrainConfig) -> Fitted:
 
     from training.model import build
 
-    keras.utils.set_random_seed(config.seed)
-    model = build(config.arch, config.optimizer, config.lr, config.hidden_units, config.dropout)
     (x_fit, y_fit), (x_val, y_val) = holdout(
         scale(data.x_train), data.y_train, config.validation_split
     )
     steps = -(-len(x_fit) // config.batch_size)
+    # The cosine decay reaches 0 on the run's last step, so it needs the total number of steps.
+    decay_steps = config.epochs * steps if config.schedule == "cosine" else None
+    keras.utils.set_random_seed(config.seed)
+    model = build(
+        config.arch,
+        config.optimizer,
+        config.lr,
+        config.hidden_units,
+        config.dropout,
+        decay_steps,
+    )
     log.info(
-        "training %s (%d parameters) with %s, learning rate %g, batch %d (%d steps/epoch), "
-        "%d epochs on %d images, %d held out for validation",
+        "training %s (%d parameters) with %s, learning rate %g (%s), batch %d "
+        "(%d steps/epoch), %d epochs on %d images, %d held out for validation",
         config.arch,
         model.count_params(),
         config.optimizer,
         config.lr,
+        "cosine decay to 0" if decay_steps else "constant",
         config.batch_size,
         steps,
         config.epochs,
@@ -171,7 +185,8 @@ def run(data: Mnist, output: Path, name: str, config: TrainConfig) -> Path:
         plots.learning_curves(
             fitted.history,
             staging / CURVES_FILE,
-            f"{name}: {config.arch}, {config.optimizer} (learning rate {config.lr:g}), "
+            f"{name}: {config.arch}, {config.optimizer} (learning rate {config.lr:g}"
+            f"{', cosine decay' if config.schedule == 'cosine' else ''}), "
             f"batch {config.batch_size}",
         )
         files = file_infos(staging, [FP32_FILE, INT8_FILE, CURVES_FILE])

@@ -11,6 +11,9 @@ from pathlib import Path
 from model_repository.layout import METADATA_FILE
 from model_repository.metadata import load_metadata
 
+#: How the summary names ``training.lr_schedule``.
+SCHEDULE_TEXT = {"cosine": "cosine decay to 0", "constant": "constant"}
+
 
 def _percent(value: object) -> str:
     return f"{float(value) * 100:.2f} %" if isinstance(value, int | float) else "n/a"
@@ -25,9 +28,11 @@ def summary(version_dir: Path) -> str:
     change = f"{-float(drop) * 100:+.2f} pp" if isinstance(drop, int | float) else "n/a"
     history = meta.history
     last = history[-1] if history else None
+    schedule = SCHEDULE_TEXT.get(meta.lr_schedule, meta.lr_schedule)
     lines = [
         f"model          {training.get('arch', 'mlp')}, {training.get('optimizer', 'adam')} "
-        f"(lr {training.get('learning_rate')}), batch {training.get('batch_size')}, "
+        f"(lr {training.get('learning_rate')}, {schedule}), "
+        f"batch {training.get('batch_size')}, "
         f"{training.get('epochs')} epochs, {training.get('train_seconds')} s of training",
         f"test accuracy  Keras {_percent(accuracy.get('keras'))} / ONNX "
         f"{_percent(accuracy.get('onnx'))} / int8 {_percent(accuracy.get('onnx_int8'))} "

@@ -18,6 +18,9 @@ def test_metadata_without_history_still_loads(tmp_path: Path) -> None:
     meta = load_metadata(directory / METADATA_FILE)
     assert "history" not in meta.training
     assert meta.history == []
+    # Nor ``training.lr_schedule``: such versions were trained at a constant rate.
+    assert "lr_schedule" not in meta.training
+    assert meta.lr_schedule == "constant"
 
 
 def test_history_round_trips_through_json(tmp_path: Path) -> None:
@@ -27,12 +30,18 @@ def test_history_round_trips_through_json(tmp_path: Path) -> None:
         EpochRecord(epoch=1, loss=0.5, accuracy=0.8, val_loss=0.4, val_accuracy=0.85, seconds=2.5),
         EpochRecord(epoch=2, loss=0.3, accuracy=0.9, seconds=2.0),
     ]
-    training = {**meta.training, "history": msgspec.to_builtins(history), "arch": "cnn"}
+    training = {
+        **meta.training,
+        "history": msgspec.to_builtins(history),
+        "arch": "cnn",
+        "lr_schedule": "cosine",
+    }
     dump_metadata(msgspec.structs.replace(meta, training=training), directory / METADATA_FILE)
     reloaded = load_metadata(directory / METADATA_FILE)
     assert reloaded.history == history
     assert reloaded.history[1].val_accuracy is None
     assert reloaded.training["arch"] == "cnn"
+    assert reloaded.lr_schedule == "cosine"
 
 
 def test_malformed_history_is_rejected(tmp_path: Path) -> None:

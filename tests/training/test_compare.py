@@ -68,6 +68,11 @@ def test_time_claims_are_untested_when_nobody_reaches_the_target() -> None:
     assert result[2].startswith("untested")
 
 
+def test_study_runs_at_constant_learning_rates() -> None:
+    """The study compares optimizers, not schedules: none of its runs takes the default decay."""
+    assert {run.config.lr_schedule for run in study(10, 54_000)} == {"constant"}
+
+
 def test_report_replaces_only_the_generated_block(tmp_path: Path) -> None:
     doc = tmp_path / "training.md"
     doc.write_text(f"# Training\n\nHand-written intro.\n\n{BEGIN}\nold numbers\n{END}\n\nOutro.\n")

@@ -7,6 +7,7 @@ import re
 import pytest
 
 from training.__main__ import main, parser
+from training.config import TrainConfig
 
 
 def test_help_shows_every_default() -> None:
@@ -27,3 +28,17 @@ def test_help_names_the_per_optimizer_learning_rates() -> None:
 def test_bad_configuration_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--validation-split", "1.5"]) == 2
     assert "validation_split" in capsys.readouterr().err
+
+
+def test_lr_schedule_default_is_per_architecture() -> None:
+    """Cosine for the MLP (it keeps the default above 98 %), constant for the CNN."""
+    assert parser().parse_args([]).lr_schedule is None
+    assert TrainConfig().schedule == "cosine"
+    assert TrainConfig(arch="cnn").schedule == "constant"
+    assert TrainConfig(arch="cnn", lr_schedule="cosine").schedule == "cosine"
+    assert TrainConfig(lr_schedule="constant").schedule == "constant"
+    assert parser().parse_args(["--lr-schedule", "constant"]).lr_schedule == "constant"
+    with pytest.raises(SystemExit):
+        parser().parse_args(["--lr-schedule", "step"])
+    text = re.sub(r"\s+", " ", parser().format_help())
+    assert "(default: per architecture, mlp cosine, cnn constant)" in text

@@ -132,6 +132,7 @@ def test_history_and_curves_are_published(small_published: Path) -> None:
     assert 0.0 < epoch.val_accuracy <= 1.0
     assert 0.0 < epoch.seconds <= float(training["train_seconds"])  # type: ignore[arg-type]
     assert training["final_val_accuracy"] == epoch.val_accuracy
+    assert training["lr_schedule"] == meta.lr_schedule == "cosine"
     curves = small_published / "training.png"
     assert curves.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     assert meta.files["training.png"].sha256 == sha256_file(curves)
@@ -144,7 +145,8 @@ def test_history_and_curves_are_published(small_published: Path) -> None:
 
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 def test_each_optimizer_trains(optimizer: Optimizer, mnist: Mnist) -> None:
-    config = TrainConfig(optimizer=optimizer, epochs=2, batch_size=64)
+    # A constant rate, so that the optimizer's rate after training is still its default.
+    config = TrainConfig(optimizer=optimizer, epochs=2, batch_size=64, lr_schedule="constant")
     fitted = fit(mnist.subset(train=640), config)
     first, second = fitted.history
     assert second.loss < first.loss
@@ -161,3 +163,36 @@ def test_full_batch_is_one_step_per_epoch(mnist: Mnist) -> None:
     fitted = fit(data, TrainConfig(optimizer="sgd", batch_size=900, epochs=2, validation_split=0.1))
     assert fitted.summary["steps_per_epoch"] == 1
     assert int(fitted.model.optimizer.iterations) == 2
+
+
+def test_cosine_schedule_decays_the_rate_to_zero_by_the_last_step(mnist: Mnist) -> None:
+    """The default schedule: the rate starts at ``--learning-rate``, is half way down at half the
+    steps, and is 0 once the run's last step is taken."""
+    import keras
+
+    data = mnist.subset(train=640)
+    fitted = fit(data, TrainConfig(epochs=2, batch_size=64))
+    optimizer = fitted.model.optimizer
+    steps = 2 * fitted.summary["steps_per_epoch"]
+    assert int(optimizer.iterations) == steps == 2 * 9
+    schedule = optimizer.get_config()["learning_rate"]
+    assert schedule["class_name"] == "CosineDecay"
+    assert schedule["config"]["initial_learning_rate"] == pytest.approx(1e-3)
+    assert schedule["config"]["decay_steps"] == steps
+    assert float(optimizer.learning_rate) == pytest.approx(0.0, abs=1e-12)
+    rate = keras.optimizers.schedules.deserialize(schedule)  # to read it at other steps
+    assert float(rate(0)) == pytest.approx(1e-3)
+    assert float(rate(steps // 2)) == pytest.approx(0.5e-3)
+    assert fitted.summary["lr_schedule"] == "cosine"
+
+
+def test_constant_schedule_keeps_the_rate(mnist: Mnist) -> None:
+    fitted = fit(mnist.subset(train=640), TrainConfig(epochs=1, lr_schedule="constant"))
+    assert float(fitted.model.optimizer.learning_rate) == pytest.approx(1e-3)
+    assert not isinstance(fitted.model.optimizer.get_config()["learning_rate"], dict)
+    assert fitted.summary["lr_schedule"] == "constant"
+
+
+def test_unknown_schedule_is_rejected() -> None:
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainConfig(lr_schedule="step")  # type: ignore[arg-type]

@@ -46,6 +46,8 @@ def test_cnn_keeps_the_io_contract_and_passes_parity(cnn_run: tuple[Path, str]) 
     meta = load_metadata(version.metadata_file)
     assert meta.training["arch"] == "cnn"
     assert "hidden_units" not in meta.training
+    # The CNN met its target at a constant rate; the cosine decay is the MLP's default only.
+    assert meta.lr_schedule == "constant"
     assert meta.parity.max_abs_diff <= 1e-4
     assert meta.parity.argmax_agreement == 1.0
     assert len(meta.history) == 1
