@@ -25,10 +25,9 @@ from typing import Any, cast
 
 import numpy as np
 import onnxruntime as ort
-from litestar import Litestar
 
 from loadtest.data import json_body, load_digits, mnist_dir
-from serving.app import create_app
+from serving.app import ServiceApp, create_app
 from serving.model import LoadedModel, load_model
 from serving.settings import Settings
 
@@ -47,7 +46,7 @@ class CountingSession:
         return cast("list[np.ndarray]", self._session.run(names, feeds))
 
 
-async def _lifespan(app: Litestar, phase: str, inbox: asyncio.Queue[dict[str, Any]],
+async def _lifespan(app: ServiceApp, phase: str, inbox: asyncio.Queue[dict[str, Any]],
                     outbox: asyncio.Queue[dict[str, Any]]) -> None:  # fmt: skip
     await inbox.put({"type": f"lifespan.{phase}"})
     reply = await outbox.get()
@@ -77,7 +76,7 @@ def _scope(body: bytes, state: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def _request(app: Litestar, body: bytes, state: dict[str, Any]) -> int:
+async def _request(app: ServiceApp, body: bytes, state: dict[str, Any]) -> int:
     """One POST /v1/predict as a server would deliver it; returns the response status."""
     sent = False
     status = 0
@@ -98,7 +97,7 @@ async def _request(app: Litestar, body: bytes, state: dict[str, Any]) -> int:
     return status
 
 
-async def _client(app: Litestar, bodies: Iterator[bytes], budget: Iterator[int],
+async def _client(app: ServiceApp, bodies: Iterator[bytes], budget: Iterator[int],
                   state: dict[str, Any], statuses: Counter[int]) -> None:  # fmt: skip
     for _ in budget:
         statuses[await _request(app, next(bodies), state)] += 1

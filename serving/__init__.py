@@ -1,11 +1,15 @@
 """Low-latency MNIST inference service.
 
-Where a request goes, module by module:
+Where a request goes, room by room:
 
-    api/routes.py          ENTERS: handlers; api/decoding.py validates the body before queuing
-    lifecycle.py           admitted: Service.admit() (ready? draining?), start-up and drain
+    transport/protocol.py  ARRIVES: limits, the one header pass, admission before any app code
+    pipeline/stages.py     the request path of every prediction: admit -> read -> decode ->
+                           submit -> encode -> observe, with a codec per door (v1, OIP v2)
     batching/queue.py      WAITS: the adaptive micro-batcher (one task, one inference executor)
     model.py               COMPUTED: onnxruntime session over a model repository version
-    observability/plugin.py  OBSERVED: the one attach point for traces, /metrics and drift
-    app.py                 the app factory that wires these; server.py runs it under uvicorn
+    observability/         OBSERVED: telemetry.py builds every observer once
+    api/                   every other route (Litestar): health, models, metadata, feedback, page
+    lifecycle.py           Service: start-up, readiness, drain; versions.py: hot reload
+    app.py                 create_app wires all of it (the one attach point);
+                           transport/server.py runs it under uvicorn
 """

@@ -1,5 +1,14 @@
 """The app factory: ``create_app(settings)`` wires the parts; nothing is built at import time.
 
+This is where every part meets, once:
+
+* ``Observability`` is built first and each part gets its observer here (the one attach point):
+  the service (batches, model versions), the pipeline (prediction requests), the Litestar routes
+  (a wrapper and a ``before_send`` callback), the feedback loop (a listener);
+* the :class:`~serving.pipeline.Pipeline` serves predictions; Litestar serves every other route;
+* :class:`ServiceApp` is the ASGI app the server runs: it hands predictions to the pipeline and
+  everything else (and the lifespan) to Litestar.
+
 The lifespan owns every resource: it loads and warms the model and starts the batcher before the
 server accepts traffic, and on shutdown drains and stops the batcher (freeing its thread).
 """
@@ -7,55 +16,125 @@ server accepts traffic, and on shutdown drains and stops the batcher (freeing it
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 from litestar import Litestar
-from litestar.datastructures import State
 from litestar.plugins import PluginProtocol
-from litestar.types import Message, Scope
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.api.errors import exception_handlers
+from serving.api.feedback import build_quality_handlers
 from serving.api.openapi import assets_router, openapi_config
 from serving.api.page import build_page_handlers
 from serving.api.request_id import add_request_id
 from serving.api.response_hooks import ResponseHooks
 from serving.api.routes import build_route_handlers
 from serving.api.v2.routes import build_v2_handlers
-from serving.feedback.loop import build_feedback
-from serving.feedback.routes import build_quality_handlers
+from serving.feedback.loop import Feedback, build_feedback
 from serving.lifecycle import ModelLoader, Service, settle_heap, shorten_gil_switch_interval
 from serving.model import load_model, locate_metadata
-from serving.observability import ObservabilityPlugin
-from serving.observability.otel_env import resolve_tracing
+from serving.observability import Observability, ObservabilityPlugin
+from serving.pipeline import Pipeline, Refusal, ticket_of
+from serving.pipeline.head import read_head
+from serving.pipeline.stages import send_answer
 from serving.settings import Settings
+from serving.transport.arrival import arrived_at
+from serving.transport.loop_lag import LoopLag
 
 logger = logging.getLogger(__name__)
+
+
+class ServiceApp:
+    """The ASGI app: predictions through the pipeline, every other request through Litestar.
+
+    A prediction normally arrives admitted: the HTTP protocol ran the pipeline's ``arrive`` when
+    its headers were complete and left its ticket in the scope. Without that protocol (a test
+    client, another ASGI server) the app asks the pipeline itself, so both paths are one.
+    """
+
+    def __init__(
+        self, pipeline: Pipeline, feedback: Feedback, litestar: Litestar, routes: ASGIApp
+    ) -> None:
+        self.pipeline = pipeline
+        self.service = pipeline.service
+        self.feedback = feedback
+        self.litestar = litestar
+        #: ``litestar`` as the server calls it: observed (HTTP metrics, server spans).
+        self.routes = routes
+
+    # ``scope`` is Any: used as the plain dict it is (typing.cast is a call per request).
+    async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            ticket = ticket_of(scope)
+            if ticket is None:
+                outcome = self.pipeline.arrive(
+                    scope["method"],
+                    scope["path"],
+                    read_head(scope["headers"]),
+                    arrived_at(scope, time.monotonic()),
+                )
+                if isinstance(outcome, Refusal):
+                    await send_answer(
+                        send, outcome.answer, outcome.request_id, self.service.closing
+                    )
+                    return
+                ticket = outcome
+            if ticket is not None:
+                await self.pipeline.serve(ticket, receive, send)
+                return
+        await self.routes(scope, receive, send)
 
 
 def create_app(
     settings: Settings | None = None,
     *,
+    observability: Observability | None = None,
     plugins: Sequence[PluginProtocol] = (),
     model_loader: ModelLoader = load_model,
-) -> Litestar:
-    """Build the service app.
+) -> ServiceApp:
+    """Build the service's ASGI app.
 
-    Observability (traces, ``/metrics``, drift) is an :class:`ObservabilityPlugin` built from
-    the settings, unless ``plugins`` already holds one (tests pass one with their own registry
-    and span processor). ``plugins`` adds Litestar plugins (e.g. test routes); ``model_loader``
-    is the seam tests use to wrap the real model. The process's
-    :class:`~serving.lifecycle.Service` is ``app.state.service``; its
-    :class:`~serving.feedback.loop.Feedback` (prediction ids, labelled window) is
-    ``app.state.feedback``.
+    ``observability`` defaults to one built from the settings (tests pass one with their own
+    registry and span processor); ``plugins`` adds Litestar plugins (e.g. test routes);
+    ``model_loader`` is the seam tests use to wrap the real model. ``app.service`` is the
+    process's :class:`~serving.lifecycle.Service`, ``app.pipeline`` its pipeline,
+    ``app.feedback`` its feedback loop.
     """
     settings = settings if settings is not None else Settings()
-    plugins = list(plugins)
-    observed = any(isinstance(plugin, ObservabilityPlugin) for plugin in plugins)
-    if not observed and (settings.metrics_enabled or resolve_tracing(settings).enabled):
-        plugins.append(ObservabilityPlugin(settings, locate_metadata(settings)))
-    service = Service(settings, model_loader=model_loader)
+    metadata = locate_metadata(settings)
+    if observability is None:
+        observability = Observability(settings, metadata)
+    service = Service(
+        settings,
+        model_loader=model_loader,
+        observer=observability.batches,
+        events=observability.models,
+    )
     feedback = build_feedback(settings)
+    feedback.listeners.append(observability.on_feedback)
+    loop_lag = LoopLag()
+    pipeline = Pipeline(service, feedback.issue_ids, observability.requests, loop_lag)
+    shape = metadata.inputs[0].shape if metadata.inputs else []
+    features = shape[-1] if shape and isinstance(shape[-1], int) else 0  # 0: load refuses it
+    litestar = _litestar(settings, pipeline, feedback, observability, plugins, features)
+    return ServiceApp(pipeline, feedback, litestar, observability.wrap(litestar))
+
+
+def _litestar(
+    settings: Settings,
+    pipeline: Pipeline,
+    feedback: Feedback,
+    observability: Observability,
+    plugins: Sequence[PluginProtocol],
+    features: int,
+) -> Litestar:
+    """The Litestar app of every route but the predictions' (whose OpenAPI operations it still
+    documents), with the service's lifespan."""
+    service, loop_lag = pipeline.service, pipeline.lag
+    assert isinstance(loop_lag, LoopLag)
 
     def finish_headers(message: Message, scope: Scope) -> None:
         if message["type"] == "http.response.start":
@@ -66,6 +145,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         await service.start()
+        loop_lag.start()
         logger.debug("froze %d start-up objects", settle_heap(settings.gc_young_threshold))
         shorten_gil_switch_interval(settings.gil_switch_interval_ms)
         try:
@@ -73,22 +153,21 @@ def create_app(
         finally:
             await service.drain(settings.drain_timeout_s)
             await service.stop()
+            loop_lag.stop()
 
     return Litestar(
         route_handlers=[
-            *build_route_handlers(service, feedback.issue_ids),
-            *build_v2_handlers(
-                service, ["binary_tensor_data", "model_repository"], feedback.ids_for
-            ),
+            *build_route_handlers(service, features),
+            *build_v2_handlers(service, ["binary_tensor_data", "model_repository"]),
             *build_quality_handlers(service, feedback),
             *build_page_handlers(),
             assets_router(),
         ],
         lifespan=[lifespan],
         exception_handlers=exception_handlers(),
-        before_send=[ResponseHooks(finish_headers)],  # the plugin adds its callback to it
-        plugins=plugins,
-        state=State({"service": service, "feedback": feedback}),
+        # One before_send hook for all callbacks: each hook is a coroutine per message.
+        before_send=[ResponseHooks(finish_headers, observability.on_response)],
+        plugins=[ObservabilityPlugin(observability, service, loop_lag, feedback), *plugins],
         openapi_config=openapi_config("1.0.0"),
         request_max_body_size=settings.max_body_bytes,
         debug=False,

@@ -21,7 +21,6 @@ import time
 from serving.batching import Batcher, BatchObserver, DrainingError, NullObserver
 from serving.model import LoadedModel, load_model
 from serving.settings import Settings
-from serving.transport.loop_lag import LoopLag
 from serving.versions import ModelEvents, ModelLoader, RefreshResult, VersionSet
 
 logger = logging.getLogger(__name__)
@@ -84,9 +83,18 @@ def shorten_gil_switch_interval(milliseconds: float) -> float:
 class Service:
     """Everything one server process serves with; lives in ``app.state.service``."""
 
-    def __init__(self, settings: Settings, model_loader: ModelLoader = load_model) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        model_loader: ModelLoader = load_model,
+        *,
+        observer: BatchObserver | None = None,
+        events: ModelEvents | None = None,
+    ) -> None:
+        """``observer`` hears batching and admission, ``events`` the versions served, retired
+        and refused (observability's, built before the service: serving/app.py)."""
         self.settings = settings
-        self.observer: BatchObserver = NullObserver()
+        self.observer: BatchObserver = observer or NullObserver()
         self.phase = Phase.STARTING
         self.versions_set = VersionSet(
             settings,
@@ -94,10 +102,10 @@ class Service:
             self._start_batcher,
             retire_after_s=settings.max_request_timeout_ms / 1000.0,
         )
+        if events is not None:
+            self.versions_set.events = events
         self._poller: asyncio.Task[None] | None = None
         self._batch_ids = itertools.count(1)  # one sequence for every version's batcher
-        #: The event loop's standing lag, which admission adds to the queue's wait.
-        self.loop_lag = LoopLag()
 
     @property
     def model(self) -> LoadedModel | None:
@@ -113,14 +121,6 @@ class Service:
     @property
     def ready(self) -> bool:
         return self.phase is Phase.READY and self.versions_set.newest is not None
-
-    def observe(self, observer: BatchObserver) -> None:
-        """Report batching and admission to ``observer`` (before ``start``)."""
-        self.observer = observer
-
-    def watch_models(self, events: ModelEvents) -> None:
-        """Report versions served, retired and refused to ``events`` (before ``start``)."""
-        self.versions_set.events = events
 
     def admit(self, version: str | None = None) -> tuple[Batcher, LoadedModel]:
         """The batcher and model a new request is served with (``version``: a served one, by
@@ -193,7 +193,6 @@ class Service:
         """Load (raises ``ModelLoadError`` with a clear message), warm up, start batching, then
         poll the repository every ``model_poll_interval_s``."""
         await self.versions_set.refresh(strict=True)
-        self.loop_lag.start()
         self.phase = Phase.READY
         if self.settings.model_poll_interval_s > 0:
             self._poller = asyncio.get_running_loop().create_task(self._poll(), name="model-poll")
@@ -256,5 +255,4 @@ class Service:
         await self.versions_set.stop()
         for batcher in self.versions_set.batchers():
             await batcher.stop()
-        self.loop_lag.stop()
         self.phase = Phase.STOPPED

@@ -25,6 +25,7 @@ from model_repository import (
     sha256_file,
 )
 from model_repository.layout import VARIANT_FILES
+from serving.batching.request import Outputs
 from serving.settings import Settings
 
 Array = npt.NDArray[np.float32]
@@ -57,11 +58,11 @@ class LoadedModel:
     def version(self) -> str:
         return str(self.version_dir.version)
 
-    def predict(self, batch: Array) -> Array:
-        """Probabilities ``(rows, classes)`` for ``batch`` ``(rows, features)`` float32."""
-        outputs = self.session.run([self.output_name], {self.input_name: batch})
-        result: Array = outputs[0]
-        return result
+    def predict(self, batch: Array) -> Outputs:
+        """Probabilities ``(rows, classes)`` for ``batch`` ``(rows, features)`` float32, with
+        each row's label and confidence (in the inference thread: off the event loop)."""
+        probabilities: Array = self.session.run([self.output_name], {self.input_name: batch})[0]
+        return Outputs.of(probabilities)
 
 
 def locate_metadata(settings: Settings) -> Metadata:

@@ -1,8 +1,9 @@
-"""A server process on a loopback port for tests, load tests and benchmarks: start, wait for
-``/readyz``, stop with SIGTERM.
+"""The two ways to run the service for tests, load tests and benchmarks, shipped with the package
+(as ``litestar.testing`` is) so that every caller starts and stops it the same way:
 
-One harness, shipped with the package (as ``litestar.testing`` is), so that the test suite and
-the benchmarks start and stop servers the same way.
+* :class:`ServerProcess`: ``python -m serving`` on a loopback port: start, wait for ``/readyz``,
+  stop with SIGTERM (the real transport: uvicorn, the protocol, workers);
+* :class:`AppClient`: the app in-process under Litestar's test client (no sockets).
 """
 
 from __future__ import annotations
@@ -18,8 +19,13 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import psutil
+from litestar.testing import TestClient
+
+from serving.app import ServiceApp
+from serving.lifecycle import Service
 
 SERVE = ("-m", "serving")
 
@@ -143,3 +149,17 @@ class ServerProcess:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class AppClient(TestClient[ServiceApp]):
+    """Litestar's test client on the real app, in-process: ``with AppClient(create_app(s)) as
+    client:`` runs the lifespan (model load, warm-up, drain) and keeps the app at ``client.served``
+    (``client.app`` is the test client's own wrapper of it)."""
+
+    def __init__(self, app: ServiceApp, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.served = app
+
+    @property
+    def service(self) -> Service:
+        return self.served.service

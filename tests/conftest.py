@@ -1,4 +1,5 @@
-"""Shared fixtures: a clean environment, a tiny real model repository, a real server process."""
+"""Shared fixtures: a clean environment, a tiny real model repository, and the two ways to run
+the service on it: in-process (``app_client``) and as a real server process (``serving_server``)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,14 @@ import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from loadtest.data import mnist_dir as default_mnist_dir
+from serving.app import create_app
+from serving.settings import Settings
+from serving.testing import AppClient
 from tests.support.server import RunningServer, free_port, serving_process
 from tests.support.tiny_model import write_model_version
 from training.data import IDX_FILES
@@ -46,6 +51,27 @@ def poison_model_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("poison-repository")
     write_model_version(root, "mnist", 1, poison=True)
     return root
+
+
+@pytest.fixture
+def settings(tiny_model_repository: Path) -> Settings:
+    """Default settings serving the tiny model."""
+    return Settings(model_repository=tiny_model_repository)
+
+
+AppStarter = Callable[..., AppClient]
+
+
+@pytest.fixture
+def app_client(settings: Settings) -> AppStarter:
+    """``with app_client(settings, model_loader=..., observability=...) as client:`` the real
+    app in-process (``create_app``; the ``settings`` fixture when none are given), under
+    Litestar's test client; ``client.service`` is its Service."""
+
+    def start(app_settings: Settings | None = None, **create: Any) -> AppClient:
+        return AppClient(create_app(app_settings or settings, **create))
+
+    return start
 
 
 @pytest.fixture

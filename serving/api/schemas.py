@@ -1,36 +1,26 @@
-"""Response and error bodies (msgspec Structs: encoded without a validation layer)."""
+"""Response bodies of the Litestar routes (msgspec Structs: encoded without a validation layer).
+
+The prediction and error bodies are the v1 codec's (serving/pipeline/v1.py), re-exported here
+for the routes that document or return them.
+"""
 
 from __future__ import annotations
 
 import msgspec
 
+from serving.pipeline.v1 import ErrorBody, ErrorDetail, ModelRef, Prediction, PredictResponse
 
-class Prediction(msgspec.Struct):
-    label: int
-    confidence: float
-    probabilities: list[float]
-    #: Send it back with the true label to POST /v1/feedback.
-    prediction_id: str
-
-
-class ModelRef(msgspec.Struct):
-    name: str
-    version: str
-
-
-class PredictResponse(msgspec.Struct):
-    predictions: list[Prediction]
-    model: ModelRef
-
-
-class ErrorDetail(msgspec.Struct):
-    status: int
-    message: str
-    request_id: str | None
-
-
-class ErrorBody(msgspec.Struct):
-    error: ErrorDetail
+__all__ = [
+    "BatchingInfo",
+    "ErrorBody",
+    "ErrorDetail",
+    "ModelInfo",
+    "ModelRef",
+    "ModelsResponse",
+    "PredictResponse",
+    "Prediction",
+    "Status",
+]
 
 
 class Status(msgspec.Struct):

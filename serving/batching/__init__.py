@@ -9,7 +9,7 @@ from serving.batching.queue import (
     InferenceError,
     QueueFullError,
 )
-from serving.batching.request import QueuedRequest, RejectReason
+from serving.batching.request import Outputs, QueuedRequest, RejectReason
 
 __all__ = [
     "BatchObserver",
@@ -19,6 +19,7 @@ __all__ = [
     "DrainingError",
     "InferenceError",
     "NullObserver",
+    "Outputs",
     "QueueFullError",
     "QueuedRequest",
     "RejectReason",

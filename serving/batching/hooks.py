@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from serving.batching.request import QueuedRequest, RejectReason
+from serving.batching.request import Outputs, QueuedRequest, RejectReason
 
 
 class BatchObserver(Protocol):
@@ -30,7 +30,7 @@ class BatchObserver(Protocol):
         batch_id: int,
         requests: Sequence[QueuedRequest],
         inputs: npt.NDArray[np.float32],
-        outputs: npt.NDArray[np.float32] | None,
+        outputs: Outputs | None,
         error: BaseException | None,
         compute_seconds: float,
     ) -> None:
@@ -60,7 +60,7 @@ class NullObserver:
         batch_id: int,
         requests: Sequence[QueuedRequest],
         inputs: npt.NDArray[np.float32],
-        outputs: npt.NDArray[np.float32] | None,
+        outputs: Outputs | None,
         error: BaseException | None,
         compute_seconds: float,
     ) -> None:

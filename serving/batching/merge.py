@@ -1,13 +1,12 @@
-"""Merge the requests of a batch into one input array and split the output back."""
+"""Merge the requests of a batch into one input array and split the outputs back."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import numpy as np
-import numpy.typing as npt
 
-Array = npt.NDArray[np.float32]
+from serving.batching.request import Array, Outputs
 
 
 def merge(parts: Sequence[Array]) -> Array:
@@ -17,9 +16,14 @@ def merge(parts: Sequence[Array]) -> Array:
     return np.concatenate(parts, axis=0)
 
 
-def split(outputs: Array, row_counts: Sequence[int]) -> list[Array]:
-    """Views of ``outputs`` with ``row_counts[i]`` rows each, in order."""
+def split(outputs: Outputs, row_counts: Sequence[int]) -> list[Outputs]:
+    """Views of ``outputs`` with ``row_counts[i]`` rows each, in order (slices: cheaper than
+    ``np.split`` for the few dozen requests of a batch)."""
     if len(row_counts) == 1:
         return [outputs]
-    offsets = np.cumsum(row_counts)[:-1]
-    return np.split(outputs, offsets, axis=0)
+    parts = []
+    start = 0
+    for count in row_counts:
+        parts.append(outputs.slice(start, start + count))
+        start += count
+    return parts

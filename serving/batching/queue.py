@@ -37,12 +37,12 @@ import numpy as np
 
 from serving.batching.hooks import BatchObserver, NullObserver
 from serving.batching.merge import merge, split
-from serving.batching.request import Array, QueuedRequest
+from serving.batching.request import Array, Outputs, QueuedRequest
 from serving.batching.throughput import ThroughputMeter
 
 logger = logging.getLogger(__name__)
 
-PredictFn = Callable[[Array], Array]
+PredictFn = Callable[[Array], Outputs]
 
 #: Longest measured compute of a small batch for the next one to run on the event loop. Every
 #: request arriving meanwhile waits for it, so it stays a few thread hops' worth: enough margin
@@ -194,7 +194,7 @@ class Batcher:
             self._executor = None
 
     # ------------------------------------------------------------------ request side
-    async def submit(self, pixels: Array, deadline: float) -> Array:
+    async def submit(self, pixels: Array, deadline: float) -> Outputs:
         """Queue ``pixels`` (rows, features) and wait for its ``(rows, outputs)`` result.
 
         ``deadline`` is a ``time.monotonic()`` instant. Raises :class:`QueueFullError`,
@@ -217,7 +217,7 @@ class Batcher:
         if deadline <= now:
             self._observer.on_rejected("deadline", rows)
             raise DeadlineExceededError("the request deadline passed before it was queued")
-        future: asyncio.Future[Array] = loop.create_future()
+        future: asyncio.Future[Outputs] = loop.create_future()
         request = QueuedRequest(pixels, rows, now, deadline, future, None, self.model_version)
         if (
             rows <= self._inline_max_rows
@@ -240,7 +240,7 @@ class Batcher:
 
     async def _compute_inline(
         self, request: QueuedRequest, loop: asyncio.AbstractEventLoop
-    ) -> Array:
+    ) -> Outputs:
         """Compute ``request`` now, on the event loop, observed as a one-request batch.
 
         Never suspends (``_compute`` runs the model inline), so nothing else runs meanwhile:
@@ -391,7 +391,7 @@ class Batcher:
 
     async def _compute(
         self, batch: Sequence[QueuedRequest], inline: bool = False
-    ) -> Array | Exception:
+    ) -> Outputs | Exception:
         """Run one batch on the executor (``inline``: on the calling thread); the exception if
         onnxruntime raised (observed)."""
         assert self._loop is not None
@@ -434,13 +434,13 @@ class Batcher:
             else:
                 request.future.set_result(outputs)
 
-    def _timed_predict(self, inputs: Array) -> tuple[Array, float]:
+    def _timed_predict(self, inputs: Array) -> tuple[Outputs, float]:
         """Runs in the inference thread: the compute time excludes the thread hop."""
         started = time.perf_counter()
         outputs = self._predict(inputs)
         seconds = time.perf_counter() - started
-        if outputs.shape[0] != inputs.shape[0]:
-            raise RuntimeError(f"model returned {outputs.shape[0]} rows for {inputs.shape[0]}")
+        if outputs.rows != inputs.shape[0]:
+            raise RuntimeError(f"model returned {outputs.rows} rows for {inputs.shape[0]}")
         return outputs, seconds
 
     def _update_idle(self) -> None:

@@ -8,16 +8,50 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
 Array = npt.NDArray[np.float32]
+Labels = npt.NDArray[np.intp]
+
+
+class Outputs(NamedTuple):
+    """What the model answers for some rows: the class probabilities and, derived from them once
+    per row (in the inference thread, by :meth:`of`), the predicted label and its confidence.
+
+    Every consumer (the response, the prediction ids, quality metrics, drift, rollouts) reads
+    ``labels`` and ``confidences`` from here instead of taking its own argmax.
+    """
+
+    probabilities: Array  # (rows, classes)
+    labels: Labels  # (rows,)
+    confidences: Array  # (rows,)
+
+    @classmethod
+    def of(cls, probabilities: Array) -> Outputs:
+        labels = probabilities.argmax(axis=1)
+        confidences = np.take_along_axis(probabilities, labels[:, None], axis=1)[:, 0]
+        return cls(probabilities, labels, confidences)
+
+    @property
+    def rows(self) -> int:
+        return int(self.probabilities.shape[0])
+
+    def slice(self, start: int, stop: int) -> Outputs:
+        """Rows ``start:stop`` (views, no copy)."""
+        return Outputs(
+            self.probabilities[start:stop], self.labels[start:stop], self.confidences[start:stop]
+        )
+
 
 #: The fixed set of rejection reasons (bounded metric label values).
-#: ``overloaded``: refused at arrival because its estimated wait exceeds its deadline (503).
-RejectReason = Literal["queue_full", "draining", "not_ready", "deadline", "cancelled", "overloaded"]
+#: ``overloaded``: refused at arrival because its estimated wait exceeds its deadline (503);
+#: ``infeasible``: its deadline is shorter than an idle service needs for it (400).
+RejectReason = Literal[
+    "queue_full", "draining", "not_ready", "deadline", "cancelled", "overloaded", "infeasible"
+]
 
 
 @dataclass(slots=True, eq=False)
@@ -28,7 +62,7 @@ class QueuedRequest:
     rows: int
     enqueued_at: float
     deadline: float
-    future: asyncio.Future[Array]
+    future: asyncio.Future[Outputs]
     #: Opaque slot for the observer (e.g. the OTel span context captured in ``on_enqueued``).
     trace_context: object | None = field(default=None)
     #: The model version its batcher computes with (observers label batch spans with it).

@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
-import numpy as np
-import numpy.typing as npt
 
 from serving.feedback.figures import Figures, figures
 from serving.feedback.ids import PredictionIds
@@ -61,13 +59,6 @@ class Feedback:
     ) -> list[str]:
         """One prediction id per row (v1 puts them in each prediction, v2 in ``parameters``)."""
         return self.ids.issue(labels, confidences, model_version)
-
-    def ids_for(self, probabilities: npt.NDArray[np.floating], model_version: str) -> list[str]:
-        """One id per row of a ``(rows, classes)`` output, in row order: what the v2 protocol's
-        response ``parameters["prediction_ids"]`` carries."""
-        labels = probabilities.argmax(axis=1)
-        confidences = probabilities[np.arange(probabilities.shape[0]), labels]
-        return self.ids.issue(labels.tolist(), confidences.tolist(), model_version)
 
     def receive(self, offers: Sequence[LabelOffer]) -> Outcome:
         """Join each label to its id; forged, expired or malformed ids count as unknown."""

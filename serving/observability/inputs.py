@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 from prometheus_client import CollectorRegistry, Counter
 
-from serving.api.errors import InvalidInputError
+from serving.pipeline.errors import InvalidInputError
 
 PREFIX = "inference"
 #: Fewer than ~4 of 784 pixels above the ink threshold (MNIST digits have dozens).

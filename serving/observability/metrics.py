@@ -191,7 +191,8 @@ class ServingMetrics:
         self.rejected = Counter(
             f"{PREFIX}_rejected_requests",
             "Requests refused or dropped: queue_full, draining, not_ready, overloaded (wait "
-            "beyond deadline), deadline (timeout), cancelled (client gone).",
+            "beyond deadline), infeasible (deadline below an idle request's time), deadline "
+            "(timeout), cancelled (client gone).",
             ["reason"], registry=r,
         )  # fmt: skip
         # ---------------------------------------------------------------- model quality
@@ -250,16 +251,21 @@ class ServingMetrics:
             self.cpu_seconds.set(times.user + times.system)
             self.resident_memory.set(self._process.memory_info().rss)
 
-    def observe_outputs(self, probabilities: npt.NDArray[np.floating], threshold: float) -> None:
-        """Model-quality metrics of one batch, vectorized (``probabilities``: rows x classes)."""
-        if probabilities.ndim != 2 or probabilities.shape[0] == 0:
+    def observe_outputs(
+        self,
+        labels: npt.NDArray[np.integer],
+        confidences: npt.NDArray[np.floating],
+        threshold: float,
+    ) -> None:
+        """Model-quality metrics of many predictions at once (the batcher's labels and
+        confidences, one per row: no argmax here)."""
+        if labels.shape[0] == 0:
             return
-        confidence = probabilities.max(axis=1)
-        observe_many(self.confidence, confidence)
-        counts = np.bincount(probabilities.argmax(axis=1), minlength=len(self._label_children))
+        observe_many(self.confidence, confidences)
+        counts = np.bincount(labels, minlength=len(self._label_children))
         for child, count in zip(self._label_children, counts.tolist(), strict=False):
             if count:
                 child.inc(count)
-        low = int(np.count_nonzero(confidence < threshold))
+        low = int(np.count_nonzero(confidences < threshold))
         if low:
             self.low_confidence.inc(low)

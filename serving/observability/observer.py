@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from serving.batching.request import QueuedRequest, RejectReason
+from serving.batching.request import Outputs, QueuedRequest, RejectReason
 from serving.observability.drift import DriftMonitor
 from serving.observability.metrics import BufferedHistogram, ServingMetrics
 from serving.observability.quality import PredictionWindow
@@ -52,7 +52,7 @@ class TelemetryObserver:
         self.tracer = tracer
         self._threshold = low_confidence_threshold
         self._queue_rows: Callable[[], int] | None = None
-        self._outputs: list[npt.NDArray[np.float32]] = []
+        self._outputs: list[Outputs] = []
         self._buffers: tuple[BufferedHistogram, ...] = ()
         if metrics is not None:
             self._queue_wait = BufferedHistogram(metrics.queue_wait)
@@ -77,10 +77,11 @@ class TelemetryObserver:
             buffer.flush()
         outputs, self._outputs = self._outputs, []
         if self.metrics is not None and outputs:
-            probabilities = np.concatenate(outputs)
-            self.metrics.observe_outputs(probabilities, self._threshold)
+            labels = np.concatenate([o.labels for o in outputs])
+            confidences = np.concatenate([o.confidences for o in outputs])
+            self.metrics.observe_outputs(labels, confidences, self._threshold)
             if self.predictions is not None:
-                self.predictions.update(probabilities)
+                self.predictions.update(labels, confidences)
         self.refresh_queue_depth()
 
     # ------------------------------------------------------------------ hooks
@@ -106,7 +107,7 @@ class TelemetryObserver:
         batch_id: int,
         requests: Sequence[QueuedRequest],
         inputs: npt.NDArray[np.float32],
-        outputs: npt.NDArray[np.float32] | None,
+        outputs: Outputs | None,
         error: BaseException | None,
         compute_seconds: float,
     ) -> None:

@@ -123,14 +123,17 @@ class PredictionWindow:
         self._next = 0
         self._filled = 0
 
-    def update(self, probabilities: npt.NDArray[np.floating]) -> None:
-        if probabilities.ndim != 2 or probabilities.shape[0] == 0:
+    def update(
+        self, labels: npt.NDArray[np.integer], confidences: npt.NDArray[np.floating]
+    ) -> None:
+        """Absorb the newest predictions (the batcher's ``Outputs``: no argmax here)."""
+        if labels.shape[0] == 0:
             return
-        rows = probabilities[-self._window :]
-        n = rows.shape[0]
+        labels, confidences = labels[-self._window :], confidences[-self._window :]
+        n = labels.shape[0]
         positions = (self._next + np.arange(n)) % self._window
-        self._labels[positions] = rows.argmax(axis=1)
-        self._confidences[positions] = rows.max(axis=1)
+        self._labels[positions] = labels
+        self._confidences[positions] = confidences
         self._next = (self._next + n) % self._window
         self._filled = min(self._window, self._filled + n)
 

@@ -1,11 +1,14 @@
-"""Where every HTTP request is observed: ONE wrapper around the app's whole handler.
+"""Where every HTTP request is observed: the HTTP metrics and the server span of a sampled one.
 
-``ObservedRequests`` does, per request, what the settings switch on: the HTTP metrics
-(:class:`HttpMetrics`: count by route template, method and status; latency; in-flight) and the
-SERVER span of a sampled request (:class:`ServerSpans`). It is installed around
-``app.asgi_handler`` at startup, so it sees every request before routing; its
-:meth:`~ObservedRequests.on_message`, run by the app's ``before_send`` hook, sees the response,
-by which time the router has written ``scope["path_template"]``, the bounded route label.
+Per request, what the settings switch on: the HTTP metrics (:class:`HttpMetrics`: count by route
+template, method and status; latency; in-flight) and the SERVER span of a sampled request
+(:class:`ServerSpans`). Two doors, the same metrics and spans:
+
+* :class:`PipelineRequests`: the pipeline's ``RequestObserver`` for predictions (the pipeline
+  knows its route template, status and timing; the span is current while it serves);
+* :class:`ObservedRequests`: the wrapper around the Litestar routes; its
+  :meth:`~ObservedRequests.on_message`, run by Litestar's ``before_send`` hook, sees the
+  response, by which time the router has written ``scope["path_template"]``, the bounded label.
 
 Why so thin: a coroutine layer or a ``send`` wrapper per request cost measurably more than the
 metrics themselves (docs/decisions.md, "Observability on the hot path"). So the request side is a
@@ -37,15 +40,17 @@ from opentelemetry.semconv.attributes.url_attributes import URL_PATH, URL_SCHEME
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 from serving.observability.metrics import MAX_BUFFERED, observe_many
-from serving.observability.tracing import request_traced
+from serving.observability.tracing import TRACED_REQUEST, request_traced
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
 
-    from litestar import Litestar
     from litestar.types import ASGIApp, Receive, Scope, Send
 
+    from serving.observability.inputs import InputMetrics
     from serving.observability.metrics import ServingMetrics
+    from serving.pipeline.doors import Door
+    from serving.pipeline.head import RequestHead
 
 HTTP = ScopeType.HTTP  # a module constant: an Enum attribute lookup per request is not free
 #: Scope keys: when the wrapper saw the request, and the status its response started with.
@@ -99,19 +104,24 @@ class HttpMetrics:
         self._metrics.in_flight.set(self.in_flight)
 
 
-def head_sampled(scope: Scope, ratio: float) -> bool:
-    """The parent-based ratio decision, made from the raw headers before any OTel work.
+def traceparent_sampled(traceparent: bytes | None, ratio: float) -> bool:
+    """The parent-based ratio decision, made from the raw header before any OTel work.
 
     A valid W3C ``traceparent`` decides by its sampled flag (the caller's decision wins); without
     one (or with a malformed one, which the propagator ignores too) the request is a trace root
     and is sampled with probability ``ratio``.
     """
-    for name, value in scope["headers"]:
-        if name == b"traceparent":
-            if len(value) == 55 and value[:3] == b"00-" and value[35:36] == b"-":
-                return value[-1] in b"13579bdf"  # the sampled bit of the flags byte
-            break
+    if traceparent is not None and (
+        len(traceparent) == 55 and traceparent[:3] == b"00-" and traceparent[35:36] == b"-"
+    ):
+        return traceparent[-1] in b"13579bdf"  # the sampled bit of the flags byte
     return _random() < ratio
+
+
+def head_sampled(scope: Scope, ratio: float) -> bool:
+    """:func:`traceparent_sampled` on an ASGI scope's headers."""
+    traceparent = next((v for n, v in scope["headers"] if n == b"traceparent"), None)
+    return traceparent_sampled(traceparent, ratio)
 
 
 class ServerSpans:
@@ -126,6 +136,12 @@ class ServerSpans:
     def __init__(self, tracer: Tracer, sample_ratio: float) -> None:
         self._tracer = tracer
         self._ratio = sample_ratio
+
+    def request_span(self, door: Door, head: RequestHead) -> PredictionSpan | None:
+        """The span of a prediction request, if it is sampled (None: not traced)."""
+        if not traceparent_sampled(head.traceparent, self._ratio):
+            return None
+        return PredictionSpan(self._tracer, door.template, head)
 
     def sampled(self, scope: Any) -> bool:
         """Head sampling first (cheap, and false for most requests), then the path."""
@@ -166,8 +182,76 @@ class ServerSpans:
                     span.set_status(Status(StatusCode.ERROR))
 
 
+class PredictionSpan:
+    """The SERVER span of a sampled prediction, current while the pipeline serves it (so the
+    queue-wait span is its child and the batch span links to it)."""
+
+    __slots__ = ("_cm", "_head", "_span", "_template", "_token", "_tracer")
+
+    def __init__(self, tracer: Tracer, template: str, head: RequestHead) -> None:
+        self._tracer = tracer
+        self._template = template
+        self._head = head
+
+    def __enter__(self) -> object:
+        head = self._head
+        carrier = {}
+        if head.traceparent is not None:
+            carrier["traceparent"] = head.traceparent.decode("latin-1")
+        self._cm = self._tracer.start_as_current_span(
+            f"POST {self._template}",
+            context=propagate.extract(carrier),
+            kind=SpanKind.SERVER,
+            attributes={HTTP_REQUEST_METHOD: "POST", HTTP_ROUTE: self._template},
+        )
+        self._span = self._cm.__enter__()
+        self._token = TRACED_REQUEST.set(True)
+        return self._span
+
+    def finish(self, status: int) -> None:
+        self._span.set_attribute(HTTP_RESPONSE_STATUS_CODE, status)
+        if status >= 500:
+            self._span.set_attribute(ERROR_TYPE, str(status))
+            self._span.set_status(Status(StatusCode.ERROR))
+
+    def __exit__(self, *exc: object) -> None:
+        TRACED_REQUEST.reset(self._token)
+        self._cm.__exit__(None, None, None)
+
+
+class PipelineRequests:
+    """The pipeline's ``RequestObserver``: ``http``, ``spans`` and ``inputs`` each optional."""
+
+    def __init__(
+        self, http: HttpMetrics | None, spans: ServerSpans | None, inputs: InputMetrics | None
+    ) -> None:
+        self.http = http
+        self.spans = spans
+        self.inputs = inputs
+
+    def span(self, door: Door, head: RequestHead) -> PredictionSpan | None:
+        return self.spans.request_span(door, head) if self.spans is not None else None
+
+    def on_start(self) -> None:
+        if self.http is not None:
+            self.http.in_flight += 1
+
+    def on_end(self, template: str, status: int, seconds: float) -> None:
+        if self.http is not None:
+            self.http.in_flight -= 1
+            self.http.record((template, "POST", status), seconds)
+
+    def on_refused(self, template: str, status: int, seconds: float) -> None:
+        if self.http is not None:
+            self.http.record((template, "POST", status), seconds)
+
+    def on_error(self, exc: BaseException) -> None:
+        if self.inputs is not None and isinstance(exc, Exception):
+            self.inputs.on_exception(exc, None)
+
+
 class ObservedRequests:
-    """The ASGI wrapper: ``http`` and ``spans`` are each optional (switched off by settings).
+    """The ASGI wrapper of the Litestar routes: ``http`` and ``spans`` are each optional.
 
     :meth:`__call__` stamps the scope and hands back the app's own coroutine (or, for a sampled
     request, the span's); :meth:`on_message` sees the response's start (its status goes into
@@ -177,14 +261,9 @@ class ObservedRequests:
     """
 
     def __init__(self, http: HttpMetrics | None, spans: ServerSpans | None) -> None:
-        self.app: ASGIApp  # the wrapped handler, set by install()
+        self.app: ASGIApp  # the wrapped app, set by ``Observability.wrap``
         self.http = http
         self.spans = spans
-
-    def install(self, app: Litestar) -> None:
-        """Wrap ``app``'s ASGI handler (at startup: Litestar builds it after ``on_app_init``)."""
-        self.app = app.asgi_handler
-        app.asgi_handler = self  # same call signature; returns the awaitable it is handed
 
     # ``scope`` is typed Any: both methods use it as the plain dict it is (two keys of our own),
     # and ``typing.cast`` is a function call per use on the hot path.

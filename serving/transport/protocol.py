@@ -15,11 +15,12 @@ that trickles its headers or body, none for a new connection that sends nothing,
   close`` at once, before anything is read;
 * a declared ``Content-Length`` beyond ``max_body_bytes`` -> 413 and close, before anything
   else is decided: a body that can never fit is never told to retry (no 503);
-* a ``Shedder`` (serving/transport/shedding.py) may answer a request from its headers alone:
-  the answer is written at once, the body is read and dropped, and no ASGI task runs (the
-  cheapest refusal).
-  A chunked body (no length declared) is dropped first and answered when complete, so that one
-  passing ``max_body_bytes`` gets its 413 instead.
+* one pass over the headers (``RequestHead``) and, for a prediction, the pipeline's arrival and
+  admission (``Pipeline.arrive``) before any ASGI task exists: an admitted request carries its
+  ``Ticket`` in the scope; a refused one (overloaded, not ready, a bad header, an unknown
+  model) is answered at once in its API's error shape, its body read and dropped, and no app
+  code runs (the cheapest refusal). A chunked body (no length declared) is dropped first and
+  answered when complete, so that one passing ``max_body_bytes`` gets its 413 instead.
 
 Responses here are written directly, with the service's JSON error body: no app code runs.
 """
@@ -30,28 +31,26 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
-import msgspec
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from serving.api.schemas import ErrorBody, ErrorDetail
+from serving.pipeline import TICKET, Refusal, Ticket
+from serving.pipeline.errors import Status
+from serving.pipeline.head import RequestHead, read_head
+from serving.pipeline.v1 import error as v1_error
 from serving.transport.arrival import stamp, waited_s
 
 #: How long a refused connection is still read (and its input dropped) after the response.
 LINGER_S = 2.0
-_REASONS = {
-    408: b"Request Timeout",
-    413: b"Content Too Large",
-    431: b"Request Header Fields Too Large",
-    503: b"Service Unavailable",
-}
+_REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
+_REASONS[413] = b"Content Too Large"  # RFC 9110's name
 
-
-#: ``(method, raw path, headers, arrived_at)`` -> a complete keep-alive response to send instead
-#: of running the app, or None to run it. ``arrived_at``: ``time.monotonic()`` when the request's
-#: bytes reached the kernel (serving/transport/arrival.py).
-Shedder = Callable[[bytes, bytes, list[tuple[bytes, bytes]], float], bytes | None]
+#: ``(method, path, head, arrived_at)`` -> None (not a prediction: run the app), a Ticket (admit
+#: it: the app serves it) or a Refusal (answer it now). ``arrived_at``: ``time.monotonic()`` when
+#: the request's bytes reached the kernel (serving/transport/arrival.py). ``Pipeline.arrive``.
+Arrive = Callable[[str, str, RequestHead, float], Ticket | Refusal | None]
 
 
 def http_response(
@@ -63,13 +62,15 @@ def http_response(
     return b"\r\n".join(lines) + b"\r\n\r\n" + body
 
 
-def declared_length(headers: list[tuple[bytes, bytes]]) -> int | None:
-    """The ``Content-Length`` a request declares (None: none, or not a number: chunked or the
-    app's 400)."""
-    for name, value in headers:
-        if name == b"content-length":
-            return int(value) if value.isdigit() else None
-    return None
+def refusal_bytes(refusal: Refusal) -> bytes:
+    """A pipeline refusal as a complete keep-alive response."""
+    answer = refusal.answer
+    headers = [
+        (b"content-type", answer.content_type),
+        (b"x-request-id", refusal.request_id.encode("latin-1")),
+        *answer.headers,
+    ]
+    return http_response(answer.status, _REASONS.get(answer.status, b""), headers, answer.body)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +84,7 @@ class ConnectionLimits:
 
 def canned_response(status: int, message: str) -> bytes:
     """A complete HTTP/1.1 response with the JSON error body that closes the connection."""
-    body = msgspec.json.encode(ErrorBody(ErrorDetail(status, message, "")))
+    body = v1_error(Status(status, message), "")
     head = (
         b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
         b"connection: close\r\n" % (status, _REASONS[status], len(body))
@@ -94,9 +95,10 @@ def canned_response(status: int, message: str) -> bytes:
 
 
 def guarded_protocol(
-    limits: ConnectionLimits, shedder: Shedder | None = None
+    limits: ConnectionLimits, arrive: Arrive | None = None
 ) -> type[HttpToolsProtocol]:
-    """The protocol class for uvicorn's ``http`` option, bound to ``limits`` (and ``shedder``)."""
+    """The protocol class for uvicorn's ``http`` option, bound to ``limits`` and the pipeline's
+    ``arrive`` (None: limits only, e.g. before the app is built)."""
     too_large = canned_response(431, f"request headers larger than {limits.max_header_bytes} bytes")
     header_timeout = canned_response(
         408, f"request headers not received within {limits.header_timeout_s:g} s"
@@ -155,31 +157,41 @@ def guarded_protocol(
                 self._refuse(too_large)
                 return
             idle = self.cycle is None or self.cycle.response_complete
-            declared = declared_length(self.headers)
+            head = read_head(self.headers)
+            declared = head.content_length
             if idle and declared is not None and declared > limits.max_body_bytes:
                 self._refuse(too_big)  # can never succeed: no admission estimate, no retry
                 return
             self._arm(limits.body_timeout_s, body_timeout)
             arrival = time.monotonic() - waited_s(self._socket)
             stamp(self.scope, arrival)
-            if shedder is not None and idle:
-                answer = shedder(self.parser.get_method(), self.url, self.headers, arrival)
-                if answer is not None:
-                    # Answered now; the body still arriving is dropped (or the body timeout
-                    # closes the connection), then the connection serves its next request,
-                    # unless the client asked to close it.
-                    self._shedding = True
-                    self._close_after_shed = not self.parser.should_keep_alive()
-                    if self._close_after_shed:
-                        answer = answer.replace(b"\r\n", b"\r\nconnection: close\r\n", 1)
-                    if declared is None:  # chunked: its size is known once it is read
-                        self._held, self._dropped = answer, 0
-                        self._arm(limits.body_timeout_s, body_timeout)
-                    else:
-                        self._arm(limits.body_timeout_s, b"")
-                        self.transport.write(answer)
+            if arrive is not None and idle:
+                method = self.parser.get_method().decode("latin-1")
+                path = self.url.partition(b"?")[0].decode("latin-1")
+                outcome = arrive(method, path, head, arrival)
+                if isinstance(outcome, Ticket):
+                    extensions: dict[str, Any] = self.scope["extensions"]
+                    extensions[TICKET] = outcome
+                elif outcome is not None:
+                    self._answer_now(outcome, declared is None)
                     return
             super().on_headers_complete()
+
+        def _answer_now(self, refusal: Refusal, chunked: bool) -> None:
+            """Answer from the headers; the body still arriving is dropped (or the body timeout
+            closes the connection), then the connection serves its next request, unless the
+            client asked to close it."""
+            answer = refusal_bytes(refusal)
+            self._shedding = True
+            self._close_after_shed = refusal.close or not self.parser.should_keep_alive()
+            if self._close_after_shed:
+                answer = answer.replace(b"\r\n", b"\r\nconnection: close\r\n", 1)
+            if chunked:  # its size is known once it is read: a 413 may come first
+                self._held, self._dropped = answer, 0
+                self._arm(limits.body_timeout_s, body_timeout)
+            else:
+                self._arm(limits.body_timeout_s, b"")
+                self.transport.write(answer)
 
         def on_body(self, body: bytes) -> None:
             if self._refused:

@@ -21,19 +21,17 @@ from collections.abc import Callable
 from types import FrameType
 
 import uvicorn
-from litestar import Litestar
 
-from serving.app import create_app
+from serving.app import ServiceApp, create_app
 from serving.lifecycle import Service
 from serving.settings import Settings
 from serving.transport.listener import refuse_new_connections
 from serving.transport.protocol import ConnectionLimits, guarded_protocol
-from serving.transport.shedding import shed_at_arrival
 from serving.transport.supervisor import Supervisor
 
 logger = logging.getLogger(__name__)
 
-AppFactory = Callable[[Settings], Litestar]
+AppFactory = Callable[[Settings], ServiceApp]
 
 #: After the listener stops taking handshakes: time to accept what the kernel had queued and to
 #: answer the requests on those connections (503 + Connection: close) before they are closed.
@@ -57,12 +55,10 @@ class DrainingServer(uvicorn.Server):
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         # Built here, not in the parent: with workers > 1 each process owns its model + batcher.
         app = self.app_factory(self.settings)
-        self.service = app.state.service
+        self.service = app.service
         self.config.app = app
-        # The protocol refuses overloaded predictions itself (serving/transport/shedding.py).
-        self.config.http = guarded_protocol(
-            connection_limits(self.settings), shed_at_arrival(self.service)
-        )
+        # The protocol admits predictions (or refuses them) as their headers complete.
+        self.config.http = guarded_protocol(connection_limits(self.settings), app.pipeline.arrive)
         self._loop = asyncio.get_running_loop()
         await super().serve(sockets)
 

@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from litestar.testing import TestClient
 
 from loadtest.data import build_samples
 from loadtest.oip import (
@@ -20,8 +19,8 @@ from loadtest.oip import (
     v2_samples,
 )
 from loadtest.schema import SchemaError
-from serving.app import create_app
 from serving.settings import Settings
+from tests.conftest import AppStarter
 from tests.support.tiny_model import synthetic_images
 
 
@@ -46,9 +45,11 @@ def test_bodies_carry_the_digits(digits: np.ndarray[Any, np.dtype[np.uint8]]) ->
 
 
 def test_real_responses_pass_and_broken_ones_fail(
-    tiny_model_repository: Path, digits: np.ndarray[Any, np.dtype[np.uint8]]
+    tiny_model_repository: Path,
+    digits: np.ndarray[Any, np.dtype[np.uint8]],
+    app_client: AppStarter,
 ) -> None:
-    with TestClient(create_app(Settings(model_repository=tiny_model_repository))) as client:
+    with app_client(Settings(model_repository=tiny_model_repository)) as client:
         as_json = client.post(INFER_PATH, content=v2_json_body(digits))
         body, length = v2_binary_body(digits)
         binary = client.post(INFER_PATH, content=body, headers={HEADER_LENGTH: str(length)})

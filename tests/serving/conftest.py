@@ -1,5 +1,5 @@
-"""Serving fixtures: settings that serve the session's tiny real model, a real server on it,
-and one Chromium per test module for the browser tests."""
+"""Serving fixtures: a real server on the session's tiny model, and one Chromium per test
+module for the browser tests."""
 
 from __future__ import annotations
 
@@ -9,14 +9,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, sync_playwright
 
-from serving.settings import Settings
 from tests.support.browser import launch
 from tests.support.server import RunningServer, serving_process
-
-
-@pytest.fixture
-def settings(tiny_model_repository: Path) -> Settings:
-    return Settings(model_repository=tiny_model_repository)
 
 
 @pytest.fixture(scope="module")

@@ -68,3 +68,29 @@ def test_serving_has_no_import_cycles() -> None:
     graph = import_graph()
     assert "serving.batching.request" in graph["serving.batching.queue"]  # edges are found
     assert cycles(graph) == []
+
+
+def room(module: str) -> str:
+    """``serving.pipeline.stages`` -> ``pipeline``; ``serving.app`` -> ``app``."""
+    return module.split(".")[1] if "." in module else module
+
+
+#: Where requests arrive and leave (HTTP server, Litestar routes, wiring) ...
+OUTER = {"transport", "api", "app", "__main__", "testing", "grpc"}
+#: ... and what they are served with: never importing the outer rooms.
+INNER = {"pipeline", "batching", "lifecycle", "versions", "model", "settings", "feedback"}
+
+
+def test_arrows_point_inwards() -> None:
+    """The transport and the Litestar routes use the pipeline and the domain, never the other
+    way round; ``api/`` never imports ``api/v2/`` (v2 is one more set of routes beside v1)."""
+    graph = import_graph()
+    edges = [(a, b) for a, targets in graph.items() for b in targets]
+    assert [(a, b) for a, b in edges if room(a) in INNER and room(b) in OUTER] == []
+    assert [
+        (a, b)
+        for a, b in edges
+        if a.startswith("serving.api.")
+        and not a.startswith("serving.api.v2")
+        and b.startswith("serving.api.v2")
+    ] == []

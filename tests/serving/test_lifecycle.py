@@ -7,10 +7,11 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from litestar.testing import TestClient
 
 from serving.app import create_app
 from serving.settings import Settings
+from serving.testing import AppClient
+from tests.conftest import AppStarter
 
 
 @pytest.fixture
@@ -29,7 +30,7 @@ def test_startup_freezes_the_heap_it_leaves_and_raises_the_young_threshold(
 ) -> None:
     app = create_app(settings.model_copy(update={"gc_young_threshold": 12_345}))
     assert gc.get_freeze_count() == 0
-    with TestClient(app) as client:
+    with AppClient(app) as client:
         # The loaded model's session and the app itself are out of the collector's reach.
         assert gc.get_freeze_count() > 0
         assert not any(client.app is obj for obj in gc.get_objects())
@@ -38,8 +39,8 @@ def test_startup_freezes_the_heap_it_leaves_and_raises_the_young_threshold(
 
 
 @pytest.mark.usefixtures("collector_state")
-def test_young_threshold_zero_keeps_pythons(settings: Settings) -> None:
-    with TestClient(create_app(settings.model_copy(update={"gc_young_threshold": 0}))) as client:
+def test_young_threshold_zero_keeps_pythons(settings: Settings, app_client: AppStarter) -> None:
+    with app_client(settings.model_copy(update={"gc_young_threshold": 0})) as client:
         assert client.get("/readyz").status_code == 200
         assert gc.get_threshold()[0] == 700
 
@@ -60,6 +61,6 @@ def test_startup_sets_the_gil_switch_interval_or_keeps_pythons(
 ) -> None:
     app = create_app(settings.model_copy(update={"gil_switch_interval_ms": milliseconds}))
     assert sys.getswitchinterval() == pytest.approx(0.005)
-    with TestClient(app) as client:
+    with AppClient(app) as client:
         assert client.get("/readyz").status_code == 200
         assert sys.getswitchinterval() == pytest.approx(seconds)

@@ -13,15 +13,14 @@ from typing import Any
 import msgspec
 import numpy as np
 import pytest
-from litestar.testing import TestClient
 
 from model_repository.layout import METADATA_FILE
-from serving.app import create_app
 from serving.batching import NullObserver
 from serving.lifecycle import Service, UnknownVersionError
 from serving.model import LoadedModel
 from serving.settings import Settings
 from serving.versions import wanted_versions
+from tests.conftest import AppStarter
 from tests.support.tiny_model import synthetic_images, write_model_version
 
 
@@ -71,9 +70,8 @@ class Events:
 
 def run(settings: Settings, body: Callable[[Service, Events], Any]) -> None:
     async def main() -> None:
-        service = Service(settings)
         events = Events()
-        service.watch_models(events)
+        service = Service(settings, events=events)
         await service.start()
         try:
             await body(service, events)
@@ -105,9 +103,9 @@ def test_several_versions_each_with_its_own_batcher(repository: Path) -> None:
         a, b = await asyncio.gather(
             newest_batcher.submit(pixels, deadline=1e12), old_batcher.submit(pixels, 1e12)
         )
-        np.testing.assert_allclose(a, newest.predict(pixels), rtol=1e-6)
-        np.testing.assert_allclose(b, old.predict(pixels), rtol=1e-6)
-        assert not np.allclose(a, b)  # different weights: really two models
+        np.testing.assert_allclose(a.probabilities, newest.predict(pixels).probabilities, rtol=1e-6)
+        np.testing.assert_allclose(b.probabilities, old.predict(pixels).probabilities, rtol=1e-6)
+        assert not np.allclose(a.probabilities, b.probabilities)  # really two models
         with pytest.raises(UnknownVersionError):
             service.admit("3")
 
@@ -147,8 +145,9 @@ def test_a_new_version_is_swapped_in_and_the_old_one_retired(repository: Path) -
         assert service.admit()[1].version == "3"
         # A request admitted before the swap still finishes on the version that admitted it.
         pixels = synthetic_images(1)
+        answer = await old_batcher.submit(pixels, deadline=1e12)
         np.testing.assert_allclose(
-            await old_batcher.submit(pixels, deadline=1e12), old.predict(pixels), rtol=1e-6
+            answer.probabilities, old.predict(pixels).probabilities, rtol=1e-6
         )
         await asyncio.sleep(0.3)  # past the longest deadline: the old batcher is stopped
         assert not old_batcher.running
@@ -211,9 +210,9 @@ def test_a_bad_version_is_refused_once_and_the_served_one_keeps_serving(
     run(settings, body)
 
 
-def test_repository_extension_routes(repository: Path) -> None:
+def test_repository_extension_routes(repository: Path, app_client: AppStarter) -> None:
     settings = Settings(model_repository=repository, model_poll_interval_s=0)
-    with TestClient(create_app(settings)) as client:
+    with app_client(settings) as client:
         index = client.post("/v2/repository/index").json()
         assert index == [
             {"name": "mnist", "version": "2", "state": "READY", "reason": ""},
@@ -243,9 +242,11 @@ def test_repository_extension_routes(repository: Path) -> None:
         assert predicted.json()["model"]["version"] == "3"
 
 
-def test_v1_models_and_v2_metadata_list_every_served_version(repository: Path) -> None:
+def test_v1_models_and_v2_metadata_list_every_served_version(
+    repository: Path, app_client: AppStarter
+) -> None:
     settings = Settings(model_repository=repository, model_versions=2, model_poll_interval_s=0)
-    with TestClient(create_app(settings)) as client:
+    with app_client(settings) as client:
         models = client.get("/v1/models").json()["models"]
         assert [m["version"] for m in models] == ["2", "1"]
         assert client.get("/v2/models/mnist").json()["versions"] == ["2", "1"]
@@ -273,8 +274,7 @@ def test_batch_ids_are_unique_across_versions(repository: Path) -> None:
             started.append(batch_id)
 
     async def main() -> None:
-        service = Service(settings)
-        service.observe(Recorder())
+        service = Service(settings, observer=Recorder())
         await service.start()
         try:
             pixels = synthetic_images(1)

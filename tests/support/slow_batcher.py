@@ -8,7 +8,7 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 
-from serving.batching import BatchObserver
+from serving.batching import BatchObserver, Outputs
 from serving.batching.queue import Batcher
 
 Array = npt.NDArray[np.float32]
@@ -21,9 +21,9 @@ def slow_batcher(
     *,
     max_queue_size: int = 256,
 ) -> Batcher:
-    def slow_predict(batch: Array) -> Array:
+    def slow_predict(batch: Array) -> Outputs:
         time.sleep(delay_s)
-        return predict(batch)
+        return Outputs.of(predict(batch))
 
     return Batcher(
         slow_predict,

@@ -1,16 +1,16 @@
-"""``/v2`` handlers: server and model metadata, health, and infer on the service's batcher.
+"""``/v2`` handlers: server and model metadata, health, the repository extension, and the
+OpenAPI description of infer.
 
-Infer takes the raw ``Request`` like ``POST /v1/predict`` (no per-request validation layer) and
-goes through the same ``Service.admit()``, deadlines and batcher, so v1 and v2 requests share
-batches, metrics (by route template) and traces. Errors are raised as the API's exceptions; the
-app's handlers give them the OIP shape on ``/v2`` paths.
+Infer is served by the pipeline with the OIP codec (serving/pipeline/oip.py), through the same
+admission, deadlines and batcher as ``/v1/predict``, so v1 and v2 requests share batches,
+metrics and traces. Like v1's ``predict``, the ``infer`` handler here only documents the route
+(and answers 405 for other methods); it never runs. Errors are raised as the pipeline's
+exceptions; the app's handlers give them the OIP shape on ``/v2`` paths.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
-import time
-from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -19,34 +19,16 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.response.base import ASGIResponse
 
-from serving.admission import admit as admit_at_arrival
-from serving.admission import expected_oip_rows
-from serving.api.errors import MalformedBodyError, NotFoundError
-from serving.api.routes import read_body
-from serving.api.v2.codec import (
-    LABEL_OUTPUT,
-    Contract,
-    decode_infer,
-    decompress,
-    encode_infer,
-)
-from serving.api.v2.errors import OipError
 from serving.batching import Batcher
 from serving.lifecycle import NotReadyError, Service
 from serving.model import LoadedModel
-from serving.transport.arrival import arrived_at
+from serving.pipeline.errors import MalformedBodyError, NotFoundError
+from serving.pipeline.oip import LABEL_OUTPUT, OipError
 
 AnyRequest = Request[Any, Any, Any]
-#: One feedback id per output row (``serving.feedback.loop.Feedback.ids_for``).
-IdsFor = Callable[[Any, str], list[str]]
 JSON = "application/json"
-BINARY = "application/octet-stream"
 PLATFORM = "onnx_onnxv1"
 _encoder = msgspec.json.Encoder()
-_CONTENT_TYPE = b"content-type"
-_CONTENT_LENGTH = b"content-length"
-_CONTENT_ENCODING = b"content-encoding"
-_HEADER_LENGTH = b"inference-header-content-length"
 MODEL_PATHS = ["/v2/models/{name:str}", "/v2/models/{name:str}/versions/{version:str}"]
 
 
@@ -84,25 +66,6 @@ def _package_version() -> str:
         return "0+unknown"
 
 
-def _infer_headers(
-    scope_headers: Any,
-) -> tuple[bytes, bytes | None, bytes | None, bytes | None]:
-    """``(content-type, content-length, content-encoding, inference-header-content-length)``,
-    in one pass."""
-    content_type = b""
-    length = encoding = header_length = None
-    for key, value in scope_headers:
-        if key == _CONTENT_TYPE:
-            content_type = value
-        elif key == _CONTENT_LENGTH:
-            length = value
-        elif key == _CONTENT_ENCODING:
-            encoding = value
-        elif key == _HEADER_LENGTH:
-            header_length = value
-    return content_type, length, encoding, header_length
-
-
 def model_metadata(model: LoadedModel, versions: list[str]) -> ModelMetadata:
     return ModelMetadata(
         name=model.name,
@@ -135,14 +98,9 @@ _ERROR_TEXT = {
 _MODEL_ERRORS = _errors(400, 404, 503)
 
 
-def build_v2_handlers(
-    service: Service, extensions: list[str], ids_for: IdsFor | None = None
-) -> list[HTTPRouteHandler]:
+def build_v2_handlers(service: Service, extensions: list[str]) -> list[HTTPRouteHandler]:
     """The ``/v2`` routes over the process's ``Service``; ``extensions`` are those that work."""
     settings = service.settings
-    default_timeout_s = settings.request_timeout_ms / 1000.0
-    max_timeout_s = settings.max_request_timeout_ms / 1000.0
-    max_body_bytes = settings.max_body_bytes
     server = _encoder.encode(
         ServerMetadata(settings.service_name, _package_version(), sorted(extensions))
     )
@@ -161,11 +119,6 @@ def build_v2_handlers(
         (404 if none is served)."""
         served_model(request)
         return service.admit(request.scope["path_params"].get("version"))
-
-    def timeout_s(microseconds: float | None) -> float:
-        if microseconds is None:
-            return default_timeout_s
-        return min(microseconds / 1e6, max_timeout_s)
 
     @get("/v2", summary="OIP server metadata", tags=["v2"])
     async def server_metadata() -> ASGIResponse:
@@ -214,38 +167,11 @@ def build_v2_handlers(
         status_code=200,
         summary="OIP inference: JSON or binary tensor data, same batcher as /v1/predict",
         tags=["v2"],
-        request_max_body_size=max_body_bytes,
+        request_max_body_size=settings.max_body_bytes,
         responses=_errors(400, 404, 413, 500, 503, 504),
     )
-    async def infer(request: Request[Any, Any, Any]) -> ASGIResponse:
-        started = arrived_at(request.scope, time.monotonic())  # bytes' arrival (arrival.py)
-        served_model(request)
-        content_type, length, encoding, header_length = _infer_headers(request.scope["headers"])
-        # Shed before the body is read, like /v1/predict; parameters.timeout is in the body, so
-        # admission judges the wait against the default deadline.
-        batcher, model = admit_at_arrival(
-            service,
-            expected_oip_rows(content_type, length, header_length),
-            started + default_timeout_s,
-            version=request.scope["path_params"].get("version"),
-        )
-        body = await read_body(request.receive, max_body_bytes, length)
-        body = decompress(body, encoding, max_body_bytes)
-        contract = Contract(model.input_name, model.output_name, settings.max_instances)
-        inference = decode_infer(body, header_length, contract)
-        deadline = started + timeout_s(inference.timeout_us)
-        probabilities = await batcher.submit(inference.pixels, deadline)
-        ids = ids_for(probabilities, model.version) if ids_for is not None else None
-        encoded = encode_infer(
-            probabilities, inference, model.name, model.version, model.output_name, ids
-        )
-        if encoded.header_length is None:
-            return ASGIResponse(body=encoded.body, media_type=JSON)
-        return ASGIResponse(
-            body=encoded.body,
-            media_type=BINARY,
-            headers={"Inference-Header-Content-Length": str(encoded.header_length)},
-        )
+    async def infer() -> None:
+        raise RuntimeError("OIP infer is served by the pipeline before Litestar routes it")
 
     @post("/v2/repository/index", status_code=200, summary="OIP repository index", tags=["v2"])
     async def repository_index() -> ASGIResponse:

@@ -17,6 +17,7 @@ from litestar.testing import TestClient
 
 from serving.app import create_app
 from serving.settings import Settings
+from serving.testing import AppClient
 from tests.conftest import ServerStarter
 
 PROPERTY = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -34,7 +35,7 @@ header_text = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0
 @pytest.fixture(scope="module")
 def client(tiny_model_repository: Path) -> Iterator[TestClient[Any]]:
     settings = Settings(model_repository=tiny_model_repository, metrics_enabled=False)
-    with TestClient(create_app(settings)) as client:
+    with AppClient(create_app(settings)) as client:
         yield client
 
 

@@ -11,22 +11,21 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from litestar import Litestar
 from litestar.testing import TestClient
 
 from serving.api.page import MEDIA_TYPES, etag_matches, load_assets
-from serving.app import create_app
-from serving.settings import Settings
+from serving.app import ServiceApp
+from tests.conftest import AppStarter
 
 REPO = Path(__file__).resolve().parents[3]
 STATIC = REPO / "serving" / "static"
 MAX_TOTAL_BYTES = 100 * 1024
-Client = TestClient[Litestar]
+Client = TestClient[ServiceApp]
 
 
 @pytest.fixture
-def client(settings: Settings) -> Iterator[Client]:
-    with TestClient(create_app(settings)) as client:
+def client(app_client: AppStarter) -> Iterator[Client]:
+    with app_client() as client:
         yield client
 
 

@@ -18,6 +18,8 @@ from PIL import Image
 from serving.app import create_app
 from serving.lifecycle import Service
 from serving.settings import Settings
+from serving.testing import AppClient
+from tests.conftest import AppStarter
 from tests.support.tiny_model import POISON_VALUE, synthetic_images
 
 from .conftest import Gated
@@ -38,8 +40,8 @@ def assert_predictions(body: dict[str, Any], expected: Array) -> None:
     assert body["model"] == {"name": "mnist", "version": "1"}
 
 
-def service_of(client: TestClient[Any]) -> Service:
-    service: Service = client.app.state.service
+def service_of(client: AppClient) -> Service:
+    service: Service = client.service
     return service
 
 
@@ -51,26 +53,32 @@ def png_bytes(pixels: npt.NDArray[np.uint8], mode: str = "L") -> bytes:
 
 
 # ---------------------------------------------------------------------- 200
-def test_json_flat_instances_match_onnxruntime(settings: Settings, reference: Reference) -> None:
+def test_json_flat_instances_match_onnxruntime(
+    settings: Settings, reference: Reference, app_client: AppStarter
+) -> None:
     pixels = synthetic_images(5, seed=1)
-    with TestClient(create_app(settings)) as client:
+    with app_client(settings) as client:
         response = client.post("/v1/predict", json={"instances": pixels.tolist()})
     assert response.status_code == 200
     assert_predictions(response.json(), reference(pixels))
 
 
-def test_json_nested_28x28_instances(settings: Settings, reference: Reference) -> None:
+def test_json_nested_28x28_instances(
+    settings: Settings, reference: Reference, app_client: AppStarter
+) -> None:
     pixels = synthetic_images(3, seed=2)
     nested = pixels.reshape(3, 28, 28).tolist()
-    with TestClient(create_app(settings)) as client:
+    with app_client(settings) as client:
         response = client.post("/v1/predict", json={"instances": nested})
     assert response.status_code == 200
     assert_predictions(response.json(), reference(pixels))
 
 
-def test_binary_uint8_rows_are_scaled_by_255(settings: Settings, reference: Reference) -> None:
+def test_binary_uint8_rows_are_scaled_by_255(
+    settings: Settings, reference: Reference, app_client: AppStarter
+) -> None:
     raw = np.random.default_rng(3).integers(0, 256, (4, 784), dtype=np.uint8)
-    with TestClient(create_app(settings)) as client:
+    with app_client(settings) as client:
         response = client.post(
             "/v1/predict",
             content=raw.tobytes(),
@@ -81,9 +89,11 @@ def test_binary_uint8_rows_are_scaled_by_255(settings: Settings, reference: Refe
 
 
 @pytest.mark.parametrize("mode", ["L", "RGB"])
-def test_png_image(settings: Settings, reference: Reference, mode: str) -> None:
+def test_png_image(
+    settings: Settings, reference: Reference, mode: str, app_client: AppStarter
+) -> None:
     raw = np.random.default_rng(4).integers(0, 256, (28, 28), dtype=np.uint8)
-    with TestClient(create_app(settings)) as client:
+    with app_client(settings) as client:
         response = client.post(
             "/v1/predict", content=png_bytes(raw, mode), headers={"content-type": "image/png"}
         )
@@ -93,7 +103,9 @@ def test_png_image(settings: Settings, reference: Reference, mode: str) -> None:
 
 
 # ---------------------------------------------------------------------- 4xx
-def test_number_beyond_float_range_is_422_naming_its_place(settings: Settings) -> None:
+def test_number_beyond_float_range_is_422_naming_its_place(
+    settings: Settings, app_client: AppStarter
+) -> None:
     body = (
         b'{"instances": [['
         + b"0.5," * 783
@@ -103,7 +115,7 @@ def test_number_beyond_float_range_is_422_naming_its_place(settings: Settings) -
         + b",0.5" * 773
         + b"]]}"
     )
-    with TestClient(create_app(settings)) as client:
+    with app_client(settings) as client:
         response = client.post(
             "/v1/predict", content=body, headers={"content-type": "application/json"}
         )
@@ -120,9 +132,13 @@ def test_number_beyond_float_range_is_422_naming_its_place(settings: Settings) -
     ],
 )
 def test_malformed_body_is_400(
-    settings: Settings, content: bytes, content_type: str, fragment: str
+    settings: Settings,
+    content: bytes,
+    content_type: str,
+    fragment: str,
+    app_client: AppStarter,
 ) -> None:
-    with TestClient(create_app(settings)) as client:
+    with app_client(settings) as client:
         response = client.post(
             "/v1/predict", content=content, headers={"content-type": content_type}
         )
@@ -134,8 +150,8 @@ def test_malformed_body_is_400(
     assert error["request_id"] == response.headers["x-request-id"]
 
 
-def test_bad_timeout_header_is_400(settings: Settings) -> None:
-    with TestClient(create_app(settings)) as client:
+def test_bad_timeout_header_is_400(settings: Settings, app_client: AppStarter) -> None:
+    with app_client(settings) as client:
         response = client.post(
             "/v1/predict",
             json={"instances": synthetic_images(1).tolist()},
@@ -145,9 +161,9 @@ def test_bad_timeout_header_is_400(settings: Settings) -> None:
     assert "X-Request-Timeout-Ms" in response.json()["error"]["message"]
 
 
-def test_oversized_body_is_413(tiny_model_repository: Path) -> None:
+def test_oversized_body_is_413(tiny_model_repository: Path, app_client: AppStarter) -> None:
     settings = Settings(model_repository=tiny_model_repository, max_body_bytes=4096)
-    with TestClient(create_app(settings)) as client:
+    with app_client(settings) as client:
         response = client.post(
             "/v1/predict",
             content=bytes(784 * 6),
@@ -158,9 +174,11 @@ def test_oversized_body_is_413(tiny_model_repository: Path) -> None:
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", None])
-def test_unsupported_content_type_is_415(settings: Settings, content_type: str | None) -> None:
+def test_unsupported_content_type_is_415(
+    settings: Settings, content_type: str | None, app_client: AppStarter
+) -> None:
     headers = {"content-type": content_type} if content_type else {}
-    with TestClient(create_app(settings)) as client:
+    with app_client(settings) as client:
         response = client.post("/v1/predict", content=b"1,2,3", headers=headers)
     assert response.status_code == 415
     assert "unsupported content type" in response.json()["error"]["message"]
@@ -192,9 +210,12 @@ def _short_at(index: int) -> list[list[float]]:
     ],
 )
 def test_invalid_instances_are_422_naming_the_index(
-    settings: Settings, instances: list[Any], fragments: list[str]
+    settings: Settings,
+    instances: list[Any],
+    fragments: list[str],
+    app_client: AppStarter,
 ) -> None:
-    with TestClient(create_app(settings)) as client:
+    with app_client(settings) as client:
         response = client.post("/v1/predict", json={"instances": instances})
     assert response.status_code == 422, response.text
     message = response.json()["error"]["message"]
@@ -212,9 +233,13 @@ def test_invalid_instances_are_422_naming_the_index(
     ],
 )
 def test_invalid_binary_png_or_shape_is_422(
-    settings: Settings, content: bytes, content_type: str, fragment: str
+    settings: Settings,
+    content: bytes,
+    content_type: str,
+    fragment: str,
+    app_client: AppStarter,
 ) -> None:
-    with TestClient(create_app(settings)) as client:
+    with app_client(settings) as client:
         response = client.post(
             "/v1/predict", content=content, headers={"content-type": content_type}
         )
@@ -223,8 +248,8 @@ def test_invalid_binary_png_or_shape_is_422(
 
 
 # ---------------------------------------------------------------------- 5xx
-def test_not_ready_is_503_with_retry_after(settings: Settings) -> None:
-    client = TestClient(create_app(settings))  # no `with`: the lifespan has not run
+def test_not_ready_is_503_with_retry_after(settings: Settings, app_client: AppStarter) -> None:
+    client = app_client(settings)  # no `with`: the lifespan has not run
     response = client.post("/v1/predict", json={"instances": synthetic_images(1).tolist()})
     assert response.status_code == 503
     assert response.headers["retry-after"] == "1"
@@ -232,8 +257,8 @@ def test_not_ready_is_503_with_retry_after(settings: Settings) -> None:
     assert client.get("/readyz").status_code == 503
 
 
-def test_draining_is_503_and_readiness_flips(settings: Settings) -> None:
-    with TestClient(create_app(settings)) as client:
+def test_draining_is_503_and_readiness_flips(settings: Settings, app_client: AppStarter) -> None:
+    with app_client(settings) as client:
         assert client.get("/readyz").status_code == 200
         service_of(client).begin_drain()
         response = client.post("/v1/predict", json={"instances": synthetic_images(1).tolist()})
@@ -268,7 +293,7 @@ def test_queue_full_is_503_with_retry_after(tiny_model_repository: Path, gated: 
         model_repository=tiny_model_repository, max_instances=4, max_queue_size=4, inline_max_rows=0
     )
     app = create_app(settings, model_loader=gated.loader())
-    with TestClient(app) as client:
+    with AppClient(app) as client:
         session, batcher = gated.session, service_of(client).batcher
         assert session is not None
         assert batcher is not None
@@ -300,7 +325,7 @@ def test_deadline_passed_in_queue_is_504_and_never_computed(
     )
     marked = synthetic_images(1, seed=9)
     marked[0, 0] = 0.123
-    with TestClient(app) as client:
+    with AppClient(app) as client:
         session = gated.session
         assert session is not None
         session.gate.clear()
@@ -332,7 +357,7 @@ def test_inference_failure_is_500_only_for_the_failing_request(
     poisoned = synthetic_images(2, seed=7)
     poisoned[1, 0] = POISON_VALUE
     good = synthetic_images(3, seed=8)
-    with TestClient(app) as client:
+    with AppClient(app) as client:
         session = gated.session
         assert session is not None
         session.gate.clear()

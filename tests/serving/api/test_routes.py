@@ -5,25 +5,26 @@ from __future__ import annotations
 import re
 
 import pytest
-from litestar.testing import TestClient
 
 from model_repository import sha256_file
 from serving.api.response_hooks import ResponseHooks
 from serving.app import create_app
 from serving.settings import Settings
+from serving.testing import AppClient
+from tests.conftest import AppStarter
 from tests.support.tiny_model import synthetic_images
 
 
-def test_health_and_readiness(settings: Settings) -> None:
-    with TestClient(create_app(settings)) as client:
+def test_health_and_readiness(settings: Settings, app_client: AppStarter) -> None:
+    with app_client(settings) as client:
         assert client.get("/healthz").json() == {"status": "ok"}
         ready = client.get("/readyz")
     assert ready.status_code == 200
     assert ready.json() == {"status": "ready"}
 
 
-def test_models_describes_the_served_version(settings: Settings) -> None:
-    with TestClient(create_app(settings)) as client:
+def test_models_describes_the_served_version(settings: Settings, app_client: AppStarter) -> None:
+    with app_client(settings) as client:
         response = client.get("/v1/models")
     assert response.status_code == 200
     (model,) = response.json()["models"]
@@ -38,16 +39,16 @@ def test_models_describes_the_served_version(settings: Settings) -> None:
     assert model["batching"]["max_batch_size"] == settings.max_batch_size
 
 
-def test_int8_variant_is_served_when_configured(settings: Settings) -> None:
+def test_int8_variant_is_served_when_configured(settings: Settings, app_client: AppStarter) -> None:
     int8 = settings.model_copy(update={"model_variant": "int8"})
-    with TestClient(create_app(int8)) as client:
+    with app_client(int8) as client:
         assert client.get("/v1/models").json()["models"][0]["variant"] == "int8"
         response = client.post("/v1/predict", json={"instances": synthetic_images(2).tolist()})
     assert response.status_code == 200
 
 
-def test_openapi_documents_predict_bodies(settings: Settings) -> None:
-    with TestClient(create_app(settings)) as client:
+def test_openapi_documents_predict_bodies(settings: Settings, app_client: AppStarter) -> None:
+    with app_client(settings) as client:
         schema = client.get("/schema/openapi.json").json()
     operation = schema["paths"]["/v1/predict"]["post"]
     assert set(operation["requestBody"]["content"]) == {
@@ -59,9 +60,11 @@ def test_openapi_documents_predict_bodies(settings: Settings) -> None:
     assert "PredictResponse" in schema["components"]["schemas"]
 
 
-def test_openapi_describes_every_json_body_as_an_object(settings: Settings) -> None:
+def test_openapi_describes_every_json_body_as_an_object(
+    settings: Settings, app_client: AppStarter
+) -> None:
     """Health, readiness and models answer JSON objects: the document must not say string."""
-    with TestClient(create_app(settings)) as client:
+    with app_client(settings) as client:
         schema = client.get("/schema/openapi.json").json()
     refs = {
         path: schema["paths"][path]["get"]["responses"]["200"]["content"]["application/json"][
@@ -74,9 +77,11 @@ def test_openapi_describes_every_json_body_as_an_object(settings: Settings) -> N
         assert component["type"] == "object", path
 
 
-def test_schema_page_loads_its_assets_from_the_service(settings: Settings) -> None:
+def test_schema_page_loads_its_assets_from_the_service(
+    settings: Settings, app_client: AppStarter
+) -> None:
     """The /schema page works offline: every script, style and icon it names is served here."""
-    with TestClient(create_app(settings)) as client:
+    with app_client(settings) as client:
         page = client.get("/schema")
         assert page.status_code == 200
         urls = re.findall(r"(?:src|href)=['\"]([^'\"]+)['\"]", page.text)
@@ -98,9 +103,13 @@ def test_schema_page_loads_its_assets_from_the_service(settings: Settings) -> No
     ],
 )
 def test_request_id_is_echoed_and_generated(
-    settings: Settings, method: str, path: str, status: int
+    settings: Settings,
+    method: str,
+    path: str,
+    status: int,
+    app_client: AppStarter,
 ) -> None:
-    with TestClient(create_app(settings)) as client:
+    with app_client(settings) as client:
         echoed = client.request(method, path, headers={"x-request-id": "abc-123"})
         generated = client.request(method, path)
     assert echoed.status_code == status
@@ -114,8 +123,8 @@ def test_request_id_is_echoed_and_generated(
         }
 
 
-def test_request_id_on_a_successful_prediction(settings: Settings) -> None:
-    with TestClient(create_app(settings)) as client:
+def test_request_id_on_a_successful_prediction(settings: Settings, app_client: AppStarter) -> None:
+    with app_client(settings) as client:
         response = client.post(
             "/v1/predict",
             json={"instances": synthetic_images(1).tolist()},
@@ -129,10 +138,10 @@ def test_one_before_send_hook_adds_the_headers_and_observes_the_request(settings
     """The observability plugin joins the app's one ResponseHooks instead of adding a hook (one
     coroutine per message): both the header and the metrics still come from it."""
     app = create_app(settings.model_copy(update={"metrics_enabled": True}))
-    (hook,) = app.before_send
+    (hook,) = app.litestar.before_send
     assert isinstance(hook, ResponseHooks)
     assert len(hook.callbacks) == 2
-    with TestClient(app) as client:
+    with AppClient(app) as client:
         health = client.get("/healthz", headers={"x-request-id": "h-1"})
         scrape = client.get("/metrics").text
     assert health.headers["x-request-id"] == "h-1"

@@ -19,6 +19,7 @@ from serving.batching import (
     DeadlineExceededError,
     DrainingError,
     InferenceError,
+    Outputs,
     QueuedRequest,
     QueueFullError,
     RejectReason,
@@ -45,7 +46,7 @@ class FakeModel:
         self.probe: Callable[[], object] | None = None
         self.probed: list[object] = []
 
-    def __call__(self, batch: Array) -> Array:
+    def __call__(self, batch: Array) -> Outputs:
         self.threads.append(threading.get_ident())
         self.entered.set()
         self.gate.wait(timeout=10)
@@ -56,7 +57,7 @@ class FakeModel:
         if (batch == POISON).any():
             raise RuntimeError("poisoned row")
         self.batches.append(batch.copy())
-        return batch * 2
+        return Outputs.of(batch * 2)
 
     @property
     def computed_rows(self) -> list[float]:
@@ -99,7 +100,7 @@ async def wait_until(condition: Callable[[], bool]) -> None:
 def test_results_come_back_in_order_and_split_per_request() -> None:
     model = FakeModel()
 
-    async def main() -> list[Array]:
+    async def main() -> list[Outputs]:
         batcher = make(model)
         await batcher.start()
         model.gate.clear()  # hold the first batch so the others queue up and merge
@@ -116,7 +117,7 @@ def test_results_come_back_in_order_and_split_per_request() -> None:
         return results
 
     results = run(main)
-    assert [r[:, 0].tolist() for r in results] == [
+    assert [r.probabilities[:, 0].tolist() for r in results] == [
         [0.0],
         [22.0],
         [42.0, 44.0],
@@ -128,7 +129,7 @@ def test_results_come_back_in_order_and_split_per_request() -> None:
 def test_batches_never_exceed_max_size_and_an_oversized_request_runs_alone() -> None:
     model = FakeModel()
 
-    async def main() -> list[Array]:
+    async def main() -> list[Outputs]:
         batcher = make(model, max_batch_size=4)
         await batcher.start()
         model.gate.clear()
@@ -143,8 +144,8 @@ def test_batches_never_exceed_max_size_and_an_oversized_request_runs_alone() -> 
         return results
 
     results = run(main)
-    assert results[1][:, 0].tolist() == [2.0 * v for v in range(1, 11)]
-    assert [r[0, 0] for r in results[2:]] == [2.0 * (20 + i) for i in range(6)]
+    assert results[1].probabilities[:, 0].tolist() == [2.0 * v for v in range(1, 11)]
+    assert [r.probabilities[0, 0] for r in results[2:]] == [2.0 * (20 + i) for i in range(6)]
     sizes = [len(b) for b in model.batches]
     assert sizes == [1, 10, 4, 2]  # the big request alone, then the smalls in batches of <= 4
 
@@ -179,7 +180,7 @@ def test_queue_full_is_refused_at_once() -> None:
         with pytest.raises(QueueFullError):
             await batcher.submit(rows(4, 5), later())  # 3 + 2 > 4 rows
         model.gate.set()
-        assert (await queued)[:, 0].tolist() == [2.0, 4.0, 6.0]
+        assert (await queued).probabilities[:, 0].tolist() == [2.0, 4.0, 6.0]
         await blocker
         await batcher.stop()
 
@@ -202,7 +203,7 @@ def test_a_request_past_its_deadline_is_answered_and_never_computed() -> None:
         assert time.monotonic() - started < 1.0  # answered at its deadline, not after the batch
         model.gate.set()
         await blocker
-        assert (await batcher.submit(rows(8), later()))[0, 0] == 16.0
+        assert (await batcher.submit(rows(8), later())).probabilities[0, 0] == 16.0
         await batcher.stop()
 
     run(main)
@@ -213,7 +214,7 @@ def test_a_request_past_its_deadline_is_answered_and_never_computed() -> None:
 def test_failure_is_isolated_to_the_poisoned_request_and_the_loop_keeps_serving() -> None:
     model = FakeModel()
 
-    async def main() -> list[Array | BaseException]:
+    async def main() -> list[Outputs | BaseException]:
         batcher = make(model)
         await batcher.start()
         model.gate.clear()
@@ -226,7 +227,7 @@ def test_failure_is_isolated_to_the_poisoned_request_and_the_loop_keeps_serving(
         ]
         await wait_until(lambda: batcher.queued_rows == 4)
         model.gate.set()
-        results: list[Array | BaseException] = list(
+        results: list[Outputs | BaseException] = list(
             await asyncio.gather(blocker, *mates, return_exceptions=True)
         )
         # The loop survived: later requests are served, a lone poisoned one fails alone.
@@ -240,8 +241,8 @@ def test_failure_is_isolated_to_the_poisoned_request_and_the_loop_keeps_serving(
     results = run(main)
     assert isinstance(results[2], InferenceError)
     values = [r for i, r in enumerate(results) if i != 2]
-    assert all(isinstance(r, np.ndarray) for r in values)
-    assert [float(r[0, 0]) for r in values if isinstance(r, np.ndarray)] == [
+    assert all(isinstance(r, Outputs) for r in values)
+    assert [float(r.probabilities[0, 0]) for r in values if isinstance(r, Outputs)] == [
         0.0,
         2.0,
         6.0,
@@ -253,7 +254,7 @@ def test_failure_is_isolated_to_the_poisoned_request_and_the_loop_keeps_serving(
 def test_a_cancelled_client_is_skipped_and_others_are_unaffected() -> None:
     model = FakeModel()
 
-    async def main() -> list[Array]:
+    async def main() -> list[Outputs]:
         batcher = make(model)
         await batcher.start()
         model.gate.clear()
@@ -271,7 +272,7 @@ def test_a_cancelled_client_is_skipped_and_others_are_unaffected() -> None:
         return list(results)
 
     results = run(main)
-    assert [float(r[0, 0]) for r in results] == [0.0, 2.0]
+    assert [float(r.probabilities[0, 0]) for r in results] == [0.0, 2.0]
     assert 9.0 not in model.computed_rows
 
 
@@ -296,7 +297,7 @@ def test_draining_refuses_new_work_but_answers_queued_work() -> None:
         await idle
         assert blocker.done()
         assert queued.done()
-        assert (await queued)[0, 0] == 2.0
+        assert (await queued).probabilities[0, 0] == 2.0
         await batcher.stop()
 
     run(main)
@@ -320,7 +321,7 @@ class Recorder:
         batch_id: int,
         requests: Sequence[QueuedRequest],
         inputs: Array,
-        outputs: Array | None,
+        outputs: Outputs | None,
         error: BaseException | None,
         compute_seconds: float,
     ) -> None:
@@ -360,7 +361,7 @@ def make_inline(model: FakeModel, observer: Recorder | None = None) -> Batcher:
 def test_a_small_request_at_idle_runs_on_the_event_loop_observed_as_a_batch() -> None:
     model, observer = FakeModel(), Recorder()
 
-    async def main() -> tuple[int, list[Array], Batcher]:
+    async def main() -> tuple[int, list[Outputs], Batcher]:
         batcher = make_inline(model, observer)
         await batcher.start()
         model.probe = lambda: (batcher.rows_in_flight, batcher.queued_rows)
@@ -374,7 +375,8 @@ def test_a_small_request_at_idle_runs_on_the_event_loop_observed_as_a_batch() ->
         return threading.get_ident(), results, batcher
 
     loop_thread, results, batcher = run(main)
-    assert [r[:, 0].tolist() for r in results] == [[2.0], [4.0, 6.0], [8.0, 10.0, 12.0]]
+    firsts = [r.probabilities[:, 0].tolist() for r in results]
+    assert firsts == [[2.0], [4.0, 6.0], [8.0, 10.0, 12.0]]
     assert [t == loop_thread for t in model.threads] == [False, True, False]
     assert model.probed == [(1, 0), (2, 0), (3, 0)]  # in flight while computing, inline too
     assert observer.calls == [
@@ -398,7 +400,7 @@ def test_requests_arriving_together_or_behind_a_batch_are_queued_and_batched() -
         await batcher.submit(rows(0), later())  # times a small batch: inline from now on
         # Same loop iteration: the first runs inline, the other two wait for ONE batch.
         together = await asyncio.gather(*(batcher.submit(rows(v), later()) for v in (1, 2, 3)))
-        assert [float(r[0, 0]) for r in together] == [2.0, 4.0, 6.0]
+        assert [float(r.probabilities[0, 0]) for r in together] == [2.0, 4.0, 6.0]
         # A batch in flight: a small request queues behind it instead of running inline.
         model.gate.clear()
         model.entered.clear()
@@ -407,9 +409,10 @@ def test_requests_arriving_together_or_behind_a_batch_are_queued_and_batched() -
         small = asyncio.create_task(batcher.submit(rows(7), later()))
         await wait_until(lambda: batcher.queued_rows == 1)
         model.gate.set()
-        assert (await small)[0, 0] == 14.0
+        assert (await small).probabilities[0, 0] == 14.0
         await blocker
-        assert (await batcher.submit(rows(8), later()))[0, 0] == 16.0  # idle again: inline
+        idle = await batcher.submit(rows(8), later())  # idle again: inline
+        assert idle.probabilities[0, 0] == 16.0
         await batcher.stop()
         return threading.get_ident()
 
@@ -421,7 +424,7 @@ def test_requests_arriving_together_or_behind_a_batch_are_queued_and_batched() -
 def test_an_inline_failure_is_an_inference_error_for_that_request_only() -> None:
     model, observer = FakeModel(), Recorder()
 
-    async def main() -> tuple[int, Array]:
+    async def main() -> tuple[int, Outputs]:
         batcher = make_inline(model, observer)
         await batcher.start()
         await batcher.submit(rows(0), later())
@@ -434,7 +437,7 @@ def test_an_inline_failure_is_an_inference_error_for_that_request_only() -> None
         return threading.get_ident(), after
 
     loop_thread, after = run(main)
-    assert after[0, 0] == 10.0
+    assert after.probabilities[0, 0] == 10.0
     assert [t == loop_thread for t in model.threads] == [False, True, True]
     assert observer.calls[3:] == [
         ("enqueued", 1), ("start", 42, 1, 1), ("end", 42, "error"),
@@ -452,7 +455,7 @@ def test_a_slow_inline_compute_misses_its_deadline_and_turns_the_fast_path_off()
         model.delay_s = 0.02  # slower than the deadline, and than any inline budget
         with pytest.raises(DeadlineExceededError):
             await batcher.submit(rows(1), time.monotonic() + 0.005)
-        assert (await batcher.submit(rows(2), later()))[0, 0] == 4.0
+        assert (await batcher.submit(rows(2), later())).probabilities[0, 0] == 4.0
         await batcher.stop()
         return threading.get_ident()
 

@@ -1,6 +1,6 @@
-"""Fixtures: a real tiny ONNX model and the real app (``create_app``) with an
-ObservabilityPlugin that exports spans to memory and writes to a fresh Prometheus registry per
-test, plus two test routes (a path parameter and a failing handler) added through a plugin."""
+"""Fixtures: a real tiny ONNX model and the real app (``create_app``) with an Observability that
+exports spans to memory and writes to a fresh Prometheus registry per test, plus two test routes
+(a path parameter and a failing handler) added through a plugin."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 import pytest
-from litestar import Litestar, get
+from litestar import get
 from litestar.params import FromPath
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -20,8 +20,8 @@ from prometheus_client import CollectorRegistry
 
 from model_repository.layout import FP32_FILE, METADATA_FILE
 from model_repository.metadata import Metadata, load_metadata
-from serving.app import create_app
-from serving.observability import ObservabilityPlugin
+from serving.app import ServiceApp, create_app
+from serving.observability import Observability
 from serving.settings import Settings
 from tests.support.routes import RoutesPlugin
 
@@ -64,7 +64,7 @@ def exporter() -> Iterator[InMemorySpanExporter]:
     exporter.clear()
 
 
-AppFactory = Callable[..., tuple[Litestar, ObservabilityPlugin]]
+AppFactory = Callable[..., tuple[ServiceApp, Observability]]
 
 
 @get("/items/{item_id:int}", sync_to_thread=False)
@@ -96,14 +96,15 @@ def make_app(
 ) -> AppFactory:
     """Build the service's app (``create_app``) with test-owned registry and span export."""
 
-    def factory(**settings_values: Any) -> tuple[Litestar, ObservabilityPlugin]:
+    def factory(**settings_values: Any) -> tuple[ServiceApp, Observability]:
         settings = settings_for(**settings_values)
-        plugin = ObservabilityPlugin(
+        observability = Observability(
             settings,
             metadata,
             registry=registry,
             span_processor=SimpleSpanProcessor(exporter),
         )
-        return create_app(settings, plugins=[plugin, RoutesPlugin(item, boom)]), plugin
+        app = create_app(settings, observability=observability, plugins=[RoutesPlugin(item, boom)])
+        return app, observability
 
     return factory

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from litestar.testing import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from serving.app import create_app
 from serving.settings import Settings
+from tests.conftest import AppStarter
 from tests.support.tiny_model import synthetic_images
 
 
@@ -19,7 +18,9 @@ def counters(text: str, name: str) -> dict[str, float]:
     }
 
 
-def test_rejected_and_aberrant_inputs_are_counted_by_reason(settings: Settings) -> None:
+def test_rejected_and_aberrant_inputs_are_counted_by_reason(
+    settings: Settings, app_client: AppStarter
+) -> None:
     good = synthetic_images(1)[0].tolist()
     bodies = {
         "non_finite": b'{"instances": [[' + b"1e999," * 783 + b"0]]}",
@@ -27,7 +28,7 @@ def test_rejected_and_aberrant_inputs_are_counted_by_reason(settings: Settings) 
         "wrong_size": b'{"instances": [[' + b"0.5," * 699 + b"0]]}",
         "wrong_type": b'{"instances": [[' + b'"a",' * 783 + b"0]]}",
     }
-    with TestClient(create_app(settings)) as client:
+    with app_client(settings) as client:
         for body in bodies.values():
             response = client.post(
                 "/v1/predict", content=body, headers={"content-type": "application/json"}

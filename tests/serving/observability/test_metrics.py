@@ -10,7 +10,7 @@ import anyio
 import numpy as np
 import numpy.typing as npt
 import pytest
-from litestar import Litestar, get
+from litestar import get
 from litestar.response import Stream
 from litestar.testing import TestClient
 from prometheus_client import CollectorRegistry, Histogram
@@ -19,20 +19,22 @@ from prometheus_client.parser import text_string_to_metric_families
 import serving.observability.metrics
 import serving.observability.requests
 from model_repository.metadata import Metadata
-from serving.app import create_app
+from serving.app import ServiceApp, create_app
+from serving.batching import Outputs
 from serving.batching.queue import DeadlineExceededError, DrainingError, QueueFullError
-from serving.observability import ObservabilityPlugin
+from serving.observability import Observability
 from serving.observability.metrics import BufferedHistogram, ServingMetrics, observe_many
 from serving.observability.observer import TelemetryObserver
 from serving.observability.requests import HttpMetrics
 from serving.settings import Settings
+from serving.testing import AppClient
+from tests.serving.observability.conftest import AppFactory
 from tests.support.routes import RoutesPlugin
 from tests.support.slow_batcher import slow_batcher
 
 JSON = {"content-type": "application/json"}
 
 Array = npt.NDArray[np.float32]
-AppFactory = Callable[..., tuple[Litestar, ObservabilityPlugin]]
 PREDICT = {"route": "/v1/predict", "method": "POST"}
 
 
@@ -88,7 +90,8 @@ def test_model_quality_metrics_from_a_batch(registry: CollectorRegistry) -> None
     probabilities[1, 3] = 0.91  # confident 3
     probabilities[2, 7] = 0.40  # unsure 7 (rest of the mass spread)
     probabilities[3, 0] = 0.55  # borderline 0
-    metrics.observe_outputs(probabilities, threshold=0.5)
+    outputs = Outputs.of(probabilities)
+    metrics.observe_outputs(outputs.labels, outputs.confidences, threshold=0.5)
     value = registry.get_sample_value
     assert value("inference_predictions_total", {"label": "3"}) == 2
     assert value("inference_predictions_total", {"label": "7"}) == 1
@@ -104,7 +107,7 @@ def test_http_metrics_by_route_template_and_status(
     make_app: AppFactory, registry: CollectorRegistry
 ) -> None:
     app, _ = make_app()
-    with TestClient(app) as client:
+    with AppClient(app) as client:
         for _ in range(3):
             assert client.post("/v1/predict", json=body()).status_code == 200
         assert client.post("/v1/predict", content=b"{", headers=JSON).status_code == 400
@@ -167,7 +170,7 @@ def test_in_flight_gauge_counts_requests_being_handled(
     metadata: Metadata, registry: CollectorRegistry, settings_for: Callable[..., Settings]
 ) -> None:
     settings = settings_for(tracing_enabled=False)
-    plugin = ObservabilityPlugin(settings, metadata, registry=registry)
+    observability = Observability(settings, metadata, registry=registry)
     # The test client runs the app on its own event loop thread: thread primitives, and the
     # handler waits in a worker thread so that loop stays free to serve the scrapes.
     arrived, release = threading.Semaphore(0), threading.Event()
@@ -178,12 +181,12 @@ def test_in_flight_gauge_counts_requests_being_handled(
         await anyio.to_thread.run_sync(release.wait, 10.0)
         return "done"
 
-    def in_flight_at_scrape(client: TestClient[Litestar]) -> float | None:
+    def in_flight_at_scrape(client: TestClient[ServiceApp]) -> float | None:
         assert client.get("/metrics").status_code == 200  # a scrape publishes the gauge
         return registry.get_sample_value("inference_http_requests_in_flight")
 
-    app = create_app(settings, plugins=[plugin, RoutesPlugin(hold)])
-    with TestClient(app) as client, ThreadPoolExecutor(2) as pool:
+    app = create_app(settings, observability=observability, plugins=[RoutesPlugin(hold)])
+    with AppClient(app) as client, ThreadPoolExecutor(2) as pool:
         held = [pool.submit(client.get, "/hold") for _ in range(2)]
         assert arrived.acquire(timeout=10)
         assert arrived.acquire(timeout=10)
@@ -200,14 +203,14 @@ def test_a_streamed_response_is_observed_once_at_its_last_chunk(
     """The hook ends a request on its LAST body message: a response sent in several chunks is
     one observation with its status, and leaves nothing in flight."""
     settings = settings_for(tracing_enabled=False)
-    plugin = ObservabilityPlugin(settings, metadata, registry=registry)
+    observability = Observability(settings, metadata, registry=registry)
 
     @get("/chunks", sync_to_thread=False)
     def chunks() -> Stream:
         return Stream(iter([b"a", b"b", b"c"]), status_code=206)
 
-    app = create_app(settings, plugins=[plugin, RoutesPlugin(chunks)])
-    with TestClient(app) as client:
+    app = create_app(settings, observability=observability, plugins=[RoutesPlugin(chunks)])
+    with AppClient(app) as client:
         for _ in range(2):
             response = client.get("/chunks")
             assert (response.status_code, response.content) == (206, b"abc")
@@ -223,7 +226,7 @@ def test_batch_quality_and_drift_metrics_after_known_traffic(
     make_app: AppFactory, registry: CollectorRegistry, metadata: Metadata
 ) -> None:
     app, _ = make_app()
-    with TestClient(app) as client:
+    with AppClient(app) as client:
         for _ in range(5):
             assert client.post("/v1/predict", json=body(rows=2)).status_code == 200
         client.get("/metrics")
@@ -296,7 +299,7 @@ def test_metrics_off_means_no_route_and_no_middleware(
 ) -> None:
     app, plugin = make_app(metrics_enabled=False)
     assert plugin.metrics is None
-    with TestClient(app) as client:
+    with AppClient(app) as client:
         assert client.post("/v1/predict", json=body()).status_code == 200
         assert client.get("/metrics").status_code == 404
     assert list(registry.collect()) == []

@@ -31,8 +31,8 @@ for _ in range(requests):
     metrics.request_latency.labels("/v1/predict").observe(0.0004)
 metrics.queue_depth.set(depth)
 metrics.refresh_process()
-probabilities = np.zeros((requests, 10)); probabilities[:, 4] = 1.0
-metrics.observe_outputs(probabilities, 0.5)
+labels = np.full(requests, 4); confidences = np.ones(requests)
+metrics.observe_outputs(labels, confidences, 0.5)
 print(os.getpid())
 """
 

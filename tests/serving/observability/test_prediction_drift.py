@@ -11,7 +11,6 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 import pytest
-from litestar.testing import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from model_repository.features import PSI_ALERT, PSI_WARN, training_stats
@@ -20,6 +19,7 @@ from model_repository.metadata import dump_metadata, load_metadata
 from model_repository.predictions import JS_ALERT, JS_WARN, prediction_reference
 from serving.app import create_app
 from serving.settings import Settings
+from serving.testing import AppClient
 from tests.support.tiny_model import write_model_version
 from training.idx import TRAIN_IMAGES, load_test_digits, read_idx
 
@@ -57,7 +57,7 @@ def repository(tmp_path_factory: pytest.TempPathFactory, mnist_dir: Path, digits
 
 def drift_after(repository: Path, pixels: Pixels) -> dict[str, float]:
     settings = Settings(model_repository=repository, drift_window=LIVE)
-    with TestClient(create_app(settings)) as client:
+    with AppClient(create_app(settings)) as client:
         for start in range(0, len(pixels), 50):
             response = client.post(
                 "/v1/predict",

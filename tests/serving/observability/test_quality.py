@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from model_repository.features import psi, training_stats
 from model_repository.predictions import prediction_reference
+from serving.batching import Outputs
 from serving.feedback.store import QualityStore
 from serving.observability.drift import DriftMonitor
 from serving.observability.quality import ServiceDrift
@@ -34,7 +35,8 @@ def test_each_worker_reports_the_psi_of_the_summed_windows(mnist_dir: Path, tmp_
         # Two processes in real life, told apart by pid.
         service = ServiceDrift(registry, drift, WINDOW, 10, reference, worker=worker + 1)
         drift.update(pixels)
-        service.predictions.update(rng.dirichlet(np.ones(10), WINDOW))
+        outputs = Outputs.of(rng.dirichlet(np.ones(10), WINDOW).astype(np.float32))
+        service.predictions.update(outputs.labels, outputs.confidences)
         workers.append(
             (registry, drift, service, QualityStore(path, window=10, horizon_s=60, max_ids=1000))
         )

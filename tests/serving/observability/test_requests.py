@@ -3,31 +3,31 @@ decision from the raw headers, and the span's name, kind, attributes and status.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import cast
 
 import pytest
-from litestar import Litestar
 from litestar.testing import TestClient
 from litestar.types import Scope
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from serving.observability import ObservabilityPlugin
+from serving.app import ServiceApp
 from serving.observability.requests import head_sampled
+from serving.testing import AppClient
+from tests.serving.observability.conftest import AppFactory
 
 JSON = {"content-type": "application/json"}
 
-AppFactory = Callable[..., tuple[Litestar, ObservabilityPlugin]]
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
 
 
 @pytest.fixture
-def traced(make_app: AppFactory) -> Iterator[TestClient[Litestar]]:
+def traced(make_app: AppFactory) -> Iterator[TestClient[ServiceApp]]:
     """A client of the fixture app in which every request is traced."""
     app, _ = make_app(tracing_enabled=True, trace_sample_ratio=1.0)
-    with TestClient(app) as client:
+    with AppClient(app) as client:
         yield client
 
 
@@ -51,7 +51,7 @@ def test_head_sampling_of_roots_uses_the_ratio() -> None:
 
 
 def test_server_span_follows_the_http_semantic_conventions(
-    traced: TestClient[Litestar], exporter: InMemorySpanExporter
+    traced: TestClient[ServiceApp], exporter: InMemorySpanExporter
 ) -> None:
     assert traced.get("/items/7").status_code == 200
     (span,) = exporter.get_finished_spans()
@@ -69,7 +69,7 @@ def test_server_span_follows_the_http_semantic_conventions(
 
 
 def test_server_error_marks_the_span_as_an_error(
-    traced: TestClient[Litestar], exporter: InMemorySpanExporter
+    traced: TestClient[ServiceApp], exporter: InMemorySpanExporter
 ) -> None:
     assert traced.get("/boom").status_code == 500
     (span,) = exporter.get_finished_spans()
@@ -81,7 +81,7 @@ def test_server_error_marks_the_span_as_an_error(
 
 
 def test_client_errors_and_unrouted_requests_are_not_errors(
-    traced: TestClient[Litestar], exporter: InMemorySpanExporter
+    traced: TestClient[ServiceApp], exporter: InMemorySpanExporter
 ) -> None:
     assert traced.get("/nowhere").status_code == 404
     assert traced.post("/v1/predict", content=b"{", headers=JSON).status_code == 400

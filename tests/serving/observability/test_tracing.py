@@ -7,8 +7,6 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 import pytest
-from litestar import Litestar
-from litestar.testing import TestClient
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
     OTLPSpanExporter as GrpcExporter,
 )
@@ -20,8 +18,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode, Tracer
 
+from serving.batching import Outputs
 from serving.batching.queue import Batcher, DeadlineExceededError
-from serving.observability import ObservabilityPlugin
 from serving.observability.observer import TelemetryObserver
 from serving.observability.requests import ObservedRequests
 from serving.observability.tracing import (
@@ -31,10 +29,11 @@ from serving.observability.tracing import (
     request_traced,
     resolve_protocol,
 )
+from serving.testing import AppClient
+from tests.serving.observability.conftest import AppFactory
 from tests.support.slow_batcher import slow_batcher
 
 Array = npt.NDArray[np.float32]
-AppFactory = Callable[..., tuple[Litestar, ObservabilityPlugin]]
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
 
@@ -68,7 +67,7 @@ def test_request_gets_server_queue_wait_and_batch_spans(
     make_app: AppFactory, exporter: InMemorySpanExporter
 ) -> None:
     app, _ = make_app(tracing_enabled=True, trace_sample_ratio=1.0)
-    with TestClient(app) as client:
+    with AppClient(app) as client:
         assert client.post("/v1/predict", json=one_instance_body(rows=2)).status_code == 200
     spans = exporter.get_finished_spans()
     # Only these three: the per-message "http send"/"http receive" spans are switched off.
@@ -194,7 +193,7 @@ def test_caller_traceparent_is_honoured(
     make_app: AppFactory, exporter: InMemorySpanExporter
 ) -> None:
     app, _ = make_app(tracing_enabled=True, trace_sample_ratio=0.0)
-    with TestClient(app) as client:
+    with AppClient(app) as client:
         response = client.post(
             "/v1/predict",
             json=one_instance_body(),
@@ -216,7 +215,7 @@ def test_unsampled_requests_make_no_spans(
 ) -> None:
     app, _ = make_app(tracing_enabled=True, trace_sample_ratio=0.0)
     headers = {"traceparent": traceparent} if traceparent else {}
-    with TestClient(app) as client:
+    with AppClient(app) as client:
         for _ in range(5):
             response = client.post("/v1/predict", json=one_instance_body(), headers=headers)
             assert response.status_code == 200
@@ -227,7 +226,7 @@ def test_health_and_metrics_routes_are_not_traced(
     make_app: AppFactory, exporter: InMemorySpanExporter
 ) -> None:
     app, _ = make_app(tracing_enabled=True, trace_sample_ratio=1.0)
-    with TestClient(app) as client:
+    with AppClient(app) as client:
         assert client.get("/healthz").status_code == 200
         assert client.get("/metrics").status_code == 200
         assert client.get("/items/3").status_code == 200
@@ -237,12 +236,12 @@ def test_health_and_metrics_routes_are_not_traced(
 def test_tracing_off_adds_no_middleware_and_no_spans(
     make_app: AppFactory, exporter: InMemorySpanExporter
 ) -> None:
-    app, plugin = make_app(tracing_enabled=False)
-    assert plugin.tracer_provider is None
-    assert plugin.observer.tracer is None
-    with TestClient(app) as client:
+    app, observability = make_app(tracing_enabled=False)
+    assert observability.tracer_provider is None
+    assert observability.observer.tracer is None
+    with AppClient(app) as client:
         assert client.post("/v1/predict", json=one_instance_body()).status_code == 200
-    observed = app.asgi_handler
+    observed = app.routes
     assert isinstance(observed, ObservedRequests)
     assert observed.spans is None
     assert exporter.get_finished_spans() == ()
@@ -261,7 +260,7 @@ def test_unsampled_requests_make_no_spans_at_a_partial_ratio(
     make_app: AppFactory, exporter: InMemorySpanExporter
 ) -> None:
     app, _ = make_app(tracing_enabled=True, trace_sample_ratio=0.25)
-    with TestClient(app) as client:
+    with AppClient(app) as client:
         for _ in range(400):
             assert client.post("/v1/predict", json=one_instance_body()).status_code == 200
     spans = exporter.get_finished_spans()
@@ -281,7 +280,7 @@ def test_batch_spans_name_the_version_that_computed_them(
     async def scenario() -> None:
         batchers = {
             version: Batcher(
-                predict,
+                lambda batch: Outputs.of(predict(batch)),
                 max_batch_size=8,
                 max_batch_delay_ms=0,
                 max_queue_size=8,

@@ -6,12 +6,9 @@ import asyncio
 import time
 from pathlib import Path
 
-from litestar.testing import TestClient
-
-from serving.app import create_app
-from serving.lifecycle import Service
 from serving.settings import Settings
 from serving.transport.loop_lag import LoopLag
+from tests.conftest import AppStarter
 from tests.support.tiny_model import synthetic_images
 
 
@@ -64,16 +61,19 @@ def test_a_loop_that_stays_behind_shows_its_lag() -> None:
     assert asyncio.run(_sample(0.04, 0.001, 0.6)) > 0.02
 
 
-def test_the_standing_lag_counts_in_the_estimated_wait(tiny_model_repository: Path) -> None:
+def test_the_standing_lag_counts_in_the_estimated_wait(
+    tiny_model_repository: Path, app_client: AppStarter
+) -> None:
     """A request the loop is 0.9 s behind on cannot meet a 1 s deadline (75 % headroom)."""
     settings = Settings(model_repository=tiny_model_repository, request_timeout_ms=1000)
     body = {"instances": synthetic_images(1).tolist()}
-    with TestClient(create_app(settings)) as client:
-        service: Service = client.app.state.service
-        service.loop_lag.stop()  # hold the value still: the monitor would resample it
-        service.loop_lag.standing_s = 0.9
+    with app_client(settings) as client:
+        lag = client.served.pipeline.lag
+        assert isinstance(lag, LoopLag)
+        lag.stop()  # hold the value still: the monitor would resample it
+        lag.standing_s = 0.9
         refused = client.post("/v1/predict", json=body)
-        service.loop_lag.standing_s = 0.01
+        lag.standing_s = 0.01
         served = client.post("/v1/predict", json=body)
         metrics = client.get("/metrics").text
     assert refused.status_code == 503, refused.text

@@ -15,11 +15,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pytest
-from litestar.testing import TestClient
 
-from serving.app import create_app
 from serving.lifecycle import Service
 from serving.settings import Settings
+from tests.conftest import AppStarter
 from tests.support.tiny_model import synthetic_images
 
 from ..conftest import Gated
@@ -58,8 +57,8 @@ def read_binary_response(response: Any) -> tuple[dict[str, Any], dict[str, npt.N
 
 
 @pytest.fixture
-def client(settings: Settings) -> Any:
-    with TestClient(create_app(settings)) as test_client:
+def client(app_client: AppStarter) -> Any:
+    with app_client() as test_client:
         yield test_client
 
 
@@ -308,14 +307,16 @@ def _wait(condition: Callable[[], bool]) -> None:
         time.sleep(0.002)
 
 
-def test_queue_full_is_503_with_retry_after(tiny_model_repository: Path, gated: Gated) -> None:
+def test_queue_full_is_503_with_retry_after(
+    tiny_model_repository: Path, gated: Gated, app_client: AppStarter
+) -> None:
     settings = Settings(
         model_repository=tiny_model_repository, max_instances=4, max_queue_size=4, inline_max_rows=0
     )
     one = {"inputs": [pixels_input(synthetic_images(1), data=synthetic_images(1).tolist())]}
     four = {"inputs": [pixels_input(synthetic_images(4), data=synthetic_images(4).tolist())]}
-    with TestClient(create_app(settings, model_loader=gated.loader())) as client:
-        service: Service = client.app.state.service
+    with app_client(settings, model_loader=gated.loader()) as client:
+        service: Service = client.service
         session, batcher = gated.session, service.batcher
         assert session is not None
         assert batcher is not None
@@ -338,10 +339,12 @@ def test_queue_full_is_503_with_retry_after(tiny_model_repository: Path, gated: 
     assert sorted(r.status_code for r in results) == [200, 200]
 
 
-def test_parameters_timeout_is_the_deadline(tiny_model_repository: Path, gated: Gated) -> None:
+def test_parameters_timeout_is_the_deadline(
+    tiny_model_repository: Path, gated: Gated, app_client: AppStarter
+) -> None:
     settings = Settings(model_repository=tiny_model_repository, inline_max_rows=0)
     pixels = synthetic_images(1)
-    with TestClient(create_app(settings, model_loader=gated.loader())) as client:
+    with app_client(settings, model_loader=gated.loader()) as client:
         session = gated.session
         assert session is not None
         session.gate.clear()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import numpy as np
 import pytest
 from litestar.testing import TestClient
 from sklearn.metrics import accuracy_score, confusion_matrix
@@ -13,6 +12,8 @@ from sklearn.metrics import accuracy_score, confusion_matrix
 from serving.app import create_app
 from serving.feedback.ids import PredictionIds
 from serving.settings import Settings
+from serving.testing import AppClient
+from tests.conftest import AppStarter
 from tests.support.tiny_model import synthetic_images
 
 
@@ -33,8 +34,10 @@ def send(client: TestClient[Any], items: list[tuple[str, int]]) -> dict[str, int
     return answer
 
 
-def test_feedback_is_joined_once_and_quality_follows(settings: Settings) -> None:
-    with TestClient(create_app(settings)) as client:
+def test_feedback_is_joined_once_and_quality_follows(
+    settings: Settings, app_client: AppStarter
+) -> None:
+    with app_client(settings) as client:
         predictions = predict(client, 40)
         ids = [p["prediction_id"] for p in predictions]
         assert len(set(ids)) == 40
@@ -55,8 +58,8 @@ def test_feedback_is_joined_once_and_quality_follows(settings: Settings) -> None
     assert len(quality["per_class"]) == 10
 
 
-def test_forged_and_foreign_ids_are_unknown(settings: Settings) -> None:
-    with TestClient(create_app(settings)) as client:
+def test_forged_and_foreign_ids_are_unknown(settings: Settings, app_client: AppStarter) -> None:
+    with app_client(settings) as client:
         (prediction,) = predict(client, 1)
         real = prediction["prediction_id"]
         (foreign,) = PredictionIds(b"another key", 3600).issue([prediction["label"]], [0.9], "1")
@@ -83,8 +86,10 @@ def test_forged_and_foreign_ids_are_unknown(settings: Settings) -> None:
          + b"]}", 422),
     ],
 )  # fmt: skip
-def test_bad_bodies_get_a_json_error(settings: Settings, body: bytes, status: int) -> None:
-    with TestClient(create_app(settings)) as client:
+def test_bad_bodies_get_a_json_error(
+    settings: Settings, body: bytes, status: int, app_client: AppStarter
+) -> None:
+    with app_client(settings) as client:
         response = client.post(
             "/v1/feedback", content=body, headers={"content-type": "application/json"}
         )
@@ -92,48 +97,52 @@ def test_bad_bodies_get_a_json_error(settings: Settings, body: bytes, status: in
     assert response.json()["error"]["status"] == status
 
 
-def test_quality_before_any_feedback(settings: Settings) -> None:
-    with TestClient(create_app(settings)) as client:
+def test_quality_before_any_feedback(settings: Settings, app_client: AppStarter) -> None:
+    with app_client(settings) as client:
         quality = client.get("/v1/quality").json()
     assert (quality["labelled"], quality["accuracy"], quality["macro_f1"]) == (0, None, None)
 
 
 def test_a_second_app_with_the_same_key_and_store_joins_the_first_apps_ids(
-    settings: Settings, tmp_path: Any
+    settings: Settings,
+    tmp_path: Any,
+    app_client: AppStarter,
 ) -> None:
     """What workers (and replicas sharing a store) rely on: ids and duplicates cross apps."""
     shared = settings.model_copy(
         update={"feedback_key": "shared secret", "quality_store": tmp_path / "q.sqlite3"}
     )
-    with TestClient(create_app(shared)) as first, TestClient(create_app(shared)) as second:
+    with app_client(shared) as first, app_client(shared) as second:
         ids = [p["prediction_id"] for p in predict(first, 5)]
         assert send(second, [(i, 1) for i in ids]) == {"accepted": 5, "duplicates": 0, "unknown": 0}
         assert send(first, [(ids[0], 1)])["duplicates"] == 1
         assert first.get("/v1/quality").json() == second.get("/v1/quality").json()
 
 
-def test_ids_for_a_v2_response_join_like_v1_ids(settings: Settings) -> None:
-    """The helper the v2 protocol uses: one id per output row, in order, accepted by feedback."""
+def test_issued_ids_join_whatever_door_issued_them(settings: Settings) -> None:
+    """The one issuer every door uses: one id per row, in order, accepted by feedback."""
     app = create_app(settings)
-    feedback = app.state.feedback
-    probabilities = np.eye(10, dtype=np.float32)[[3, 1, 4]] * 0.9 + 0.01
-    ids = feedback.ids_for(probabilities, "1")
-    assert [feedback.ids.verify(i).label for i in ids] == [3, 1, 4]
-    with TestClient(app) as client:
+    feedback = app.feedback
+    ids = feedback.issue_ids([3, 1, 4], [0.91, 0.91, 0.91], "1")
+    issued = [feedback.ids.verify(i) for i in ids]
+    assert [p.label if p is not None else None for p in issued] == [3, 1, 4]
+    with AppClient(app) as client:
         assert send(client, [(i, 3) for i in ids]) == {"accepted": 3, "duplicates": 0, "unknown": 0}
         assert client.get("/v1/quality").json()["confusion"][3][1] == 1
 
 
-def test_ids_past_the_horizon_are_unknown(settings: Settings) -> None:
+def test_ids_past_the_horizon_are_unknown(settings: Settings, app_client: AppStarter) -> None:
     short = settings.model_copy(update={"feedback_horizon_s": 0.5})
-    with TestClient(create_app(short)) as client:
+    with app_client(short) as client:
         (prediction,) = predict(client, 1)
         time.sleep(1.6)  # issue times are whole seconds: expired for sure after 1.5 s
         answer = send(client, [(prediction["prediction_id"], 1)])
     assert answer == {"accepted": 0, "duplicates": 0, "unknown": 1}
 
 
-def test_v2_responses_carry_prediction_ids_that_feedback_joins(settings: Settings) -> None:
+def test_v2_responses_carry_prediction_ids_that_feedback_joins(
+    settings: Settings, app_client: AppStarter
+) -> None:
     """OIP v2 answers put one id per row in ``parameters.prediction_ids``, in row order."""
     pixels = synthetic_images(5, seed=3)
     body = {
@@ -142,7 +151,7 @@ def test_v2_responses_carry_prediction_ids_that_feedback_joins(settings: Setting
         ],
         "outputs": [{"name": "label"}],
     }
-    with TestClient(create_app(settings)) as client:
+    with app_client(settings) as client:
         answer = client.post("/v2/models/mnist/infer", json=body).json()
         ids = answer["parameters"]["prediction_ids"]
         (label_output,) = answer["outputs"]

@@ -16,7 +16,6 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
 from litestar.openapi.spec.enums import OpenAPIType
 
-from serving.api.errors import InvalidInputError, MalformedBodyError
 from serving.api.schemas import ErrorBody
 from serving.feedback.loop import (
     Feedback,
@@ -26,6 +25,7 @@ from serving.feedback.loop import (
     served_test_accuracy,
 )
 from serving.lifecycle import Service
+from serving.pipeline.errors import InvalidInputError, MalformedBodyError
 
 MAX_ITEMS = 1000
 JSON = "application/json"

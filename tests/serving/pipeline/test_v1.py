@@ -1,4 +1,5 @@
-"""Every decoder, fed hostile bytes: the only outcomes are a float32 array or a 4xx API error."""
+"""The v1 codec: every decoder, fed hostile bytes, gives a float32 array or a 4xx API error; the
+answer it encodes; its error shape."""
 
 from __future__ import annotations
 
@@ -12,16 +13,29 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from serving.api.decoding import (
-    FEATURES,
-    MAX_JSON_DEPTH,
-    Limits,
-    check_json_bounds,
-    decode,
-)
-from serving.api.errors import ApiError, MalformedBodyError
+from serving.pipeline.contract import Contract
+from serving.pipeline.errors import ApiError, MalformedBodyError
+from serving.pipeline.head import RequestHead
+from serving.pipeline.v1 import MAX_JSON_DEPTH, check_json_bounds
+from serving.pipeline.v1 import decode as decode_v1
 
-LIMITS = Limits(max_instances=8)
+FEATURES = 784
+CONTRACT = Contract(
+    model_name="mnist",
+    model_version="1",
+    input_name="pixels",
+    output_name="probabilities",
+    features=FEATURES,
+    classes=10,
+    max_instances=8,
+    side=28,
+)
+
+
+def decode(content_type: str, body: bytes, contract: Contract) -> Any:
+    return decode_v1(RequestHead(content_type=content_type.encode()), body, contract).pixels
+
+
 CONTENT_TYPES = ["application/json", "application/octet-stream", "image/png", "text/plain", ""]
 PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -29,7 +43,7 @@ PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[Heal
 def outcome(content_type: str, body: bytes) -> int:
     """200 for a decoded array, else the API error's status; anything else fails the test."""
     try:
-        pixels = decode(content_type, body, LIMITS)
+        pixels = decode(content_type, body, CONTRACT)
     except ApiError as exc:
         status, message = exc.status_code, str(exc)
     else:
@@ -41,7 +55,7 @@ def outcome(content_type: str, body: bytes) -> int:
     assert pixels.dtype == np.float32
     assert pixels.ndim == 2
     assert pixels.shape[1] == FEATURES
-    assert 1 <= pixels.shape[0] <= LIMITS.max_instances
+    assert 1 <= pixels.shape[0] <= CONTRACT.max_instances
     assert np.isfinite(pixels).all()
     assert ((pixels >= 0) & (pixels <= 1)).all()
     return 200
@@ -132,7 +146,7 @@ def test_png_like_data_gets_an_array_or_a_4xx(body: bytes) -> None:
 )
 def test_known_crashers_are_400(body: bytes) -> None:
     with pytest.raises(MalformedBodyError):
-        decode("application/json", body, LIMITS)
+        decode("application/json", body, CONTRACT)
 
 
 def test_bounds_allow_a_valid_body_and_refuse_one_level_too_deep() -> None:

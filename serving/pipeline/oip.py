@@ -1,11 +1,13 @@
-"""Open Inference Protocol v2 infer bodies <-> arrays, with the binary tensor data extension.
+"""The OIP codec: Open Inference Protocol v2 infer bodies <-> pixels, with the binary tensor
+data extension.
 
 A request is a JSON header, optionally followed by raw tensor bytes: ``Inference-Header-Content-
 Length`` says where the JSON ends and each input's ``parameters.binary_data_size`` how many bytes
-it takes. ``pixels`` arrives as FP32 in [0, 1] or UINT8 (divided by 255, like the v1 octet-stream
+it takes. The input arrives as FP32 in [0, 1] or UINT8 (divided by 255, like the v1 octet-stream
 path), validated here so a bad request is refused with 400 before it is queued. The response puts
 an output's data in JSON or, when asked (``binary_data`` per output, ``binary_data_output`` per
-request), as raw little-endian bytes after the JSON header.
+request), as raw little-endian bytes after the JSON header. Errors are OIP's ``{"error":
+"<message>"}`` (OIP has no 415 or 422: both are 400).
 """
 
 from __future__ import annotations
@@ -19,12 +21,22 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from serving.api.errors import MalformedBodyError
+from serving.batching import Outputs
+from serving.pipeline.contract import Contract
+from serving.pipeline.errors import MalformedBodyError, Status
+from serving.pipeline.head import RequestHead
+from serving.pipeline.pixels import Array, first_bad_pixel, from_uint8
 
-Array = npt.NDArray[np.float32]
-FEATURES = 784
+NAME = "v2"
 LABEL_OUTPUT = "label"
-_SCALE = np.float32(255.0)
+JSON = b"application/json"
+BINARY = b"application/octet-stream"
+#: The most bytes a row of binary tensor data takes (FP32; UINT8 takes a quarter).
+BYTES_PER_BINARY_PIXEL = 4
+#: Most characters a JSON pixel takes: the same lower bound of the rows as v1's.
+JSON_MAX_CHARS_PER_PIXEL = 24
+#: OIP has no 415 or 422: a body it cannot use is a bad request.
+_STATUS = {422: 400, 415: 400}
 #: The input datatypes accepted for ``pixels`` and their (little-endian) NumPy element types.
 INPUT_DATATYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "UINT8": np.dtype("u1")}
 _UINT8 = INPUT_DATATYPES["UINT8"]
@@ -75,24 +87,35 @@ _encoder = msgspec.json.Encoder()
 
 
 @dataclass(frozen=True, slots=True)
-class Contract:
-    """The tensor names and limits a request is checked against."""
-
-    input_name: str
-    output_name: str
-    max_instances: int
-
-
-@dataclass(frozen=True, slots=True)
-class InferRequest:
-    """A validated request: its pixels ``(n, 784)`` float32 and what the answer must hold."""
+class Request:
+    """A validated request: its pixels ``(n, features)`` float32 and what the answer must hold."""
 
     pixels: Array
     id: str | None
     #: Requested outputs in order, each with whether its data goes binary.
     outputs: list[tuple[str, bool]]
-    #: ``parameters.timeout`` in microseconds, if given.
-    timeout_us: float | None
+    #: ``parameters.timeout`` (microseconds), in seconds, if given: the request's deadline.
+    timeout_s: float | None
+
+
+def expected_rows(head: RequestHead, features: int) -> int:
+    """A lower bound of the rows of an infer body, from its headers alone: binary tensor data
+    after ``Inference-Header-Content-Length`` bytes of JSON, else the JSON rule."""
+    length = head.content_length
+    if length is None:
+        return 1
+    header_length = head.header_length
+    if header_length is None:
+        return max(1, length // (features * JSON_MAX_CHARS_PER_PIXEL))
+    if not header_length.isdigit():
+        return 1
+    return max(1, (length - int(header_length)) // (features * BYTES_PER_BINARY_PIXEL))
+
+
+def decode(head: RequestHead, body: bytes, contract: Contract, limit: int) -> Request:
+    """Undo a ``Content-Encoding``, then :func:`decode_infer`."""
+    body = decompress(body, head.content_encoding, limit)
+    return decode_infer(body, head.header_length, contract)
 
 
 def decompress(body: bytes, encoding: bytes | None, limit: int) -> bytes:
@@ -132,7 +155,7 @@ def split_body(body: bytes, header_length: bytes | None) -> tuple[bytes, memoryv
     return bytes(view[:size]), view[size:]
 
 
-def decode_infer(body: bytes, header_length: bytes | None, contract: Contract) -> InferRequest:
+def decode_infer(body: bytes, header_length: bytes | None, contract: Contract) -> Request:
     """Parse and validate an infer request; raises 400 ``MalformedBodyError`` naming the fault."""
     header, binary = split_body(body, header_length)
     request: _Request | _FlatRequest
@@ -153,18 +176,19 @@ def decode_infer(body: bytes, header_length: bytes | None, contract: Contract) -
         raise MalformedBodyError(
             f"body holds {len(binary)} bytes of binary tensor data, inputs declare {used}"
         )
-    return InferRequest(
+    timeout_us = _timeout_us(request.parameters)
+    return Request(
         pixels=pixels,
         id=request.id,
         outputs=_requested_outputs(request, contract),
-        timeout_us=_timeout_us(request.parameters),
+        timeout_s=None if timeout_us is None else timeout_us / 1e6,
     )
 
 
 def _input_pixels(
     tensor: _Tensor | _FlatTensor, binary: memoryview, contract: Contract
 ) -> tuple[Array, int]:
-    """The validated ``(n, 784)`` float32 pixels and how many binary bytes they used."""
+    """The validated ``(n, features)`` float32 pixels and how many binary bytes they used."""
     if tensor.name != contract.input_name:
         raise MalformedBodyError(
             f"unknown input {tensor.name!r}: this model takes {contract.input_name!r}"
@@ -176,17 +200,17 @@ def _input_pixels(
             "UINT8 pixels"
         )
     _refuse_unsupported(tensor.parameters, f"input {tensor.name!r}")
-    shape = tensor.shape
-    if len(shape) != 2 or shape[1] != FEATURES or shape[0] < 1:
+    shape, features = tensor.shape, contract.features
+    if len(shape) != 2 or shape[1] != features or shape[0] < 1:
         raise MalformedBodyError(
-            f"input {tensor.name!r} has shape {shape}; expected [n, {FEATURES}] with n >= 1"
+            f"input {tensor.name!r} has shape {shape}; expected [n, {features}] with n >= 1"
         )
     rows = shape[0]
     if rows > contract.max_instances:
         raise MalformedBodyError(
             f"a request holds 1 to {contract.max_instances} instances; got {rows}"
         )
-    count = rows * FEATURES
+    count = rows * features
     size = tensor.parameters.get("binary_data_size")
     if size is not None:
         if tensor.data is not None:
@@ -206,7 +230,7 @@ def _input_pixels(
                 )
         else:
             values, used = _json_values(tensor.name, tensor.data, dtype, count), 0
-    return _scaled(tensor.name, values.reshape(rows, FEATURES)), used
+    return _scaled(tensor.name, values.reshape(rows, features)), used
 
 
 def _binary_values(
@@ -253,19 +277,13 @@ def _json_values(name: str, data: object, dtype: np.dtype[Any], count: int) -> n
 def _scaled(name: str, values: npt.NDArray[Any]) -> Array:
     """UINT8 -> pixel / 255; FP32 checked finite and in [0, 1] (the message names the value)."""
     if values.dtype == np.uint8:
-        scaled: Array = np.divide(values, _SCALE, dtype=np.float32)
-        return scaled
+        return from_uint8(values)
     pixels: Array = values.astype(np.float32, copy=False)
-    if pixels.min() >= 0.0 and pixels.max() <= 1.0:  # False for NaN: reported below
-        return pixels
-    bad = ~np.isfinite(pixels) | (pixels < 0.0) | (pixels > 1.0)
-    if bad.any():
-        row, pixel = (int(i) for i in np.argwhere(bad)[0])
-        value = float(pixels[row, pixel])
-        problem = "is not finite" if not math.isfinite(value) else "is outside [0, 1]"
+    bad = first_bad_pixel(pixels)
+    if bad is not None:
         raise MalformedBodyError(
-            f"input {name!r}: instance {row}: value {value!r} at pixel {pixel} {problem} "
-            "(send FP32 pixel / 255, or UINT8 pixels)"
+            f"input {name!r}: instance {bad.row}: value {bad.value!r} at pixel {bad.pixel} "
+            f"{bad.problem} (send FP32 pixel / 255, or UINT8 pixels)"
         )
     return pixels
 
@@ -342,30 +360,25 @@ class _Response(msgspec.Struct, omit_defaults=True):
 
 
 @dataclass(frozen=True, slots=True)
-class EncodedResponse:
+class Encoded:
     body: bytes
     #: Length of the JSON header when binary data follows it, else None.
     header_length: int | None
 
 
-def encode_infer(
-    probabilities: Array,
-    request: InferRequest,
-    model_name: str,
-    model_version: str,
-    output_name: str,
-    prediction_ids: list[str] | None = None,
-) -> EncodedResponse:
+def encode(
+    outputs: Outputs, request: Request, contract: Contract, prediction_ids: list[str] | None
+) -> Encoded:
     """The response body: JSON header, then the binary outputs in the order requested."""
-    rows = int(probabilities.shape[0])
+    rows = outputs.rows
     tensors: list[_OutTensor] = []
     chunks: list[bytes] = []
     for name, binary in request.outputs:
-        if name == output_name:
-            array: npt.NDArray[Any] = probabilities.astype("<f4", copy=False)
-            datatype, shape = "FP32", [rows, int(probabilities.shape[1])]
+        if name == contract.output_name:
+            array: npt.NDArray[Any] = outputs.probabilities.astype("<f4", copy=False)
+            datatype, shape = "FP32", [rows, contract.classes]
         else:
-            array = probabilities.argmax(axis=1).astype("<i8")
+            array = outputs.labels.astype("<i8")
             datatype, shape = "INT64", [rows]
         if binary:
             raw = array.tobytes()
@@ -378,7 +391,30 @@ def encode_infer(
     parameters: dict[str, object] | None = (
         {"prediction_ids": prediction_ids} if prediction_ids is not None else None
     )
-    header = _encoder.encode(_Response(model_name, model_version, tensors, request.id, parameters))
+    header = _encoder.encode(
+        _Response(contract.model_name, contract.model_version, tensors, request.id, parameters)
+    )
     if not chunks:
-        return EncodedResponse(header, None)
-    return EncodedResponse(b"".join([header, *chunks]), len(header))
+        return Encoded(header, None)
+    return Encoded(b"".join([header, *chunks]), len(header))
+
+
+class OipError(msgspec.Struct):
+    """The Open Inference Protocol's error body: clients (tritonclient among them) read
+    ``error`` as a string."""
+
+    error: str
+
+
+def error(status: Status) -> tuple[int, bytes]:
+    """The status and body an OIP client gets."""
+    return _STATUS.get(status.code, status.code), _encoder.encode(OipError(status.message))
+
+
+PREFIX = "/v2"
+
+
+def is_oip_path(path: str) -> bool:
+    """True for the OIP paths: their errors (404, 405, 413 from the router too) take the OIP
+    shape."""
+    return path == PREFIX or path.startswith(PREFIX + "/")

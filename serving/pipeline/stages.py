@@ -1,0 +1,210 @@
+"""The request path of every prediction, stage by stage, whatever door it came through.
+
+    arrive   the door (route + codec) from the method and path; the head from one header pass
+    admit    once: ready? the version? queue room and the wait against the deadline? -> Ticket
+    read     the body (413 past the limit)
+    decode   the codec: validated float32 (rows, features) against the model's contract
+    submit   the batcher: queued, batched, computed; Outputs with each row's label, once
+    result   prediction ids (the feedback join key) from those labels
+    encode   the codec: the answer in the door's wire format (or its error shape)
+    observe  the hooks (serving/pipeline/hooks.py): metrics and the sampled request's span
+
+The HTTP protocol runs ``arrive`` + ``admit`` as soon as a request's headers are complete and
+writes a refusal itself (no app code, no body read); an admitted request carries its
+:class:`Ticket` in the ASGI scope to :meth:`Pipeline.serve`. The gRPC door calls the same
+stages with its own codec.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from litestar.types import Receive, Send
+
+import serving.pipeline.admission as admission
+from serving.batching import Batcher
+from serving.lifecycle import Service
+from serving.model import LoadedModel
+from serving.pipeline.body import read_body
+from serving.pipeline.codec import Answer
+from serving.pipeline.contract import Contract
+from serving.pipeline.doors import Door, find_door
+from serving.pipeline.errors import MalformedBodyError, NotFoundError, status_of
+from serving.pipeline.head import RequestHead, request_id
+from serving.pipeline.hooks import NullRequestObserver, RequestObserver
+
+logger = logging.getLogger(__name__)
+
+#: ``scope["extensions"][TICKET]``: the protocol's admission of the request (a Ticket).
+TICKET = "serving.ticket"
+
+#: ``(labels, confidences, model version) -> one prediction id per row``
+#: (``serving.feedback.loop.Feedback.issue_ids``).
+IssueIds = Callable[[Sequence[int], Sequence[float], str], list[str]]
+
+
+@dataclass(slots=True)
+class Ticket:
+    """A prediction request admitted once: everything the later stages need."""
+
+    door: Door
+    head: RequestHead
+    request_id: str
+    #: ``time.monotonic()`` when its bytes arrived (serving/transport/arrival.py).
+    arrived_at: float
+    #: ``time.monotonic()`` by which it must be answered (arrival + its timeout).
+    deadline: float
+    batcher: Batcher
+    contract: Contract
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A request answered from its headers alone (not ready, overloaded, a bad header...)."""
+
+    answer: Answer
+    template: str
+    request_id: str
+    #: Close the connection after it (the service is draining: clients must go elsewhere).
+    close: bool = False
+
+
+class Pipeline:
+    """One per app: the stages above over the app's ``Service`` and feedback ids."""
+
+    def __init__(
+        self,
+        service: Service,
+        issue_ids: IssueIds,
+        observer: RequestObserver | None = None,
+        lag: admission.Lag | None = None,
+    ) -> None:
+        """``lag``: the event loop's standing lag (the app's ``LoopLag``), a wait the queue does
+        not see, added to every estimate."""
+        self.service = service
+        self.lag: admission.Lag = lag or admission.NoLag()
+        self.observer: RequestObserver = observer or NullRequestObserver()
+        self._issue_ids = issue_ids
+        settings = service.settings
+        self._model_name = settings.model_name
+        self._default_timeout_s = settings.request_timeout_ms / 1000.0
+        self._max_timeout_s = settings.max_request_timeout_ms / 1000.0
+        self._max_body = settings.max_body_bytes
+        self._max_instances = settings.max_instances
+        self._contracts: dict[tuple[str, str], Contract] = {}
+
+    # ------------------------------------------------------------------ arrive + admit
+    def arrive(
+        self, method: str, path: str, head: RequestHead, arrived_at: float
+    ) -> Ticket | Refusal | None:
+        """None when the request is no prediction; else its ticket, or the refusal to send."""
+        door = find_door(method, path)
+        if door is None:
+            return None
+        try:
+            return self.admit(door, head, arrived_at)
+        except Exception as exc:
+            rid = request_id(head.request_id)
+            answer = self.error(door, exc, rid)
+            self.observer.on_refused(door.template, answer.status, time.monotonic() - arrived_at)
+            return Refusal(answer, door.template, rid, self.service.closing)
+
+    def admit(self, door: Door, head: RequestHead, arrived_at: float) -> Ticket:
+        """Admit once (raises what the client is told instead: 404, 400, 503)."""
+        if door.model_name is not None and door.model_name != self._model_name:
+            raise NotFoundError(
+                f"unknown model {door.model_name!r}: this server serves {self._model_name!r}"
+            )
+        timeout_s = self._default_timeout_s
+        if door.codec.timeout_header:
+            try:
+                timeout_s = admission.header_timeout_s(
+                    head.timeout, self._default_timeout_s, self._max_timeout_s
+                )
+            except ValueError as exc:
+                raise MalformedBodyError(str(exc)) from None
+        deadline = arrived_at + timeout_s
+        batcher, model = self.service.admit(door.version)
+        contract = self.contract(model)
+        rows = door.codec.expected_rows(head, contract.features)
+        admission.admit(self.service, batcher, rows, deadline, budget_s=timeout_s, lag=self.lag)
+        return Ticket(
+            door, head, request_id(head.request_id), arrived_at, deadline, batcher, contract
+        )
+
+    def contract(self, model: LoadedModel) -> Contract:
+        key = (model.version, model.sha256)
+        contract = self._contracts.get(key)
+        if contract is None:
+            contract = self._contracts[key] = Contract.of(model, self._max_instances)
+        return contract
+
+    # ------------------------------------------------------------------ serve (HTTP)
+    async def serve(self, ticket: Ticket, receive: Receive, send: Send) -> None:
+        """Read, decode, submit, encode, send and observe one admitted HTTP request."""
+        observer = self.observer
+        observer.on_start()
+        started = time.perf_counter()
+        span = observer.span(ticket.door, ticket.head)
+        if span is None:
+            status = await self._serve(ticket, receive, send)
+        else:
+            with span:
+                status = await self._serve(ticket, receive, send)
+                span.finish(status)
+        observer.on_end(ticket.door.template, status, time.perf_counter() - started)
+
+    async def _serve(self, ticket: Ticket, receive: Receive, send: Send) -> int:
+        codec = ticket.door.codec
+        contract = ticket.contract
+        try:
+            body = await read_body(receive, self._max_body, ticket.head.content_length)
+            decoded = codec.decode(ticket.head, body, contract, self._max_body)
+            deadline = ticket.deadline
+            if decoded.timeout_s is not None:  # a deadline from the body (OIP)
+                deadline = ticket.arrived_at + min(decoded.timeout_s, self._max_timeout_s)
+            outputs = await ticket.batcher.submit(decoded.pixels, deadline)
+            ids = self._issue_ids(
+                outputs.labels.tolist(), outputs.confidences.tolist(), contract.model_version
+            )
+            answer = codec.encode(outputs, decoded, contract, ids)
+        except Exception as exc:
+            answer = self.error(ticket.door, exc, ticket.request_id)
+        await send_answer(send, answer, ticket.request_id, self.service.closing)
+        return answer.status
+
+    def error(self, door: Door, exc: BaseException, rid: str) -> Answer:
+        """``exc`` in the door's error shape, with Retry-After on a 503."""
+        status = status_of(exc)
+        if status.code == 500:
+            logger.error("request %s: %s", rid, exc, exc_info=exc)
+        self.observer.on_error(exc)
+        answer = door.codec.error(status, rid)
+        if status.retry_after_s is not None:
+            answer.headers.append((b"retry-after", b"%d" % status.retry_after_s))
+        return answer
+
+
+async def send_answer(send: Send, answer: Answer, rid: str, closing: bool) -> None:
+    """Two ASGI messages: the status line with every header, then the whole body."""
+    headers = [
+        (b"content-type", answer.content_type),
+        (b"content-length", b"%d" % len(answer.body)),
+        (b"x-request-id", rid.encode("latin-1")),
+        *answer.headers,
+    ]
+    if closing:  # while draining, keep-alive clients must not reuse the connection
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+    await send({"type": "http.response.body", "body": answer.body, "more_body": False})
+
+
+def ticket_of(scope: Mapping[str, Any]) -> Ticket | None:
+    """The protocol's ticket for this request (None: the protocol did not admit it)."""
+    extensions = scope.get("extensions")
+    ticket = extensions.get(TICKET) if extensions else None
+    return ticket if isinstance(ticket, Ticket) else None
