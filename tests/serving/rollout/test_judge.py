@@ -5,22 +5,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import msgspec
 import numpy as np
 import numpy.typing as npt
 import pytest
 
 from serving.rollout.evidence import (
-    LATENCY_BINS,
-    LATENCY_EDGES,
     Evidence,
     EvidenceRecorder,
-    PairCounts,
     Role,
-    VersionCounts,
 )
 from serving.rollout.judge import Status, Verdict, judge
 from serving.rollout.policy import AccuracyRule, Policy, Rules
+from tests.serving.rollout.builders import counts, diagonal, evidence, latency_bins
 from tests.serving.rollout.models import Mnist, constant
 
 Model = Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]]
@@ -184,38 +180,6 @@ def test_canary_catches_a_swap_from_labels(mnist_models: Mnist) -> None:
 
 
 # ---------------------------------------------------------------------- constructed evidence
-def counts(rows: int, errors: int = 0, **fields: object) -> VersionCounts:
-    """``rows`` rows in batches of one, those answered spread evenly over the classes with a
-    mean confidence of 0.9, all in one latency bin; ``fields`` override."""
-    answered = rows - errors
-    base = VersionCounts(
-        rows=rows,
-        errors=errors,
-        batches=rows,
-        classes=tuple([answered // 10] * 10),
-        confidence_sum=0.9 * answered,
-        confidence_squares=0.82 * answered,
-        latency=bin_counts({2e-4: rows}),
-    )
-    return msgspec.structs.replace(base, **fields)
-
-
-def bin_counts(samples: dict[float, int]) -> tuple[int, ...]:
-    cells = [0] * LATENCY_BINS
-    for seconds, n in samples.items():
-        cells[int(np.searchsorted(LATENCY_EDGES, seconds, side="right")) - 1] += n
-    return tuple(cells)
-
-
-def evidence(stable: VersionCounts, candidate: VersionCounts, **pairs: object) -> Evidence:
-    return msgspec.structs.replace(
-        Evidence.empty(1, 2, 10),
-        stable=stable,
-        candidate=candidate,
-        pairs=msgspec.structs.replace(PairCounts.empty(10), **pairs),
-    )
-
-
 def test_unpaired_accuracy_at_its_planned_size() -> None:
     needed = 3013  # labels_unpaired(0.98, 0.01): stable's observed accuracy is 0.98
     stable = counts(20_000, labelled=needed, correct=round(0.98 * needed))
@@ -249,10 +213,6 @@ def test_paired_accuracy_counts_only_the_rows_the_versions_judge_differently() -
     assert rule(judge(fine, Policy()), "accuracy") is Status.PASS
 
 
-def diagonal(rows: int) -> tuple[int, ...]:
-    return tuple((rows // 10) if i % 11 == 0 else 0 for i in range(100))
-
-
 def test_errors_five_in_a_thousand_against_none_roll_back() -> None:
     stable = counts(5000)
     assert judge(evidence(stable, counts(1000, errors=5)), Policy()).action == "rollback"
@@ -260,9 +220,9 @@ def test_errors_five_in_a_thousand_against_none_roll_back() -> None:
 
 
 def test_latency_a_far_slower_candidate_is_rolled_back_a_slightly_slower_one_passes() -> None:
-    stable = counts(1000, latency=bin_counts({2e-4: 950, 3e-4: 50}))
-    slow = counts(1000, latency=bin_counts({1e-3: 950, 1.5e-3: 50}))
-    slightly = counts(1000, latency=bin_counts({2.4e-4: 950, 3.6e-4: 50}))
+    stable = counts(1000, latency=latency_bins({2e-4: 950, 3e-4: 50}))
+    slow = counts(1000, latency=latency_bins({1e-3: 950, 1.5e-3: 50}))
+    slightly = counts(1000, latency=latency_bins({2.4e-4: 950, 3.6e-4: 50}))
     verdict = judge(evidence(stable, slow), Policy())
     assert [r.rule for r in verdict.rules if r.status is Status.FAIL] == ["latency"]
     assert rule(judge(evidence(stable, slightly), Policy()), "latency") is Status.PASS
