@@ -52,6 +52,11 @@ class RolloutSettings(BaseSettings):
         description="How often one worker judges the rollout's evidence, merged from all "
         "workers (rollout.toml: evaluation_interval_s).",
     )
+    rollout_client_header: str = Field(
+        default="x-client-id",
+        description="Request header naming the client: a canary keeps each client on one "
+        "version (hashed); a request without it is routed at random.",
+    )
     rollout_state: Path | None = Field(
         default=None,
         description="SQLite file the workers share for rollout state and evidence; on a "

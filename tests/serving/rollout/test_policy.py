@@ -130,3 +130,12 @@ def test_a_file_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
     load = PolicySource(tmp_path, Policy()).read()
     assert load.status == "refused"
     assert load.policy == Policy()
+
+
+def test_every_rollout_setting_is_documented_in_one_line_and_named_serving_rollout() -> None:
+    """What ``make docs`` will need once these move into ``Settings``."""
+    for name, field in RolloutSettings.model_fields.items():
+        assert name.startswith("rollout_")
+        assert field.description
+        assert "\n" not in field.description
+    assert RolloutSettings().default_policy() == Policy()  # the settings' defaults agree
