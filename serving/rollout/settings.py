@@ -57,7 +57,7 @@ class RolloutSettings(BaseSettings):
         description="Request header naming the client: a canary keeps each client on one "
         "version (hashed); a request without it is routed at random.",
     )
-    rollout_state: Path | None = Field(
+    rollout_store: Path | None = Field(
         default=None,
         description="SQLite file the workers share for rollout state and evidence; on a "
         "persistent volume a restart resumes a rollout. Unset: a temporary file per start.",

@@ -265,4 +265,13 @@ class _Transaction:
         self._db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, kind: object, value: object, traceback: object) -> None:
-        self._db.execute("COMMIT" if kind is None else "ROLLBACK")
+        if kind is not None:
+            self._db.execute("ROLLBACK")
+            return
+        try:
+            self._db.execute("COMMIT")
+        except BaseException:
+            # A failed COMMIT (disk full, I/O error) leaves the transaction open, and every
+            # later BEGIN on this connection would fail: end it here.
+            self._db.execute("ROLLBACK")
+            raise
