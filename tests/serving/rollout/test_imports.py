@@ -1,0 +1,21 @@
+"""serving/rollout stands alone: it will be called from the request path, so it must import
+nothing from it (no cycle can then form when the wiring lands), least of all the API or the
+transport."""
+
+from __future__ import annotations
+
+from tests.serving.test_import_graph import import_graph
+
+
+def test_rollout_imports_only_itself_from_serving() -> None:
+    graph = import_graph()
+    rollout = {name for name in graph if name.startswith("serving.rollout")}
+    assert "serving.rollout.store" in rollout
+    outside = {
+        (module, target)
+        for module in rollout
+        for target in graph[module]
+        if not target.startswith("serving.rollout")
+    }
+    assert outside == set()
+    assert "serving.rollout.state" in graph["serving.rollout.store"]  # edges are found
