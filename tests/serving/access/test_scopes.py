@@ -14,6 +14,7 @@ from litestar import Litestar
 from litestar.exceptions import MethodNotAllowedException, NotFoundException
 from litestar.utils.path import normalize_path
 
+from serving.access import scopes
 from serving.access.scopes import (
     GRANTABLE,
     Scope,
@@ -236,3 +237,16 @@ def test_spellings_reach_routes_often_enough(app: Litestar) -> None:
 
     count()
     assert routed >= 80  # 95 of 300 at the time of writing (deterministic: derandomize)
+
+
+def test_learned_targets_are_bounded_and_only_routes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(scopes, "_LEARNED", {})
+    assert route_scope_of_target(b"GET", b"/no/such/route") is Scope.UNROUTED
+    assert scopes._LEARNED == {}  # junk paths are not kept
+    for i in range(scopes._LEARNED_MAX + 50):
+        assert route_scope_of_target(b"POST", f"/v2/models/m{i}/infer".encode()) is I
+    assert len(scopes._LEARNED) == scopes._LEARNED_MAX
+    # Learned or not, the answer is the same.
+    assert route_scope_of_target(b"POST", b"/v2/models/m0/infer") is I
+    assert route_scope_of_target(b"POST", b"/v2/models/m999/infer") is I
+    assert route_scope_of_target(b"GET", b"/v2/models/m0") is R
