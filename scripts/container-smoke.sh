@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Container smoke test: build Dockerfile.serve, run it, wait for /readyz, check one /v1/predict
-# answer, run the image's HEALTHCHECK, report the image size, stop it with SIGTERM and require
-# exit code 0 (graceful drain).
+# answer, check that unloading the model without a key is refused (403: the control API is off
+# without a keys file, docs/security.md), run the image's HEALTHCHECK, report the image size, stop
+# it with SIGTERM and require exit code 0 (graceful drain).
 #
 # Engine: Docker when a daemon answers, else podman. Where no registry can be reached (this
 # project's build machine), podman needs a stand-in for python:3.11-slim-bookworm: with
@@ -168,6 +169,24 @@ line = 'inference_http_requests_total{method="POST",route="/v1/predict",status="
 assert line in text, "the predict request is not counted on /metrics"
 assert "inference_model_info{" in text
 print("[container-smoke] /metrics ok: the request is counted", file=sys.stderr)
+PY
+
+# One request without a key must not be able to take the model down (issue 25).
+python3 - "$url" <<'PY' || { "$engine" logs "$name" >&2; die "unload without a key was not refused"; }
+import json, sys, urllib.error, urllib.request
+url = sys.argv[1]
+req = urllib.request.Request(f"{url}/v2/repository/models/mnist/unload", data=b"", method="POST")
+try:
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        sys.exit(f"[container-smoke] unload without a key answered {resp.status}: the model is unloaded")
+except urllib.error.HTTPError as exc:
+    status, body = exc.code, exc.read().decode()
+assert status == 403, (status, body)
+message = json.loads(body)["error"]  # the OIP shape on /v2 paths
+assert "SERVING_KEYS_FILE" in message, message
+with urllib.request.urlopen(f"{url}/v2/models/mnist/ready", timeout=10) as resp:
+    assert resp.status == 200, resp.status  # still served
+print("[container-smoke] unload without a key: 403, the model is still served", file=sys.stderr)
 PY
 
 if [[ $engine == podman ]]; then

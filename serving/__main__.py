@@ -47,6 +47,9 @@ def parse_args(argv: list[str] | None) -> dict[str, Any]:
     _flag(parser, "--variant", "model_variant")
     _flag(parser, "--workers", "workers", type=int)
     _flag(parser, "--log-level", "log_level")
+    _flag(parser, "--keys-file", "keys_file", type=Path)
+    _flag(parser, "--ssl-certfile", "ssl_certfile", type=Path)
+    _flag(parser, "--ssl-keyfile", "ssl_keyfile", type=Path)
     return {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
 
 

@@ -254,3 +254,43 @@ class Settings(BaseSettings):
         if self.max_request_timeout_ms < self.request_timeout_ms:
             raise ValueError("max_request_timeout_ms must be >= request_timeout_ms")
         return self
+
+    # ---------------------------------------------------------------- access and TLS (issue 25)
+    # One block, kept together until the request-path rewrite lands: serving/access/ reads these.
+    keys_file: Path | None = Field(
+        default=None,
+        description="TOML file of API keys ([[keys]]: name, key or sha256, scopes, rate_per_s; "
+        "docs/security.md), re-read when it changes. Unset: the admin API is off (403) and the "
+        "rest is open; with it, SERVING_REQUIRE_KEYS=true closes infer, feedback and read too.",
+    )
+    require_keys: bool = Field(
+        default=False,
+        description="Make infer, feedback and read need a key too (health and the page stay "
+        "open); needs keys_file.",
+    )
+    keys_reload_interval_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="How often each worker re-reads keys_file and swaps a changed, valid one in "
+        "(an invalid file is refused; the keys in force stay).",
+    )
+    ssl_certfile: Path | None = Field(
+        default=None,
+        description="PEM certificate (chain) to serve HTTPS; unset: plain HTTP, TLS ends at the "
+        "load balancer (docs/security.md).",
+    )
+    ssl_keyfile: Path | None = Field(
+        default=None, description="PEM private key (unencrypted) of ssl_certfile."
+    )
+
+    @model_validator(mode="after")
+    def _check_access(self) -> Settings:
+        if self.require_keys and self.keys_file is None:
+            raise ValueError("require_keys needs keys_file: without keys no request could pass")
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("set ssl_certfile and ssl_keyfile together")
+        for name, path in (("ssl_certfile", self.ssl_certfile), ("ssl_keyfile", self.ssl_keyfile)):
+            # Checked here, once, rather than as a traceback from every worker's uvicorn.
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name} {path} is not a file")
+        return self

@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -50,7 +51,9 @@ class ServerProcess:
 
     ``args`` follow the Python interpreter (default ``-m serving``). ``SERVING_HOST`` and
     ``SERVING_PORT`` are set for the child (a free port unless ``port`` is given); ``env`` goes
-    on top of the current environment. stdout and stderr go to ``log_path``.
+    on top of the current environment. stdout and stderr go to ``log_path``. ``ca_file``: the
+    server speaks HTTPS with a certificate this CA signed (SERVING_SSL_* in ``env`` or ``args``);
+    ``base_url`` is then ``https://`` and ``/readyz`` is polled over TLS, verified with the CA.
     """
 
     def __init__(
@@ -63,9 +66,12 @@ class ServerProcess:
         cpu: int | None = None,
         ready_timeout_s: float = 60.0,
         cwd: Path | None = None,
+        ca_file: Path | None = None,
     ) -> None:
         self.port = port if port is not None else free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.ca_file = ca_file
+        scheme = "http" if ca_file is None else "https"
+        self.base_url = f"{scheme}://127.0.0.1:{self.port}"
         self.log_path = log_path
         self.cmd = pinned([sys.executable, *args], cpu)
         self.env = {
@@ -94,13 +100,15 @@ class ServerProcess:
             )
         self._process = process
         deadline = time.monotonic() + self.ready_timeout_s
+        context = None if self.ca_file is None else ssl.create_default_context(cafile=self.ca_file)
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise RuntimeError(
                     f"server exited with {process.returncode} before ready:\n{self.log()}"
                 )
             try:
-                with urllib.request.urlopen(f"{self.base_url}/readyz", timeout=1) as response:
+                url = f"{self.base_url}/readyz"
+                with urllib.request.urlopen(url, timeout=1, context=context) as response:
                     if response.status == 200:
                         return self
             except OSError:

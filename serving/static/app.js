@@ -2,8 +2,10 @@
 // (preprocess.js) and its 784 bytes are POSTed to /v1/predict as application/octet-stream;
 // the answer fills the label, the ten bars and the round-trip latency. The feedback buttons
 // appear only when the service returns a prediction_id (its feedback API), and send
-// {"feedback": [{"prediction_id", "label"}]} to /v1/feedback.
+// {"feedback": [{"prediction_id", "label"}]} to /v1/feedback. Every API call goes through
+// auth.js, which adds the tab's API key when there is one and opens the key panel on a 401.
 
+import { KeyPanel, apiFetch, onUnauthorized } from "./auth.js";
 import { Monitor } from "./monitor.js";
 import { Pad } from "./pad.js";
 import { SIZE, alphaOf, toMnist } from "./preprocess.js";
@@ -26,6 +28,7 @@ let generation = 0; // bumped by Clear: answers to an erased drawing are dropped
 let timer = null;
 let inFlight = null;
 let last = null; // the last prediction shown
+let drawn = 0; // strokes of the current drawing (0: nothing to ask about)
 
 function element(tag, attributes = {}, text = "") {
   const node = document.createElement(tag);
@@ -93,6 +96,7 @@ function reset() {
   inFlight?.abort();
   generation++;
   last = null;
+  drawn = 0;
   ui.prediction.textContent = DASH;
   ui.prediction.classList.remove("stale");
   delete ui.prediction.dataset.strokes;
@@ -154,7 +158,7 @@ async function predict(strokes) {
   let response;
   let body = null;
   try {
-    response = await fetch("/v1/predict", {
+    response = await apiFetch("/v1/predict", {
       method: "POST",
       headers: { "Content-Type": "application/octet-stream" },
       body: pixels,
@@ -185,7 +189,7 @@ async function sendFeedback(label) {
   ui.feedbackStatus.textContent = "Sending\u2026";
   let text;
   try {
-    const response = await fetch("/v1/feedback", {
+    const response = await apiFetch("/v1/feedback", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ feedback: [{ prediction_id: prediction.prediction_id, label }] }),
@@ -212,6 +216,7 @@ buildFeedbackButtons();
 const monitor = new Monitor(document.querySelector("[data-testid=monitor]"));
 const pad = new Pad($("pad"), {
   onStroke(strokes) {
+    drawn = strokes;
     clearTimeout(timer);
     ui.prediction.classList.add("stale");
     timer = setTimeout(() => predict(strokes), DEBOUNCE_MS);
@@ -219,5 +224,14 @@ const pad = new Pad($("pad"), {
   onClear: reset,
 });
 $("clear").addEventListener("click", () => pad.clear());
+const keys = new KeyPanel($("key-panel"), {
+  // A key entered or forgotten: ask again about the drawing on the pad, refresh the monitor.
+  onChange() {
+    if (drawn > 0) predict(drawn);
+    monitor.discover();
+    monitor.poke();
+  },
+});
+onUnauthorized(() => keys.ask());
 reset();
 monitor.start();

@@ -2,7 +2,9 @@
 // WINDOW_MS and shows the differences (metrics.js). The model comes from GET /v1/models; live
 // accuracy from GET /v1/quality, asked only once the service is known to have it (its OpenAPI
 // document lists it, or a prediction carried a prediction_id), so the page never causes 404s.
+// Calls go through auth.js (the tab's API key, if any).
 
+import { apiFetch } from "./auth.js";
 import { parsePrometheus, summarise } from "./metrics.js";
 
 export const POLL_MS = 2000;
@@ -15,7 +17,7 @@ const QUALITY_PATH = "/v1/quality";
 const DASH = "\u2013";
 
 async function getJson(path) {
-  const response = await fetch(path, { cache: "no-store" });
+  const response = await apiFetch(path, { cache: "no-store" });
   return { status: response.status, body: response.ok ? await response.json() : null };
 }
 
@@ -100,7 +102,7 @@ export class Monitor {
       const { body } = await getJson("/v1/models");
       if (body?.models?.length) this.model = body.models[0];
     }
-    const response = this.metrics ? await fetch("/metrics", { cache: "no-store" }) : null;
+    const response = this.metrics ? await apiFetch("/metrics", { cache: "no-store" }) : null;
     const now = performance.now();
     if (response === null || !response.ok) {
       if (response?.status === 404) this.metrics = false; // switched off: stop asking

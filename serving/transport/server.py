@@ -114,6 +114,9 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
         access_log=False,
         workers=settings.workers,
         timeout_graceful_shutdown=math.ceil(settings.drain_timeout_s),
+        # HTTPS in the service itself (docs/security.md says when); None: plain HTTP.
+        ssl_certfile=settings.ssl_certfile,
+        ssl_keyfile=settings.ssl_keyfile,
     )
 
 

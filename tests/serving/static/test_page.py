@@ -3,7 +3,8 @@
 Real MNIST test digits are replayed as mouse strokes over the pad (one stroke per run of ink
 along each row), so the whole path runs: pointer events, canvas, preprocessing in the browser,
 raw bytes over HTTP, batcher, onnxruntime, and back to the page. Every request outside the
-service is blocked: the page must work with no network.
+service is blocked: the page must work with no network. No Content-Security-Policy violation
+may be reported (the policy is the service's: serving/api/page.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy.typing as npt
 import pytest
 from playwright.sync_api import Browser, Page, Request, Route, expect
 
+from tests.serving.static.csp import csp_violations, watch_csp
 from tests.support.browser import OfflinePage, offline_page
 from tests.support.server import RunningServer
 from training.data import Mnist
@@ -87,6 +89,7 @@ def preview_pixels(page: Page) -> U8:
 @pytest.fixture
 def desktop(browser: Browser, mnist_server: RunningServer) -> Iterator[OfflinePage]:
     with offline_page(browser, mnist_server.base_url, viewport=DESKTOP) as opened:
+        watch_csp(opened.page)
         yield opened
 
 
@@ -151,6 +154,7 @@ def test_drawn_mnist_digits_are_recognised_and_the_monitor_moves(
     page.screenshot(path=tmp_path / "page.png", full_page=True)
     assert (tmp_path / "page.png").stat().st_size > 10_000
     assert desktop.problems() == []
+    assert csp_violations(page) == []
 
 
 def check_real_feedback(opened: OfflinePage, label: int) -> None:
@@ -205,11 +209,13 @@ def test_feedback_buttons_follow_the_feedback_api_contract(
     expect(page.get_by_test_id("feedback-7")).to_be_hidden()
     expect(page.get_by_test_id("prediction")).to_have_text("\u2013")
     assert desktop.problems() == []
+    assert csp_violations(page) == []
 
 
 def test_a_phone_draws_with_touch(browser: Browser, mnist_server: RunningServer) -> None:
     with offline_page(browser, mnist_server.base_url, **PHONE) as opened:
         page = opened.page
+        watch_csp(page)
         page.goto(opened.url("/"))
         assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["viewport"]["width"]
         box = page.get_by_test_id("pad").bounding_box()
@@ -229,3 +235,4 @@ def test_a_phone_draws_with_touch(browser: Browser, mnist_server: RunningServer)
         expect(answer).to_have_text(re.compile(r"^1"))
         assert page.evaluate("window.scrollY") == 0  # the stroke drew; it did not scroll
         assert opened.problems() == []
+        assert csp_violations(page) == []
