@@ -68,8 +68,9 @@ def concrete(template: str) -> str:
 
 @pytest.fixture(scope="module")
 def app(tiny_model_repository: Path) -> Litestar:
-    # Routes only: the lifespan (model load) never runs, nothing is served.
-    return create_app(Settings(model_repository=tiny_model_repository))
+    """The Litestar routes, which document the prediction routes too (the pipeline serves
+    them). Routes only: the lifespan (model load) never runs, nothing is served."""
+    return create_app(Settings(model_repository=tiny_model_repository)).litestar
 
 
 def app_routes(app: Litestar) -> set[tuple[str, str]]:
