@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import AliasChoices, ValidationError
 
+from serving.access.keys import KeysFileError, load_keys
 from serving.model import ModelLoadError, locate
 from serving.settings import Settings
 
@@ -67,6 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     except ModelLoadError as exc:
         print(f"serving: cannot serve the model: {exc}", file=sys.stderr)
         return 1
+    if settings.keys_file is not None:
+        try:  # the same check every worker makes; here it is one line, not a traceback each
+            load_keys(settings.keys_file)
+        except KeysFileError as exc:
+            print(f"serving: cannot use the keys file: {exc}", file=sys.stderr)
+            return 2
     logging.basicConfig(
         level=settings.log_level.upper() if settings.log_level != "trace" else "DEBUG",
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -15,6 +15,7 @@ server accepts traffic, and on shutdown drains and stops the batcher (freeing it
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -25,9 +26,10 @@ from litestar import Litestar
 from litestar.plugins import PluginProtocol
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from serving.access.setup import Access, build_access
 from serving.api.errors import exception_handlers
 from serving.api.feedback import build_quality_handlers
-from serving.api.openapi import assets_router, openapi_config
+from serving.api.openapi import assets_router, document_access, openapi_config
 from serving.api.page import build_page_handlers
 from serving.api.request_id import add_request_id
 from serving.api.response_hooks import ResponseHooks
@@ -37,7 +39,7 @@ from serving.feedback.loop import Feedback, build_feedback
 from serving.lifecycle import ModelLoader, Service, settle_heap, shorten_gil_switch_interval
 from serving.model import load_model, locate_metadata
 from serving.observability import Observability, ObservabilityPlugin
-from serving.pipeline import Pipeline, Refusal, ticket_of
+from serving.pipeline import ARRIVAL, Pipeline, Refusal, Ticket, arrival_of
 from serving.pipeline.head import read_head
 from serving.pipeline.stages import send_answer
 from serving.settings import Settings
@@ -50,9 +52,10 @@ logger = logging.getLogger(__name__)
 class ServiceApp:
     """The ASGI app: predictions through the pipeline, every other request through Litestar.
 
-    A prediction normally arrives admitted: the HTTP protocol ran the pipeline's ``arrive`` when
-    its headers were complete and left its ticket in the scope. Without that protocol (a test
-    client, another ASGI server) the app asks the pipeline itself, so both paths are one.
+    A request normally arrives decided: the HTTP protocol ran the pipeline's ``arrive`` (access,
+    and a prediction's admission) when its headers were complete and left the outcome in the
+    scope. Without that protocol (a test client, another ASGI server) the app asks the pipeline
+    itself, so both paths are one.
     """
 
     def __init__(
@@ -68,22 +71,20 @@ class ServiceApp:
     # ``scope`` is Any: used as the plain dict it is (typing.cast is a call per request).
     async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            ticket = ticket_of(scope)
-            if ticket is None:
+            outcome = arrival_of(scope)
+            if outcome is None:
                 outcome = self.pipeline.arrive(
                     scope["method"],
                     scope["path"],
                     read_head(scope["headers"]),
                     arrived_at(scope, time.monotonic()),
                 )
-                if isinstance(outcome, Refusal):
-                    await send_answer(
-                        send, outcome.answer, outcome.request_id, self.service.closing
-                    )
-                    return
-                ticket = outcome
-            if ticket is not None:
-                await self.pipeline.serve(ticket, receive, send)
+                scope.setdefault("extensions", {})[ARRIVAL] = outcome  # the key, for observers
+            if isinstance(outcome, Ticket):
+                await self.pipeline.serve(outcome, receive, send)
+                return
+            if isinstance(outcome, Refusal):
+                await send_answer(send, outcome.answer, outcome.request_id, outcome.close)
                 return
         await self.routes(scope, receive, send)
 
@@ -116,16 +117,19 @@ def create_app(
     feedback = build_feedback(settings)
     feedback.listeners.append(observability.on_feedback)
     loop_lag = LoopLag()
-    pipeline = Pipeline(service, feedback.issue_ids, observability.requests, loop_lag)
+    # KeysFileError here: a keys file that cannot be used stops the worker before it serves.
+    access = build_access(settings, on_refused=observability.on_keys_refused)
+    pipeline = Pipeline(service, feedback.issue_ids, observability.requests, loop_lag, access.guard)
     shape = metadata.inputs[0].shape if metadata.inputs else []
     features = shape[-1] if shape and isinstance(shape[-1], int) else 0  # 0: load refuses it
-    litestar = _litestar(settings, pipeline, feedback, observability, plugins, features)
+    litestar = _litestar(settings, pipeline, access, feedback, observability, plugins, features)
     return ServiceApp(pipeline, feedback, litestar, observability.wrap(litestar))
 
 
 def _litestar(
     settings: Settings,
     pipeline: Pipeline,
+    access: Access,
     feedback: Feedback,
     observability: Observability,
     plugins: Sequence[PluginProtocol],
@@ -146,16 +150,18 @@ def _litestar(
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         await service.start()
         loop_lag.start()
+        keys = asyncio.get_running_loop().create_task(access.watch(), name="keys-reload")
         logger.debug("froze %d start-up objects", settle_heap(settings.gc_young_threshold))
         shorten_gil_switch_interval(settings.gil_switch_interval_ms)
         try:
             yield
         finally:
             await service.drain(settings.drain_timeout_s)
+            keys.cancel()
             await service.stop()
             loop_lag.stop()
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             *build_route_handlers(service, features),
             *build_v2_handlers(service, ["binary_tensor_data", "model_repository"]),
@@ -173,3 +179,5 @@ def _litestar(
         debug=False,
         logging_config=None,
     )
+    document_access(app.openapi_schema)  # the generated document, cached for /schema
+    return app

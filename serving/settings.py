@@ -202,6 +202,11 @@ class Settings(BaseSettings):
         "0.01.",
     )
     metrics_enabled: bool = Field(default=True, description="Serve Prometheus metrics on /metrics.")
+    access_log: bool = Field(
+        default=False,
+        description="Log one line per request (method, route, status, ms, request id, API key "
+        "name; never a key) to the serving.access logger.",
+    )
     metrics_sample_interval_s: float = Field(
         default=5.0,
         gt=0,

@@ -95,9 +95,10 @@ def normalise(path: str) -> str:
 def route_scope(method: str, path: str) -> Scope:
     """The scope of a request for the percent-decoded ``path`` (ASGI ``scope["path"]``).
 
-    The scope depends on the path only: today no path has two scopes. ``method`` is taken so
-    that the call does not change when one does; a wrong method (GET /v1/predict) gets the
-    path's scope, and the app's 405 reaches only callers allowed on that path.
+    The scope depends on the path, and for the control API on the method: its routes are all
+    POST, so any other method there is unrouted (the router's 405). Elsewhere a wrong method
+    (GET /v1/predict) gets the path's scope, and the app's 405 reaches only callers allowed on
+    that path.
     """
     scope = _EXACT.get(path)
     if scope is not None:
@@ -108,7 +109,9 @@ def route_scope(method: str, path: str) -> Scope:
         if scope is not None:
             return scope
     if path == _ADMIN_ROOT or path.startswith(_ADMIN_ROOT + "/"):
-        return Scope.ADMIN
+        # The control API is POST only: another method changes nothing and gets the router's
+        # 405 (unrouted), like any unknown method, instead of telling it about keys.
+        return Scope.ADMIN if method == "POST" else Scope.UNROUTED
     if _DOT_SEGMENTS.intersection(path.split("/")):
         return Scope.ADMIN  # see the module docstring
     for prefix, prefix_scope in _PREFIXES:

@@ -49,8 +49,21 @@ class Outputs(NamedTuple):
 #: The fixed set of rejection reasons (bounded metric label values).
 #: ``overloaded``: refused at arrival because its estimated wait exceeds its deadline (503);
 #: ``infeasible``: its deadline is shorter than an idle service needs for it (400).
+#: Access control (serving/access/guard.py): ``missing_key``, ``invalid_key`` (401),
+#: ``forbidden``, ``admin_off`` (403), ``rate_limited`` (429).
 RejectReason = Literal[
-    "queue_full", "draining", "not_ready", "deadline", "cancelled", "overloaded", "infeasible"
+    "queue_full",
+    "draining",
+    "not_ready",
+    "deadline",
+    "cancelled",
+    "overloaded",
+    "infeasible",
+    "missing_key",
+    "invalid_key",
+    "forbidden",
+    "admin_off",
+    "rate_limited",
 ]
 
 

@@ -145,8 +145,14 @@ class ServingMetrics:
         r = registry
         # ---------------------------------------------------------------- HTTP
         self.requests = Counter(
-            f"{PREFIX}_http_requests", "HTTP requests by route template and status code.",
-            ["route", "method", "status"], registry=r,
+            f"{PREFIX}_http_requests",
+            "HTTP requests by route template, status code and API key name (anonymous without).",
+            ["route", "method", "status", "key"], registry=r,
+        )  # fmt: skip
+        self.keys_refused = Counter(
+            f"{PREFIX}_keys_reloads_refused",
+            "Keys-file reloads refused (unreadable or invalid): the keys in force stayed.",
+            ["reason"], registry=r,
         )  # fmt: skip
         self.request_latency = Histogram(
             f"{PREFIX}_http_request_duration_seconds",

@@ -22,6 +22,7 @@ more work per traced request (docs/decisions.md).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict
 from random import random as _random
@@ -41,6 +42,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 from serving.observability.metrics import MAX_BUFFERED, observe_many
 from serving.observability.tracing import TRACED_REQUEST, request_traced
+from serving.pipeline.stages import ARRIVAL
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -61,8 +63,39 @@ UNMATCHED = "unmatched"
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 #: Path prefixes that never produce spans: probes, scrapes and the OpenAPI pages are noise.
 UNTRACED_PREFIXES = ("/healthz", "/readyz", "/metrics", "/schema", "/v2/health")
-#: The labels of one answered request: route template (None: no route matched), method, status.
-LabelKey = tuple[str | None, str, int]
+#: The labels of one answered request: route template (None: no route matched), method, status,
+#: API key name (bounded: the keys file's names, "anonymous", "invalid").
+LabelKey = tuple[str | None, str, int, str]
+#: Span attribute of the API key's name (OpenTelemetry's client identity of the request).
+ENDUSER_ID = "enduser.id"
+ANONYMOUS = "anonymous"
+access_logger = logging.getLogger("serving.access")
+
+
+class AccessLog:
+    """One line per answered request (the ``access_log`` setting): never the key, its name."""
+
+    __slots__ = ()
+
+    def line(
+        self, method: str, route: str | None, status: int, seconds: float, rid: str, key: str
+    ) -> None:
+        access_logger.info(
+            "%s %s %d %.2f ms id=%s key=%s",
+            method,
+            route or UNMATCHED,
+            status,
+            seconds * 1000.0,
+            rid,
+            key,
+        )
+
+
+def key_of(scope: Any) -> str:
+    """The API key name the pipeline's ``arrive`` gave a Litestar request (in the scope)."""
+    extensions = scope.get("extensions")
+    decision = extensions.get(ARRIVAL) if extensions else None
+    return getattr(decision, "key_name", ANONYMOUS)
 
 
 class HttpMetrics:
@@ -93,11 +126,11 @@ class HttpMetrics:
         """Write the buffered latencies and counts, and the in-flight count, to Prometheus."""
         recorded, self._latencies, self._buffered = self._latencies, {}, 0
         by_route: defaultdict[str, list[float]] = defaultdict(list)
-        for (route, method, status), latencies in recorded.items():
+        for (route, method, status, key), latencies in recorded.items():
             route = route or UNMATCHED
             by_route[route] += latencies
             method = method if method in METHODS else "other"
-            self._metrics.requests.labels(route, method, str(status)).inc(len(latencies))
+            self._metrics.requests.labels(route, method, str(status), key).inc(len(latencies))
         for route, values in by_route.items():
             child = self._metrics.request_latency.labels(route)
             observe_many(child, np.asarray(values, dtype=np.float64))
@@ -137,11 +170,11 @@ class ServerSpans:
         self._tracer = tracer
         self._ratio = sample_ratio
 
-    def request_span(self, door: Door, head: RequestHead) -> PredictionSpan | None:
+    def request_span(self, door: Door, head: RequestHead, key: str) -> PredictionSpan | None:
         """The span of a prediction request, if it is sampled (None: not traced)."""
         if not traceparent_sampled(head.traceparent, self._ratio):
             return None
-        return PredictionSpan(self._tracer, door.template, head)
+        return PredictionSpan(self._tracer, door.template, head, key)
 
     def sampled(self, scope: Any) -> bool:
         """Head sampling first (cheap, and false for most requests), then the path."""
@@ -168,6 +201,7 @@ class ServerSpans:
             ) as span,
             request_traced(),
         ):
+            span.set_attribute(ENDUSER_ID, key_of(scope))
             try:
                 await app(scope, receive, send)
             finally:
@@ -186,12 +220,13 @@ class PredictionSpan:
     """The SERVER span of a sampled prediction, current while the pipeline serves it (so the
     queue-wait span is its child and the batch span links to it)."""
 
-    __slots__ = ("_cm", "_head", "_span", "_template", "_token", "_tracer")
+    __slots__ = ("_cm", "_head", "_key", "_span", "_template", "_token", "_tracer")
 
-    def __init__(self, tracer: Tracer, template: str, head: RequestHead) -> None:
+    def __init__(self, tracer: Tracer, template: str, head: RequestHead, key: str) -> None:
         self._tracer = tracer
         self._template = template
         self._head = head
+        self._key = key
 
     def __enter__(self) -> object:
         head = self._head
@@ -202,7 +237,11 @@ class PredictionSpan:
             f"POST {self._template}",
             context=propagate.extract(carrier),
             kind=SpanKind.SERVER,
-            attributes={HTTP_REQUEST_METHOD: "POST", HTTP_ROUTE: self._template},
+            attributes={
+                HTTP_REQUEST_METHOD: "POST",
+                HTTP_ROUTE: self._template,
+                ENDUSER_ID: self._key,
+            },
         )
         self._span = self._cm.__enter__()
         self._token = TRACED_REQUEST.set(True)
@@ -223,27 +262,36 @@ class PipelineRequests:
     """The pipeline's ``RequestObserver``: ``http``, ``spans`` and ``inputs`` each optional."""
 
     def __init__(
-        self, http: HttpMetrics | None, spans: ServerSpans | None, inputs: InputMetrics | None
+        self,
+        http: HttpMetrics | None,
+        spans: ServerSpans | None,
+        inputs: InputMetrics | None,
+        access_log: AccessLog | None = None,
     ) -> None:
         self.http = http
         self.spans = spans
         self.inputs = inputs
+        self.access_log = access_log
 
-    def span(self, door: Door, head: RequestHead) -> PredictionSpan | None:
-        return self.spans.request_span(door, head) if self.spans is not None else None
+    def span(self, door: Door, head: RequestHead, key: str) -> PredictionSpan | None:
+        return self.spans.request_span(door, head, key) if self.spans is not None else None
 
     def on_start(self) -> None:
         if self.http is not None:
             self.http.in_flight += 1
 
-    def on_end(self, template: str, status: int, seconds: float) -> None:
+    def on_end(self, template: str, status: int, seconds: float, key: str, rid: str) -> None:
         if self.http is not None:
             self.http.in_flight -= 1
-            self.http.record((template, "POST", status), seconds)
+            self.http.record((template, "POST", status, key), seconds)
+        if self.access_log is not None:
+            self.access_log.line("POST", template, status, seconds, rid, key)
 
-    def on_refused(self, template: str, status: int, seconds: float) -> None:
+    def on_refused(self, template: str, status: int, seconds: float, key: str, rid: str) -> None:
         if self.http is not None:
-            self.http.record((template, "POST", status), seconds)
+            self.http.record((template, "POST", status, key), seconds)
+        if self.access_log is not None:
+            self.access_log.line("POST", template, status, seconds, rid, key)
 
     def on_error(self, exc: BaseException) -> None:
         if self.inputs is not None and isinstance(exc, Exception):
@@ -260,19 +308,28 @@ class ObservedRequests:
     counted in flight ends with a last body message.
     """
 
-    def __init__(self, http: HttpMetrics | None, spans: ServerSpans | None) -> None:
+    def __init__(
+        self,
+        http: HttpMetrics | None,
+        spans: ServerSpans | None,
+        access_log: AccessLog | None = None,
+    ) -> None:
         self.app: ASGIApp  # the wrapped app, set by ``Observability.wrap``
         self.http = http
         self.spans = spans
+        self.access_log = access_log
+        #: Paths not timed (the scrape itself).
+        self.skip_paths = http.skip_paths if http is not None else frozenset()
+        self._timed = http is not None or access_log is not None
 
     # ``scope`` is typed Any: both methods use it as the plain dict it is (two keys of our own),
     # and ``typing.cast`` is a function call per use on the hot path.
     def __call__(self, scope: Any, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] != HTTP:
             return self.app(scope, receive, send)
-        http = self.http
-        if http is not None and scope["path"] not in http.skip_paths:
-            http.in_flight += 1
+        if self._timed and scope["path"] not in self.skip_paths:
+            if self.http is not None:
+                self.http.in_flight += 1
             scope[STARTED] = time.perf_counter()
         spans = self.spans
         if spans is not None and spans.sampled(scope):
@@ -286,8 +343,18 @@ class ObservedRequests:
             scope[STATUS] = message["status"]
         elif kind == "http.response.body" and not message.get("more_body", False):
             started = scope.pop(STARTED, None)
-            http = self.http
-            if started is not None and http is not None:
-                http.in_flight -= 1
-                key = (scope.get("path_template"), scope["method"], scope.get(STATUS, 500))
-                http.record(key, time.perf_counter() - started)
+            if started is None:
+                return
+            seconds = time.perf_counter() - started
+            route, method, status = (
+                scope.get("path_template"),
+                scope["method"],
+                scope.get(STATUS, 500),
+            )
+            key = key_of(scope)
+            if self.http is not None:
+                self.http.in_flight -= 1
+                self.http.record((route, method, status, key), seconds)
+            if self.access_log is not None:
+                rid = str(scope.get("request_id", ""))
+                self.access_log.line(method, route, status, seconds, rid, key)

@@ -43,6 +43,7 @@ from serving.observability.observer import TelemetryObserver
 from serving.observability.otel_env import resolve_tracing
 from serving.observability.quality import QualityMetrics, ServiceDrift
 from serving.observability.requests import (
+    AccessLog,
     HttpMetrics,
     ObservedRequests,
     PipelineRequests,
@@ -138,12 +139,14 @@ class Observability:
         self.models: ModelEvents = (
             ModelMetricsEvents(self.metrics) if self.metrics is not None else NullModelEvents()
         )
-        self.requests: RequestObserver = (
-            PipelineRequests(self.http, spans, self.inputs)
-            if self.enabled
-            else NullRequestObserver()
-        )
-        self._observed = ObservedRequests(self.http, spans)
+        access_log = AccessLog() if settings.access_log else None
+        self.requests: RequestObserver
+        if self.enabled or access_log is not None:
+            self.requests = PipelineRequests(self.http, spans, self.inputs, access_log)
+        else:
+            self.requests = NullRequestObserver()
+        self._observed = ObservedRequests(self.http, spans, access_log)
+        self.enabled = self.enabled or access_log is not None
 
     def _build_metrics(
         self, settings: Settings, metadata: Metadata, version: str
@@ -186,6 +189,11 @@ class Observability:
     def on_response(self, message: Any, scope: Any) -> None:
         """The Litestar ``before_send`` callback: a response's status and its end."""
         self._observed.on_message(message, scope)
+
+    def on_keys_refused(self, reason: str) -> None:
+        """A keys-file reload was refused (``unreadable``, ``invalid``): count it."""
+        if self.metrics is not None:
+            self.metrics.keys_refused.labels(reason).inc()
 
     def on_feedback(self, outcome: Outcome) -> None:
         if self.quality is not None:

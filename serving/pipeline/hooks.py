@@ -25,17 +25,21 @@ class RequestSpan(Protocol):
 
 
 class RequestObserver(Protocol):
-    def span(self, door: Door, head: RequestHead) -> RequestSpan | None:
-        """A span to serve the request in, if it is sampled (None: not traced)."""
+    def span(self, door: Door, head: RequestHead, key: str) -> RequestSpan | None:
+        """A span to serve the request in, if it is sampled (None: not traced); ``key``: the
+        name of its API key, an attribute of the span."""
 
     def on_start(self) -> None:
         """A prediction request starts being served (in flight)."""
 
-    def on_end(self, template: str, status: int, seconds: float) -> None:
-        """It was answered with ``status`` after ``seconds`` (from when it was admitted)."""
+    def on_end(self, template: str, status: int, seconds: float, key: str, rid: str) -> None:
+        """It was answered with ``status`` after ``seconds`` (from when it was admitted);
+        ``key``: the name of its API key (bounded), ``rid``: its request id."""
 
-    def on_refused(self, template: str, status: int, seconds: float) -> None:
-        """It was refused before being served (from its headers), ``seconds`` after arrival."""
+    def on_refused(self, template: str, status: int, seconds: float, key: str, rid: str) -> None:
+        """It was refused from its headers (access, admission), ``seconds`` after arrival;
+        ``template``: its route template, or ``<scope>`` for a route the pipeline does not
+        serve."""
 
     def on_error(self, exc: BaseException) -> None:
         """It ended with ``exc`` instead of a prediction (e.g. an invalid input's reason)."""
@@ -44,16 +48,16 @@ class RequestObserver(Protocol):
 class NullRequestObserver:
     """Observes nothing."""
 
-    def span(self, door: Door, head: RequestHead) -> RequestSpan | None:
+    def span(self, door: Door, head: RequestHead, key: str) -> RequestSpan | None:
         return None
 
     def on_start(self) -> None:
         pass
 
-    def on_end(self, template: str, status: int, seconds: float) -> None:
+    def on_end(self, template: str, status: int, seconds: float, key: str, rid: str) -> None:
         pass
 
-    def on_refused(self, template: str, status: int, seconds: float) -> None:
+    def on_refused(self, template: str, status: int, seconds: float, key: str, rid: str) -> None:
         pass
 
     def on_error(self, exc: BaseException) -> None:

@@ -1,6 +1,7 @@
 """The request path of every prediction, stage by stage, whatever door it came through.
 
-    arrive   the door (route + codec) from the method and path; the head from one header pass
+    arrive   access (the route's scope and the key, serving/access/guard.py: 401/403/429); the
+             door (route + codec) from the method and path; the head from one header pass
     admit    once: ready? the version? queue room and the wait against the deadline? -> Ticket
     read     the body (413 past the limit)
     decode   the codec: validated float32 (rows, features) against the model's contract
@@ -9,10 +10,11 @@
     encode   the codec: the answer in the door's wire format (or its error shape)
     observe  the hooks (serving/pipeline/hooks.py): metrics and the sampled request's span
 
-The HTTP protocol runs ``arrive`` + ``admit`` as soon as a request's headers are complete and
-writes a refusal itself (no app code, no body read); an admitted request carries its
-:class:`Ticket` in the ASGI scope to :meth:`Pipeline.serve`. The gRPC door calls the same
-stages with its own codec.
+The HTTP protocol runs ``arrive`` for EVERY request as soon as its headers are complete and
+writes a refusal itself (no app code, no body read); an admitted prediction carries its
+:class:`Ticket` in the ASGI scope to :meth:`Pipeline.serve`, any other allowed request its
+access ``Decision`` to the Litestar routes. The gRPC door calls the same stages with its own
+codec.
 """
 
 from __future__ import annotations
@@ -26,21 +28,36 @@ from typing import Any
 from litestar.types import Receive, Send
 
 import serving.pipeline.admission as admission
-from serving.batching import Batcher
+from serving.access.guard import Decision, Guard, Reason
+from serving.access.scopes import route_scope
+from serving.batching import Batcher, RejectReason
 from serving.lifecycle import Service
 from serving.model import LoadedModel
 from serving.pipeline.body import read_body
 from serving.pipeline.codec import Answer
 from serving.pipeline.contract import Contract
 from serving.pipeline.doors import Door, find_door
-from serving.pipeline.errors import MalformedBodyError, NotFoundError, status_of
+from serving.pipeline.errors import MalformedBodyError, NotFoundError, Status, status_of
 from serving.pipeline.head import RequestHead, request_id
 from serving.pipeline.hooks import NullRequestObserver, RequestObserver
+from serving.pipeline.oip import error as oip_error
+from serving.pipeline.oip import is_oip_path
+from serving.pipeline.v1 import error as v1_error
 
 logger = logging.getLogger(__name__)
 
-#: ``scope["extensions"][TICKET]``: the protocol's admission of the request (a Ticket).
-TICKET = "serving.ticket"
+#: ``scope["extensions"][ARRIVAL]``: what ``Pipeline.arrive`` decided when the protocol read the
+#: request's headers (a Ticket, a Refusal, or the access Decision of a Litestar route).
+ARRIVAL = "serving.arrival"
+
+#: The rejection metric's reason for each access refusal.
+_REJECTED: dict[Reason, RejectReason] = {
+    Reason.MISSING_KEY: "missing_key",
+    Reason.INVALID_KEY: "invalid_key",
+    Reason.FORBIDDEN: "forbidden",
+    Reason.ADMIN_OFF: "admin_off",
+    Reason.RATE_LIMITED: "rate_limited",
+}
 
 #: ``(labels, confidences, model version) -> one prediction id per row``
 #: (``serving.feedback.loop.Feedback.issue_ids``).
@@ -60,6 +77,8 @@ class Ticket:
     deadline: float
     batcher: Batcher
     contract: Contract
+    #: The name of its API key (bounded: a name from the keys file, "anonymous", "invalid").
+    key_name: str = "anonymous"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,10 +101,13 @@ class Pipeline:
         issue_ids: IssueIds,
         observer: RequestObserver | None = None,
         lag: admission.Lag | None = None,
+        guard: Guard | None = None,
     ) -> None:
         """``lag``: the event loop's standing lag (the app's ``LoopLag``), a wait the queue does
-        not see, added to every estimate."""
+        not see, added to every estimate. ``guard``: access control (default: no keys file:
+        the admin API off, the rest open)."""
         self.service = service
+        self.guard = guard or Guard(None)
         self.lag: admission.Lag = lag or admission.NoLag()
         self.observer: RequestObserver = observer or NullRequestObserver()
         self._issue_ids = issue_ids
@@ -100,20 +122,55 @@ class Pipeline:
     # ------------------------------------------------------------------ arrive + admit
     def arrive(
         self, method: str, path: str, head: RequestHead, arrived_at: float
-    ) -> Ticket | Refusal | None:
-        """None when the request is no prediction; else its ticket, or the refusal to send."""
+    ) -> Ticket | Refusal | Decision:
+        """Any request, from its head (``path``: percent-decoded, as routed): the refusal to
+        send (access, or admission of a prediction), a prediction's ticket, or the access
+        decision of a request for the Litestar routes."""
+        route = route_scope(method, path)
+        decision = self.guard.check(route, head.authorization)
         door = find_door(method, path)
+        if not decision.allowed:
+            self.service.observer.on_rejected(_REJECTED[decision.reason], 0)
+            return self._refuse(door, path, head, arrived_at, decision, f"<{route}>")
         if door is None:
-            return None
+            return decision
         try:
-            return self.admit(door, head, arrived_at)
+            return self.admit(door, head, arrived_at, decision.key_name)
         except Exception as exc:
-            rid = request_id(head.request_id)
-            answer = self.error(door, exc, rid)
-            self.observer.on_refused(door.template, answer.status, time.monotonic() - arrived_at)
-            return Refusal(answer, door.template, rid, self.service.closing)
+            return self._refuse(door, path, head, arrived_at, exc, door.template)
 
-    def admit(self, door: Door, head: RequestHead, arrived_at: float) -> Ticket:
+    def _refuse(
+        self,
+        door: Door | None,
+        path: str,
+        head: RequestHead,
+        arrived_at: float,
+        why: Exception | Decision,
+        template: str,
+    ) -> Refusal:
+        rid = request_id(head.request_id)
+        key = "anonymous"
+        if isinstance(why, Decision):
+            status = Status(why.status, why.message)
+            answer = (
+                door.codec.error(status, rid)
+                if door is not None
+                else _error_answer(path, status, rid)
+            )
+            answer.headers.extend(why.headers)
+            key = why.key_name
+        elif door is not None:
+            answer = self.error(door, why, rid)
+        else:  # pragma: no cover  (admission errors only come with a door)
+            raise why
+        if door is not None:
+            template = door.template
+        self.observer.on_refused(template, answer.status, time.monotonic() - arrived_at, key, rid)
+        return Refusal(answer, template, rid, self.service.closing)
+
+    def admit(
+        self, door: Door, head: RequestHead, arrived_at: float, key_name: str = "anonymous"
+    ) -> Ticket:
         """Admit once (raises what the client is told instead: 404, 400, 503)."""
         if door.model_name is not None and door.model_name != self._model_name:
             raise NotFoundError(
@@ -133,7 +190,14 @@ class Pipeline:
         rows = door.codec.expected_rows(head, contract.features)
         admission.admit(self.service, batcher, rows, deadline, budget_s=timeout_s, lag=self.lag)
         return Ticket(
-            door, head, request_id(head.request_id), arrived_at, deadline, batcher, contract
+            door,
+            head,
+            request_id(head.request_id),
+            arrived_at,
+            deadline,
+            batcher,
+            contract,
+            key_name,
         )
 
     def contract(self, model: LoadedModel) -> Contract:
@@ -149,14 +213,20 @@ class Pipeline:
         observer = self.observer
         observer.on_start()
         started = time.perf_counter()
-        span = observer.span(ticket.door, ticket.head)
+        span = observer.span(ticket.door, ticket.head, ticket.key_name)
         if span is None:
             status = await self._serve(ticket, receive, send)
         else:
             with span:
                 status = await self._serve(ticket, receive, send)
                 span.finish(status)
-        observer.on_end(ticket.door.template, status, time.perf_counter() - started)
+        observer.on_end(
+            ticket.door.template,
+            status,
+            time.perf_counter() - started,
+            ticket.key_name,
+            ticket.request_id,
+        )
 
     async def _serve(self, ticket: Ticket, receive: Receive, send: Send) -> int:
         codec = ticket.door.codec
@@ -203,8 +273,15 @@ async def send_answer(send: Send, answer: Answer, rid: str, closing: bool) -> No
     await send({"type": "http.response.body", "body": answer.body, "more_body": False})
 
 
-def ticket_of(scope: Mapping[str, Any]) -> Ticket | None:
-    """The protocol's ticket for this request (None: the protocol did not admit it)."""
+def _error_answer(path: str, status: Status, rid: str) -> Answer:
+    """An error of a Litestar route, in its shape (OIP under /v2, else v1), from the pipeline."""
+    if is_oip_path(path):
+        code, body = oip_error(status)
+        return Answer(code, body)
+    return Answer(status.code, v1_error(status, rid))
+
+
+def arrival_of(scope: Mapping[str, Any]) -> Ticket | Refusal | Decision | None:
+    """What the protocol's ``arrive`` decided for this request (None: no protocol saw it)."""
     extensions = scope.get("extensions")
-    ticket = extensions.get(TICKET) if extensions else None
-    return ticket if isinstance(ticket, Ticket) else None
+    return extensions.get(ARRIVAL) if extensions else None

@@ -15,12 +15,15 @@ that trickles its headers or body, none for a new connection that sends nothing,
   close`` at once, before anything is read;
 * a declared ``Content-Length`` beyond ``max_body_bytes`` -> 413 and close, before anything
   else is decided: a body that can never fit is never told to retry (no 503);
-* one pass over the headers (``RequestHead``) and, for a prediction, the pipeline's arrival and
-  admission (``Pipeline.arrive``) before any ASGI task exists: an admitted request carries its
-  ``Ticket`` in the scope; a refused one (overloaded, not ready, a bad header, an unknown
-  model) is answered at once in its API's error shape, its body read and dropped, and no app
-  code runs (the cheapest refusal). A chunked body (no length declared) is dropped first and
-  answered when complete, so that one passing ``max_body_bytes`` gets its 413 instead.
+* one pass over the headers (``RequestHead``) and the pipeline's ``arrive`` for every request
+  before any ASGI task exists: access control (401/403/429) and, for a prediction, admission.
+  The outcome travels in the scope (a prediction's ``Ticket``, another route's access
+  decision); a refused request (no key, over its rate, overloaded, not ready, a bad header, an
+  unknown model) is answered at once in its API's error shape, its body read and dropped, and
+  no app code runs (the cheapest refusal). A chunked body (no length declared) is dropped first
+  and answered when complete, so that one passing ``max_body_bytes`` gets its 413 instead. A
+  pipelined request (behind one still being answered) is decided by the app when its turn
+  comes, with the same ``arrive``.
 
 Responses here are written directly, with the service's JSON error body: no app code runs.
 """
@@ -36,7 +39,9 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from serving.pipeline import TICKET, Refusal, Ticket
+from serving.access.guard import Decision
+from serving.access.scopes import path_of_target
+from serving.pipeline import ARRIVAL, Refusal, Ticket
 from serving.pipeline.errors import Status
 from serving.pipeline.head import RequestHead, read_head
 from serving.pipeline.v1 import error as v1_error
@@ -47,10 +52,11 @@ LINGER_S = 2.0
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 _REASONS[413] = b"Content Too Large"  # RFC 9110's name
 
-#: ``(method, path, head, arrived_at)`` -> None (not a prediction: run the app), a Ticket (admit
-#: it: the app serves it) or a Refusal (answer it now). ``arrived_at``: ``time.monotonic()`` when
-#: the request's bytes reached the kernel (serving/transport/arrival.py). ``Pipeline.arrive``.
-Arrive = Callable[[str, str, RequestHead, float], Ticket | Refusal | None]
+#: ``(method, path, head, arrived_at)`` -> a Refusal (answer it now), or what the app needs to
+#: serve the request (a prediction's Ticket, another route's access Decision). ``path``:
+#: percent-decoded, as routed; ``arrived_at``: ``time.monotonic()`` when the request's bytes
+#: reached the kernel (serving/transport/arrival.py). ``Pipeline.arrive``.
+Arrive = Callable[[str, str, RequestHead, float], Ticket | Refusal | Decision]
 
 
 def http_response(
@@ -165,16 +171,17 @@ def guarded_protocol(
             self._arm(limits.body_timeout_s, body_timeout)
             arrival = time.monotonic() - waited_s(self._socket)
             stamp(self.scope, arrival)
+            # A pipelined request (one behind a response still being written) is decided when
+            # its turn comes, by the app (the same ``arrive``): admitted now, its wait would be
+            # judged before the one ahead of it has finished.
             if arrive is not None and idle:
                 method = self.parser.get_method().decode("latin-1")
-                path = self.url.partition(b"?")[0].decode("latin-1")
-                outcome = arrive(method, path, head, arrival)
-                if isinstance(outcome, Ticket):
-                    extensions: dict[str, Any] = self.scope["extensions"]
-                    extensions[TICKET] = outcome
-                elif outcome is not None:
+                outcome = arrive(method, path_of_target(self.url), head, arrival)
+                if isinstance(outcome, Refusal):
                     self._answer_now(outcome, declared is None)
                     return
+                extensions: dict[str, Any] = self.scope["extensions"]
+                extensions[ARRIVAL] = outcome
             super().on_headers_complete()
 
         def _answer_now(self, refusal: Refusal, chunked: bool) -> None:

@@ -210,9 +210,16 @@ def test_a_bad_version_is_refused_once_and_the_served_one_keeps_serving(
     run(settings, body)
 
 
-def test_repository_extension_routes(repository: Path, app_client: AppStarter) -> None:
-    settings = Settings(model_repository=repository, model_poll_interval_s=0)
+def test_repository_extension_routes(
+    repository: Path, app_client: AppStarter, tmp_path: Path
+) -> None:
+    keys = tmp_path / "keys.toml"
+    keys.write_text(
+        '[[keys]]\nname = "ops"\nkey = "ops-key-0123456789"\nscopes = ["admin", "read", "infer"]\n'
+    )
+    settings = Settings(model_repository=repository, model_poll_interval_s=0, keys_file=keys)
     with app_client(settings) as client:
+        client.headers["authorization"] = "Bearer ops-key-0123456789"  # the control API's key
         index = client.post("/v2/repository/index").json()
         assert index == [
             {"name": "mnist", "version": "2", "state": "READY", "reason": ""},

@@ -11,10 +11,15 @@ from prometheus_client.parser import text_string_to_metric_families
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
-def scrape(base_url: str) -> Samples:
-    """Every sample of ``/metrics``, keyed by name and sorted labels (a fresh connection)."""
+def scrape(base_url: str, headers: dict[str, str] | None = None) -> Samples:
+    """Every sample of ``/metrics``, keyed by name and sorted labels (a fresh connection;
+    ``headers``: e.g. an API key when reads need one)."""
     with httpx.Client(timeout=10) as client:
-        text = client.get(f"{base_url}/metrics", headers={"connection": "close"}).text
+        response = client.get(
+            f"{base_url}/metrics", headers={"connection": "close", **(headers or {})}
+        )
+        response.raise_for_status()
+        text = response.text
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
         for family in text_string_to_metric_families(text)

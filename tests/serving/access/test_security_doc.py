@@ -70,7 +70,6 @@ def test_the_http_example_runs(tiny_model_repository: Path, tmp_path: Path) -> N
 
 @pytest.mark.e2e
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="the guard is not wired into the request path yet")
 def test_the_http_example_needs_its_key(tiny_model_repository: Path, tmp_path: Path) -> None:
     """With keys required the example works with its key and fails with another. (Strict xfail:
     it starts passing when the wiring lands; then drop the mark.)"""

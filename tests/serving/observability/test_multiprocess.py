@@ -27,7 +27,7 @@ import sys, os
 requests, depth = int(sys.argv[1]), int(sys.argv[2])
 metrics = ServingMetrics(CollectorRegistry(), [str(i) for i in range(10)])
 for _ in range(requests):
-    metrics.requests.labels("/v1/predict", "POST", "200").inc()
+    metrics.requests.labels("/v1/predict", "POST", "200", "k").inc()
     metrics.request_latency.labels("/v1/predict").observe(0.0004)
 metrics.queue_depth.set(depth)
 metrics.refresh_process()
@@ -68,7 +68,12 @@ def test_two_workers_aggregate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     values = scrape()
     route = ("route", "/v1/predict")
     assert (
-        values[("inference_http_requests_total", (("method", "POST"), route, ("status", "200")))]
+        values[
+            (
+                "inference_http_requests_total",
+                (("key", "k"), ("method", "POST"), route, ("status", "200")),
+            )
+        ]
         == 7
     )
     assert (
@@ -84,7 +89,12 @@ def test_two_workers_aggregate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert values[("inference_queue_depth_rows", ())] == 2
     assert values[("inference_workers", ())] == 1
     assert (
-        values[("inference_http_requests_total", (("method", "POST"), route, ("status", "200")))]
+        values[
+            (
+                "inference_http_requests_total",
+                (("key", "k"), ("method", "POST"), route, ("status", "200")),
+            )
+        ]
         == 7
     )
 

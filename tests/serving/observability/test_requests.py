@@ -64,6 +64,7 @@ def test_server_span_follows_the_http_semantic_conventions(
         "url.path": "/items/7",
         "http.route": "/items/{item_id}",
         "http.response.status_code": 200,
+        "enduser.id": "anonymous",  # the API key's name (no keys file here)
     }
     assert span.status.status_code == StatusCode.UNSET
 

@@ -32,17 +32,17 @@ class Recorder:
     def __init__(self) -> None:
         self.calls: list[tuple[Any, ...]] = []
 
-    def span(self, door: Door, head: RequestHead) -> RequestSpan | None:
+    def span(self, door: Door, head: RequestHead, key: str) -> RequestSpan | None:
         self.calls.append(("span", door.template))
         return None
 
     def on_start(self) -> None:
         self.calls.append(("start",))
 
-    def on_end(self, template: str, status: int, seconds: float) -> None:
+    def on_end(self, template: str, status: int, seconds: float, key: str, rid: str) -> None:
         self.calls.append(("end", template, status))
 
-    def on_refused(self, template: str, status: int, seconds: float) -> None:
+    def on_refused(self, template: str, status: int, seconds: float, key: str, rid: str) -> None:
         self.calls.append(("refused", template, status))
 
     def on_error(self, exc: BaseException) -> None:
@@ -129,7 +129,8 @@ def test_refusals_come_from_the_headers_in_the_doors_shape(settings: Settings) -
         return [bad_timeout, unknown_model, unknown_version, draining], not_a_prediction, recorder
 
     refusals, not_a_prediction, recorder = run_with(settings, scenario)
-    assert not_a_prediction is None
+    assert not_a_prediction.allowed  # the Litestar routes' access decision
+    assert not_a_prediction.key_name == "anonymous"
     assert all(isinstance(r, Refusal) for r in refusals)
     bad_timeout, unknown_model, unknown_version, draining = refusals
     assert bad_timeout.answer.status == 400

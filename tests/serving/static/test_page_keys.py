@@ -1,19 +1,14 @@
-"""The page with a service that requires keys, in Chromium.
-
-The access guard is not wired into the request path yet, so the real service (tiny model) does
-not ask for keys. Here the browser's network layer plays only the service's future 401: an API
-request without the test's key is answered 401 in the service's error shape, one with it goes
-on to the real service. What is checked is the page's side: it learns from a 401 that keys are
-required, asks for one, keeps it in sessionStorage (never in a URL), sends it as
-``Authorization: Bearer`` on every API call, and forgets it on request. Once the wiring lands,
-the same flow is to run against the service started with a keys file and
-SERVING_REQUIRE_KEYS=true, without the stand-in.
+"""The page in Chromium against a real service that requires keys (a keys file and
+SERVING_REQUIRE_KEYS=true): it learns from the service's 401 that keys are required, asks for
+one, keeps it in sessionStorage (never in a URL), sends it as ``Authorization: Bearer`` on every
+API call, and forgets it on request. The browser's network layer only records what was sent.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -22,7 +17,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, Request, Route, e
 from tests.serving.static.csp import csp_violations, watch_csp
 from tests.serving.static.test_csp import draw_a_stroke
 from tests.support.browser import OfflinePage, offline_page
-from tests.support.server import RunningServer
+from tests.support.server import RunningServer, serving_process
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -39,7 +34,7 @@ def is_api(url: str) -> bool:
 
 
 class KeyedService:
-    """Stands in for the guard in front of the real service, and records what was sent."""
+    """Records what the page sends to the real service (path, Authorization), in order."""
 
     def __init__(self) -> None:
         self.seen: list[tuple[str, str | None]] = []  # (path, Authorization)
@@ -47,22 +42,20 @@ class KeyedService:
 
     def __call__(self, route: Route) -> None:
         request = route.request
-        authorization = request.headers.get("authorization")
-        self.seen.append((urlsplit(request.url).path, authorization))
-        if authorization == f"Bearer {KEY}":
-            route.fallback()  # to the real service
-            return
-        route.fulfill(
-            status=401,
-            headers={"WWW-Authenticate": "Bearer"},
-            json={"error": {"status": 401, "message": "this route needs an API key"}},
-        )
+        self.seen.append((urlsplit(request.url).path, request.headers.get("authorization")))
+        route.fallback()  # to the real service
 
     def record(self, request: Request) -> None:
         self.urls.append(request.url)
 
     def since(self, start: int) -> list[tuple[str, str | None]]:
         return self.seen[start:]
+
+    def since_first(self, authorization: str) -> list[tuple[str, str | None]]:
+        """What was sent from the first request carrying ``authorization`` on: requests are
+        recorded as the page issues them, so every one after it carries the key it reads."""
+        first = next(i for i, (_, sent) in enumerate(self.seen) if sent == authorization)
+        return self.seen[first:]
 
 
 def open_keyed(context: BrowserContext, service: KeyedService) -> Page:
@@ -82,9 +75,25 @@ def problems(opened: OfflinePage) -> list[str]:
     return [p for p in opened.problems() if EXPECTED_401 not in p]
 
 
+@pytest.fixture(scope="module")
+def keyed_server(
+    tiny_model_repository: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
+    directory = tmp_path_factory.mktemp("keyed-page")
+    keys = directory / "keys.toml"
+    keys.write_text(f'[[keys]]\nname = "page"\nkey = "{KEY}"\nscopes = ["infer", "read"]\n')
+    env = {
+        "SERVING_MODEL_REPOSITORY": str(tiny_model_repository),
+        "SERVING_KEYS_FILE": str(keys),
+        "SERVING_REQUIRE_KEYS": "true",
+    }
+    with serving_process(env, directory / "server.log") as server:
+        yield server
+
+
 @pytest.fixture
-def opened(browser: Browser, page_server: RunningServer) -> Iterator[OfflinePage]:
-    with offline_page(browser, page_server.base_url, viewport={"width": 1180, "height": 660}) as o:
+def opened(browser: Browser, keyed_server: RunningServer) -> Iterator[OfflinePage]:
+    with offline_page(browser, keyed_server.base_url, viewport={"width": 1180, "height": 660}) as o:
         yield o
 
 
@@ -110,7 +119,6 @@ def test_the_page_asks_for_a_key_keeps_it_in_the_tab_and_sends_it(opened: Offlin
     assert ("/v1/predict", "Bearer not-the-key") in service.seen
 
     # The right key, entered with Enter: the drawing is asked about again and answered.
-    start = len(service.seen)
     page.get_by_test_id("key-input").fill(KEY)
     page.get_by_test_id("key-input").press("Enter")
     expect(page.locator('[data-testid=prediction][data-strokes="1"]')).to_have_text(
@@ -119,7 +127,7 @@ def test_the_page_asks_for_a_key_keeps_it_in_the_tab_and_sends_it(opened: Offlin
     expect(status).to_contain_text("Using the API key")
     expect(page.get_by_test_id("key-input")).to_have_value("")  # not left in the field
     expect(page.get_by_test_id("monitor-status")).to_contain_text("Updated")
-    after = service.since(start)
+    after = service.since_first(f"Bearer {KEY}")
     assert {path for path, _ in after} >= {"/v1/predict", "/v1/models", "/metrics"}
     assert all(authorization == f"Bearer {KEY}" for _, authorization in after), after
     assert stored(page) == KEY

@@ -259,29 +259,39 @@ def test_shedding_reaches_the_aio_client_as_503(
 
 
 def test_model_repository_extension(tmp_path: Path) -> None:
+    """The control API needs a key with the admin scope: the client sends it on every call."""
     root = tmp_path / "models"
     write_model_version(root, "mnist", 1, seed=1)
-    env = {"SERVING_MODEL_REPOSITORY": str(root), "SERVING_MODEL_POLL_INTERVAL_S": "0"}
+    keys = tmp_path / "keys.toml"
+    keys.write_text('[[keys]]\nname = "ops"\nkey = "s3cret-admin-key"\nscopes = ["admin"]\n')
+    env = {
+        "SERVING_MODEL_REPOSITORY": str(root),
+        "SERVING_MODEL_POLL_INTERVAL_S": "0",
+        "SERVING_KEYS_FILE": str(keys),
+    }
+    admin = {"authorization": "Bearer s3cret-admin-key"}
     pixels = synthetic_images(1, seed=16)
     with serving_process(env, tmp_path / "server.log") as running:
         client = triton.InferenceServerClient(running.base_url.removeprefix("http://"))
         try:
-            assert client.get_model_repository_index() == [
+            with pytest.raises(InferenceServerException, match="needs an API key"):
+                client.get_model_repository_index()  # no key: 401
+            assert client.get_model_repository_index(headers=admin) == [
                 {"name": "mnist", "version": "1", "state": "READY", "reason": ""}
             ]
             write_model_version(root, "mnist", 2, seed=2)  # polling is off: load picks it up
-            client.load_model("mnist")
+            client.load_model("mnist", headers=admin)
             assert client.get_model_metadata("mnist")["versions"] == ["2"]
             result = client.infer("mnist", [pixels_input(pixels, binary=True)])
             assert result.get_response()["model_version"] == "2"
-            client.unload_model("mnist")
+            client.unload_model("mnist", headers=admin)
             assert not client.is_model_ready("mnist")
             assert not client.is_server_ready()
             with pytest.raises(InferenceServerException, match="unloaded"):
                 client.infer("mnist", [pixels_input(pixels, binary=True)])
-            client.load_model("mnist")
+            client.load_model("mnist", headers=admin)
             assert client.is_model_ready("mnist", "2")
             with pytest.raises(InferenceServerException, match="unknown model"):
-                client.load_model("other")
+                client.load_model("other", headers=admin)
         finally:
             client.close()
