@@ -98,6 +98,58 @@ def test_every_knob_has_a_default_and_is_used() -> None:
     assert all(knob.startswith("PROXY_") and "$" not in value for knob, value in knobs.items())
 
 
+# ---------------------------------------------------------------- the deploys agree
+
+
+def test_kubernetes_configmap_embeds_the_shipped_config() -> None:
+    configmap = load(DEPLOY / "k8s" / "haproxy-configmap.yaml")
+    assert configmap["data"]["haproxy.cfg"] == CONFIG.read_text(), (
+        "deploy/k8s/haproxy-configmap.yaml is stale: regenerate it from deploy/haproxy/haproxy.cfg "
+        "(command in its header)"
+    )
+    volumes = {v["name"]: v for v in pod()["volumes"]}
+    proxy = container("proxy")
+    (mount,) = proxy["volumeMounts"]
+    assert volumes[mount["name"]]["configMap"]["name"] == configmap["metadata"]["name"]
+    # Where the haproxy image reads its config.
+    assert mount["mountPath"] == "/usr/local/etc/haproxy"
+
+
+def test_ports_agree_between_proxy_service_and_manifests() -> None:
+    knobs = defaults()
+    settings = Settings()
+    proxy_port = port_of(knobs["PROXY_BIND"])
+    metrics_port = port_of(knobs["PROXY_METRICS_BIND"])
+    # Kubernetes: the sidecar listens where the file binds and forwards to the serve container.
+    proxy, serve = container("proxy"), container("serve")
+    assert "env" not in proxy  # the file's defaults are the pod's
+    assert knobs["PROXY_SERVICE"] == f"127.0.0.1:{settings.port}"
+    assert named_port(serve, "serve") == settings.port
+    assert named_port(proxy, "http") == proxy_port
+    assert named_port(proxy, "proxy-metrics") == metrics_port
+    service = load(DEPLOY / "k8s" / "service.yaml")
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"]  # the proxy's port
+    assert {p["name"] for c in pod()["containers"] for p in c["ports"]} >= {"http", "serve"}
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert serve[probe]["httpGet"]["port"] == "serve"  # probes skip the proxy
+    assert proxy["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "proxy-metrics"}
+    assert re.search(r"^\s*monitor-uri /healthz$", CONFIG.read_text(), re.MULTILINE)
+    # compose: the same file, the public port on the proxy, the service behind it.
+    compose = load(DEPLOY / "compose.yaml")["services"]
+    inference, compose_proxy = compose["inference"], compose["proxy"]
+    assert "ports" not in inference
+    assert compose_proxy["environment"]["PROXY_SERVICE"] == (
+        f"inference:{inference['environment']['SERVING_PORT']}"
+    )
+    published = {int(p.split(":")[1]): int(p.split(":")[0]) for p in compose_proxy["ports"]}
+    assert published[proxy_port] == settings.port  # clients keep using localhost:8000
+    assert metrics_port in published
+    assert "./haproxy/haproxy.cfg:/usr/local/etc/haproxy/haproxy.cfg:ro" in compose_proxy["volumes"]
+    assert compose_proxy["image"].split(":")[1] == proxy["image"].split(":")[1]
+    scrape = {j["job_name"]: j for j in load(DEPLOY / "prometheus.yml")["scrape_configs"]}
+    assert scrape["haproxy"]["static_configs"][0]["targets"] == [f"proxy:{metrics_port}"]
+
+
 def test_proxy_limits_fit_the_service_settings() -> None:
     knobs = defaults()
     settings = Settings()
@@ -113,6 +165,23 @@ def test_proxy_limits_fit_the_service_settings() -> None:
     assert maxconn <= settings.max_connections
     # ... and it is a whole number of batches, so the batcher can fill them.
     assert maxconn % settings.max_batch_size == 0
+
+
+def test_kubernetes_sidecar_outlives_the_service_listener() -> None:
+    serve, proxy = container("serve"), container("proxy")
+    env = {e["name"]: e.get("value") for e in serve["env"]}
+    serve_pre_stop = int(serve["lifecycle"]["preStop"]["exec"]["command"][1])
+    proxy_pre_stop = int(proxy["lifecycle"]["preStop"]["exec"]["command"][1])
+    # Until the service's listener closes, clients routed to the pod get a 503, not a refusal.
+    assert proxy_pre_stop >= serve_pre_stop + float(env["SERVING_DRAIN_GRACE_S"])
+    hard_stop = int(config_setting("hard-stop-after").removesuffix("s"))
+    assert pod()["terminationGracePeriodSeconds"] > proxy_pre_stop + hard_stop
+    # Guaranteed QoS holds for the pod only if every container has requests == limits.
+    for spec in (serve, proxy):
+        assert spec["resources"]["requests"] == spec["resources"]["limits"], spec["name"]
+    hpa = load(DEPLOY / "k8s" / "hpa.yaml")
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["containerResource"]["container"] == "serve"
 
 
 # ---------------------------------------------------------------- a real HAProxy in front
