@@ -326,10 +326,11 @@ def test_a_request_queued_past_the_queue_timeout_gets_the_services_503(
 def test_a_request_the_queue_cannot_serve_in_time_is_refused_at_once(
     gated_service: tuple[RunningServer, Path], tmp_path: Path
 ) -> None:
-    """Capacity 2 req/s and one slot: with one request queued, a request with a 1 s deadline
-    has no room (2 x 1 s - 1 slot = 1 place, taken) and is refused while the queued one still
-    waits; a request with the default (30 s here) deadline would have been queued. OIP v2
-    paths get OIP's error shape. Released, the held and the queued requests are served."""
+    """Capacity 2 req/s and one slot, one request held in it and one queued: a request with a
+    1 s deadline would be answered third, after 1.5 s (3 requests > 2 req/s x 1 s), so it is
+    refused at once while the queued one still waits; the queued one, with the default (30 s
+    here) deadline, had been let in. OIP v2 paths get OIP's error shape. Released, the held
+    and the queued requests are served."""
     server, gate = gated_service
     env = {"PROXY_BACKEND_MAXCONN": "1", "PROXY_DEADLINE_MS": "30000", "PROXY_CAPACITY": "2"}
     with HaproxyProcess(server.port, tmp_path / "haproxy.log", env=env) as proxy:
