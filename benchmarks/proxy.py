@@ -5,24 +5,35 @@ The file is run as shipped: only its environment variables change (ports, the se
 address, and whatever a test or run sets on purpose). ``HaproxyProcess`` starts it, waits until
 its health check has marked the service UP, reads its Prometheus metrics (queue depth, server
 state), and stops it.
+
+``python -m benchmarks.proxy --models models`` re-derives ``PROXY_BACKEND_MAXCONN`` on the
+machine it runs on: throughput of 1,000 back-to-back keep-alive clients (h2load) through the
+proxy at each ``--maxconn``, the server on core 0, HAProxy and h2load on core 1, in rounds
+(the VM's speed drifts: compare within a round). Take the smallest value near the best.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 
 import psutil
 
-from serving.testing import free_port, pinned
+from benchmarks import h2load
+from benchmarks.openloop import percentile
+from loadtest.data import binary_body, load_digits, mnist_dir
+from serving.testing import ServerProcess, free_port, pinned
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "deploy" / "haproxy" / "haproxy.cfg"
@@ -191,3 +202,43 @@ class HaproxyProcess:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Throughput through the proxy per maxconn")
+    parser.add_argument("--models", type=Path, default=Path("models"))
+    parser.add_argument("--maxconn", type=int, nargs="+", default=[16, 32, 64, 128, 256])
+    parser.add_argument("--clients", type=int, default=1000)
+    parser.add_argument("--requests", type=int, default=30_000)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--log-dir", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args()
+    if binary() is None or not h2load.available():
+        print("needs haproxy and h2load: apt-get install haproxy nghttp2-client", file=sys.stderr)
+        return 2
+    body = binary_body(load_digits(mnist_dir(None), 1)[0])
+    headers = {"Content-Type": "application/octet-stream"}
+    env = {"SERVING_MODEL_REPOSITORY": str(args.models), "SERVING_TRACING_ENABLED": "false",
+           "SERVING_LOG_LEVEL": "warning"}  # fmt: skip
+    args.log_dir.mkdir(parents=True, exist_ok=True)
+    server = ServerProcess(args.log_dir / "proxy-server.log", env=env, cpu=0, ready_timeout_s=120)
+    print("| round | maxconn | 200/s | 200 p95 ms | statuses |\n| --- | --- | --- | --- | --- |")
+    with server:
+        for round_ in range(1, args.rounds + 1):
+            for maxconn in args.maxconn:
+                knobs = {"PROXY_BACKEND_MAXCONN": str(maxconn)}
+                log = args.log_dir / "proxy-haproxy.log"
+                with HaproxyProcess(server.port, log, env=knobs, cpu=1) as proxy:
+                    target = proxy.base_url + "/v1/predict"
+                    h2load.closed_loop(target, body, 64, 3000, headers, 1)  # warm connections
+                    done = h2load.closed_loop(target, body, args.clients, args.requests, headers, 1)
+                statuses = Counter(o.status for o in done.outcomes)
+                ok = [o.latency_s for o in done.outcomes if o.status == 200]
+                rate = statuses[200] / done.elapsed_s
+                p95 = percentile(ok, 95) * 1000
+                print(f"| {round_} | {maxconn} | {rate:.0f} | {p95:.0f} | {dict(statuses)} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
