@@ -167,6 +167,20 @@ def test_proxy_limits_fit_the_service_settings() -> None:
     assert maxconn % settings.max_batch_size == 0
 
 
+def test_every_platform_limits_an_instance_to_the_same_concurrency() -> None:
+    """One number, derived once (docs/deploy.md): the proxy's maxconn per 1-CPU instance is
+    Cloud Run's and KServe's containerConcurrency; compose runs two workers, so twice it."""
+    maxconn = int(defaults()["PROXY_BACKEND_MAXCONN"])
+    cloud_run = load(DEPLOY / "cloudrun" / "service.yaml")["spec"]["template"]["spec"]
+    kserve = load(DEPLOY / "kserve" / "inferenceservice.yaml")["spec"]["predictor"]
+    assert cloud_run["containerConcurrency"] == kserve["containerConcurrency"] == maxconn
+    compose = load(DEPLOY / "compose.yaml")["services"]
+    workers = int(compose["inference"]["environment"]["SERVING_WORKERS"])
+    knobs = compose["proxy"]["environment"]
+    assert int(knobs["PROXY_BACKEND_MAXCONN"]) == workers * maxconn
+    assert int(knobs["PROXY_CAPACITY"]) == workers * int(defaults()["PROXY_CAPACITY"])
+
+
 def test_kubernetes_sidecar_outlives_the_service_listener() -> None:
     serve, proxy = container("serve"), container("proxy")
     env = {e["name"]: e.get("value") for e in serve["env"]}
