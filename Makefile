@@ -103,7 +103,7 @@ loadtest: setup ## Gated Locust run against URL=http://host:port (see docs/loadt
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/loadtest.sh "$(URL)"
 
 .PHONY: bench
-bench: model ## Benchmark (~12 min, needs wrk + h2load): results/<date>.md, a plot, <date>-overload.md
+bench: model ## Benchmark (~12 min, needs wrk, h2load, haproxy): results/<date>.md, a plot, <date>-overload.md
 	bash scripts/system-packages.sh bench
 	$(BIN)/python -m benchmarks --models $(MODELS)
 	$(BIN)/python -m benchmarks.overload --models $(MODELS)

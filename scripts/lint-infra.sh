@@ -102,6 +102,18 @@ for manifest in deploy/cloudrun/service.yaml deploy/ecs/task-definition.json dep
     fi
 done
 
+# ---------------------------------------------------------------- the proxy in front
+# haproxy lives in /usr/sbin (off a normal user's PATH). -dW: a warning (a setting HAProxy would
+# ignore) fails the check too. The k8s ConfigMap embeds the same file (tests/deploy/test_haproxy.py).
+if [[ -f deploy/haproxy/haproxy.cfg ]]; then
+    haproxy=$(command -v haproxy || { [[ -x /usr/sbin/haproxy ]] && echo /usr/sbin/haproxy; } || true)
+    if [[ -n $haproxy ]]; then
+        run "haproxy -c deploy/haproxy/haproxy.cfg" "$haproxy" -dW -c -f deploy/haproxy/haproxy.cfg
+    else
+        skip haproxy "haproxy not found (apt-get install haproxy): deploy/haproxy/haproxy.cfg NOT checked"
+    fi
+fi
+
 # ---------------------------------------------------------------- local observability stack
 if [[ -f deploy/compose.yaml ]]; then
     run "compose (check-jsonschema vendor.compose-spec)" \

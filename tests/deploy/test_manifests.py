@@ -19,7 +19,8 @@ def load_yaml(path: str) -> Any:
 
 def test_kubernetes_probes_port_and_grace_period_match_the_service() -> None:
     pod = load_yaml("deploy/k8s/deployment.yaml")["spec"]["template"]["spec"]
-    (container,) = pod["containers"]
+    # The proxy sidecar beside it: tests/deploy/test_haproxy.py.
+    (container,) = [c for c in pod["containers"] if c["name"] == "serve"]
     assert container["ports"][0]["containerPort"] == Settings().port
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["startupProbe"]["httpGet"]["path"] == "/readyz"

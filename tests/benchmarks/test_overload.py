@@ -1,0 +1,43 @@
+"""The overload benchmark's scenarios run end to end at a tiny scale, alone and through the
+shipped proxy: real services (the tiny model), real HAProxy, real h2load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmarks import overload
+from tests.support.tiny_model import synthetic_images
+
+pytestmark = pytest.mark.e2e
+
+
+def test_every_scenario_runs_alone_and_through_the_proxy(
+    tiny_model_repository: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Unpinned: the scenarios' shapes are under test here, not their numbers.
+    monkeypatch.setattr(overload, "LOAD_CPU", None)
+    body = (synthetic_images(1, seed=3) * 255).astype("uint8").tobytes()
+    capacity, fresh, seconds = 60.0, 30.0, 0.5
+    shapes = overload.scenarios(body, capacity, fresh, seconds, clients=5, closed_clients=10)
+    results = list(
+        overload.run_scenarios(tiny_model_repository, body, shapes, capacity, seconds, tmp_path)
+    )
+    assert [(r.scenario, r.via) for r in results] == [
+        (s.name, via) for s in shapes for via in ("alone", "proxy")
+    ]
+    for result in results:
+        done = result.run
+        # Every request is accounted for: answered (each with a status), none lost.
+        assert (done.timeouts, done.errors) == (0, 0), result.row()
+        assert len(done.outcomes) == done.started > 0, result.row()
+        assert set(result.statuses) <= {200, 503, 504}, result.row()
+        assert result.goodput > 0
+        assert result.recovery_s < 10
+        assert (result.proxy_cpu_s is not None) == (result.via == "proxy")
+        assert result.row().count("|") == overload.TABLE_HEAD[0].count("|")
+    # Far below capacity, both ways serve everything.
+    for result in results:
+        assert result.statuses[200] == result.run.started, result.row()
+    assert "overload-haproxy.log" in {p.name for p in tmp_path.iterdir()}
