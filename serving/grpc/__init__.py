@@ -1,0 +1,9 @@
+"""The Open Inference Protocol over gRPC (``inference.GRPCInferenceService``, what
+``tritonclient.grpc`` and KServe's clients call).
+
+- ``proto/grpc_service.proto``, ``generated/``: the API (``make grpc-code`` regenerates);
+- ``codec.py``: infer messages <-> arrays (the gRPC codec of the request pipeline);
+- ``pixels.py``: the pixel rule shared with the HTTP codec;
+- ``errors.py``: outcomes -> status codes, with retry info;
+- ``access.py``: the one hook where credentials will be checked.
+"""
