@@ -44,7 +44,8 @@ class ServerProcess:
 
     ``args`` follow the Python interpreter (default ``-m serving``). ``SERVING_HOST`` and
     ``SERVING_PORT`` are set for the child (a free port unless ``port`` is given); ``env`` goes
-    on top of the current environment. stdout and stderr go to ``log_path``.
+    on top of the current environment. gRPC is off unless ``env`` sets ``SERVING_GRPC_PORT``.
+    stdout and stderr go to ``log_path``.
     """
 
     def __init__(
@@ -65,6 +66,8 @@ class ServerProcess:
         self.env = {
             # Stopping is part of every test and benchmark: a short drain window, unless asked.
             "SERVING_DRAIN_GRACE_S": "0.2",
+            # gRPC off unless asked: its default port, 8001, would be shared by every server.
+            "SERVING_GRPC_PORT": "0",
             **os.environ,
             "SERVING_HOST": "127.0.0.1",
             "SERVING_PORT": str(self.port),
