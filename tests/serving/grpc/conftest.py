@@ -20,6 +20,7 @@ import pytest
 from serving.batching import QueuedRequest, RejectReason
 from serving.grpc import GrpcServer
 from serving.grpc.access import OPEN, Access
+from serving.grpc.adapter import IdsFor
 from serving.lifecycle import Service
 from serving.model import LoadedModel, load_model
 from serving.settings import Settings
@@ -116,7 +117,9 @@ def grpc_settings(tiny_model_repository: Path) -> Settings:
 
 
 @asynccontextmanager
-async def serving(settings: Settings, access: Access = OPEN) -> AsyncIterator[Running]:
+async def serving(
+    settings: Settings, access: Access = OPEN, ids_for: IdsFor | None = None
+) -> AsyncIterator[Running]:
     """Service + GrpcServer in this event loop; stopped (gate open) on exit."""
     sessions: list[GatedSession] = []
 
@@ -129,7 +132,7 @@ async def serving(settings: Settings, access: Access = OPEN) -> AsyncIterator[Ru
     recorder = Recorder()
     service.observe(recorder)
     await service.start()
-    server = GrpcServer(service, ids_for=None, access=access)
+    server = GrpcServer(service, ids_for=ids_for, access=access)
     await server.start()
     running = Running(service, server, sessions[-1], recorder)
     try:

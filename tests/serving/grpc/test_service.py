@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, ClassVar
 
 import google.rpc.error_details_pb2 as error_details_pb2
@@ -240,3 +241,45 @@ def test_the_access_hook_guards_every_method_with_its_scope(grpc_settings: Setti
                 await client.close()
 
     asyncio.run(main())
+
+
+def test_failures_are_internal_for_this_call_only(
+    grpc_settings: Settings, poison_model_repository: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """onnxruntime failing on one request is INTERNAL with its cause; a bug in the service is
+    INTERNAL without details (logged); either way the next call is served."""
+    settings = grpc_settings.model_copy(update={"model_repository": poison_model_repository})
+    calls = 0
+
+    def ids_for(probabilities: Any, version: str) -> list[str]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a bug")
+        return ["id"] * len(probabilities)
+
+    async def main() -> None:
+        async with serving(settings, ids_for=ids_for) as running:
+            client = triton_aio.InferenceServerClient(running.url)
+            try:
+                with pytest.raises(InferenceServerException) as raised:
+                    await client.infer("mnist", [pixels_input(1)])
+                assert (raised.value.status(), raised.value.message()) == (
+                    "StatusCode.INTERNAL",
+                    "internal error",
+                )
+                poisoned = np.zeros((1, 784), np.float32)
+                poisoned[0, 0] = 1.0  # the poison model's onnxruntime raises on this row
+                tensor = triton_aio.InferInput("pixels", [1, 784], "FP32")
+                tensor.set_data_from_numpy(poisoned)
+                with pytest.raises(InferenceServerException) as raised:
+                    await client.infer("mnist", [tensor])
+                assert raised.value.status() == "StatusCode.INTERNAL"
+                assert (raised.value.message() or "").startswith("inference failed: ")
+                result = await client.infer("mnist", [pixels_input(2)])
+                assert result.get_response().parameters["prediction_ids"].string_param == "id,id"
+            finally:
+                await client.close()
+
+    asyncio.run(main())
+    assert "RuntimeError: a bug" in caplog.text
