@@ -89,6 +89,12 @@ pytest: setup ## The test suite (unit, API, end-to-end, training on real MNIST)
 docs: setup ## Regenerate the settings table in docs/configuration.md from serving/settings.py
 	$(BIN)/python scripts/settings_table.py
 
+# Committed, not generated at install time: the serving image has no grpcio-tools (the script's
+# docstring says why). tests/serving/grpc/test_proto.py fails when the committed code is stale.
+.PHONY: grpc-code
+grpc-code: setup ## Regenerate serving/grpc/generated/ from serving/grpc/proto/grpc_service.proto
+	$(BIN)/python scripts/grpc_code.py
+
 .PHONY: lint-infra
 lint-infra: setup ## Dockerfiles, workflows, compose, collector config, deploy manifests
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/lint-infra.sh

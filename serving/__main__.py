@@ -42,6 +42,7 @@ def parse_args(argv: list[str] | None) -> dict[str, Any]:
     )
     _flag(parser, "--host", "host")
     _flag(parser, "--port", "port", type=int)
+    _flag(parser, "--grpc-port", "grpc_port", type=int)
     _flag(parser, "--model-repository", "model_repository", type=Path)
     _flag(parser, "--model-name", "model_name")
     _flag(parser, "--model-version", "model_version", type=int)

@@ -178,6 +178,27 @@ class Settings(BaseSettings):
         default=30000.0, gt=0, description="Upper bound for the X-Request-Timeout-Ms header."
     )
 
+    # ---------------------------------------------------------------- gRPC (serving/grpc/)
+    grpc_port: int = Field(
+        default=8001,
+        ge=0,
+        le=65535,
+        description="Open Inference Protocol gRPC port (inference.GRPCInferenceService), on host; "
+        "0 turns gRPC off.",
+    )
+    grpc_max_concurrent_streams: int = Field(
+        default=100,
+        ge=1,
+        description="Calls in progress at once on one gRPC connection (HTTP/2 streams); more wait "
+        "for a free stream. Messages are bounded by max_body_bytes.",
+    )
+
+    @model_validator(mode="after")
+    def _check_grpc_port(self) -> Settings:
+        if self.grpc_port and self.grpc_port == self.port:
+            raise ValueError(f"grpc_port and port are both {self.port}: give gRPC its own port")
+        return self
+
     # ---------------------------------------------------------------- observability
     service_name: str = Field(
         default="mnist-inference",

@@ -51,9 +51,10 @@ class ServerProcess:
 
     ``args`` follow the Python interpreter (default ``-m serving``). ``SERVING_HOST`` and
     ``SERVING_PORT`` are set for the child (a free port unless ``port`` is given); ``env`` goes
-    on top of the current environment. stdout and stderr go to ``log_path``. ``ca_file``: the
-    server speaks HTTPS with a certificate this CA signed (SERVING_SSL_* in ``env`` or ``args``);
-    ``base_url`` is then ``https://`` and ``/readyz`` is polled over TLS, verified with the CA.
+    on top of the current environment. stdout and stderr go to ``log_path``. gRPC is off unless
+    ``env`` sets ``SERVING_GRPC_PORT``. ``ca_file``: the server speaks HTTPS with a certificate
+    this CA signed (SERVING_SSL_* in ``env`` or ``args``); ``base_url`` is then ``https://`` and
+    ``/readyz`` is polled over TLS, verified with the CA.
     """
 
     def __init__(
@@ -77,6 +78,8 @@ class ServerProcess:
         self.env = {
             # Stopping is part of every test and benchmark: a short drain window, unless asked.
             "SERVING_DRAIN_GRACE_S": "0.2",
+            # gRPC off unless asked: its default port, 8001, would be shared by every server.
+            "SERVING_GRPC_PORT": "0",
             **os.environ,
             "SERVING_HOST": "127.0.0.1",
             "SERVING_PORT": str(self.port),

@@ -146,8 +146,9 @@ class ServingMetrics:
         # ---------------------------------------------------------------- HTTP
         self.requests = Counter(
             f"{PREFIX}_http_requests",
-            "HTTP requests by route template, status code and API key name (anonymous without).",
-            ["route", "method", "status", "key"], registry=r,
+            "Requests by route template (a gRPC call: its method's path), status code (a gRPC "
+            "status: its HTTP twin), API key name (anonymous without) and protocol (http, grpc).",
+            ["route", "method", "status", "key", "protocol"], registry=r,
         )  # fmt: skip
         self.keys_refused = Counter(
             f"{PREFIX}_keys_reloads_refused",

@@ -64,10 +64,12 @@ METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 #: Path prefixes that never produce spans: probes, scrapes and the OpenAPI pages are noise.
 UNTRACED_PREFIXES = ("/healthz", "/readyz", "/metrics", "/schema", "/v2/health")
 #: The labels of one answered request: route template (None: no route matched), method, status,
-#: API key name (bounded: the keys file's names, "anonymous", "invalid").
-LabelKey = tuple[str | None, str, int, str]
+#: API key name (bounded: the keys file's names, "anonymous", "invalid"), protocol (http, grpc).
+LabelKey = tuple[str | None, str, int, str, str]
 #: Span attribute of the API key's name (OpenTelemetry's client identity of the request).
 ENDUSER_ID = "enduser.id"
+#: RPC semantic conventions of a gRPC call's span.
+RPC_SYSTEM, RPC_SERVICE, RPC_METHOD = "rpc.system", "rpc.service", "rpc.method"
 ANONYMOUS = "anonymous"
 access_logger = logging.getLogger("serving.access")
 
@@ -126,11 +128,12 @@ class HttpMetrics:
         """Write the buffered latencies and counts, and the in-flight count, to Prometheus."""
         recorded, self._latencies, self._buffered = self._latencies, {}, 0
         by_route: defaultdict[str, list[float]] = defaultdict(list)
-        for (route, method, status, key), latencies in recorded.items():
+        for (route, method, status, key, protocol), latencies in recorded.items():
             route = route or UNMATCHED
             by_route[route] += latencies
             method = method if method in METHODS else "other"
-            self._metrics.requests.labels(route, method, str(status), key).inc(len(latencies))
+            labels = (route, method, str(status), key, protocol)
+            self._metrics.requests.labels(*labels).inc(len(latencies))
         for route, values in by_route.items():
             child = self._metrics.request_latency.labels(route)
             observe_many(child, np.asarray(values, dtype=np.float64))
@@ -174,7 +177,7 @@ class ServerSpans:
         """The span of a prediction request, if it is sampled (None: not traced)."""
         if not traceparent_sampled(head.traceparent, self._ratio):
             return None
-        return PredictionSpan(self._tracer, door.template, head, key)
+        return PredictionSpan(self._tracer, door, head, key)
 
     def sampled(self, scope: Any) -> bool:
         """Head sampling first (cheap, and false for most requests), then the path."""
@@ -220,11 +223,11 @@ class PredictionSpan:
     """The SERVER span of a sampled prediction, current while the pipeline serves it (so the
     queue-wait span is its child and the batch span links to it)."""
 
-    __slots__ = ("_cm", "_head", "_key", "_span", "_template", "_token", "_tracer")
+    __slots__ = ("_cm", "_door", "_head", "_key", "_span", "_token", "_tracer")
 
-    def __init__(self, tracer: Tracer, template: str, head: RequestHead, key: str) -> None:
+    def __init__(self, tracer: Tracer, door: Door, head: RequestHead, key: str) -> None:
         self._tracer = tracer
-        self._template = template
+        self._door = door
         self._head = head
         self._key = key
 
@@ -233,15 +236,19 @@ class PredictionSpan:
         carrier = {}
         if head.traceparent is not None:
             carrier["traceparent"] = head.traceparent.decode("latin-1")
+        door = self._door
+        if door.protocol == "grpc":  # the RPC semantic conventions: "service/method"
+            service, _, method = door.template.strip("/").partition("/")
+            name = f"{service}/{method}"
+            attributes = {RPC_SYSTEM: "grpc", RPC_SERVICE: service, RPC_METHOD: method}
+        else:
+            name = f"POST {door.template}"
+            attributes = {HTTP_REQUEST_METHOD: "POST", HTTP_ROUTE: door.template}
         self._cm = self._tracer.start_as_current_span(
-            f"POST {self._template}",
+            name,
             context=propagate.extract(carrier),
             kind=SpanKind.SERVER,
-            attributes={
-                HTTP_REQUEST_METHOD: "POST",
-                HTTP_ROUTE: self._template,
-                ENDUSER_ID: self._key,
-            },
+            attributes={**attributes, ENDUSER_ID: self._key},
         )
         self._span = self._cm.__enter__()
         self._token = TRACED_REQUEST.set(True)
@@ -280,16 +287,20 @@ class PipelineRequests:
         if self.http is not None:
             self.http.in_flight += 1
 
-    def on_end(self, template: str, status: int, seconds: float, key: str, rid: str) -> None:
+    def on_end(
+        self, template: str, status: int, seconds: float, key: str, rid: str, protocol: str
+    ) -> None:
         if self.http is not None:
             self.http.in_flight -= 1
-            self.http.record((template, "POST", status, key), seconds)
+            self.http.record((template, "POST", status, key, protocol), seconds)
         if self.access_log is not None:
             self.access_log.line("POST", template, status, seconds, rid, key)
 
-    def on_refused(self, template: str, status: int, seconds: float, key: str, rid: str) -> None:
+    def on_refused(
+        self, template: str, status: int, seconds: float, key: str, rid: str, protocol: str
+    ) -> None:
         if self.http is not None:
-            self.http.record((template, "POST", status, key), seconds)
+            self.http.record((template, "POST", status, key, protocol), seconds)
         if self.access_log is not None:
             self.access_log.line("POST", template, status, seconds, rid, key)
 
@@ -354,7 +365,7 @@ class ObservedRequests:
             key = key_of(scope)
             if self.http is not None:
                 self.http.in_flight -= 1
-                self.http.record((route, method, status, key), seconds)
+                self.http.record((route, method, status, key, "http"), seconds)
             if self.access_log is not None:
                 rid = str(scope.get("request_id", ""))
                 self.access_log.line(method, route, status, seconds, rid, key)

@@ -25,12 +25,15 @@ V2_VERSION_TEMPLATE = "/v2/models/{name}/versions/{version}/infer"
 class Door:
     """Where a prediction came in: its codec, its route template, and what its path names."""
 
-    codec: HttpCodec
+    #: None: a door with its own codec (gRPC), which calls the stages itself.
+    codec: HttpCodec | None
     template: str
     #: The model the path names (OIP); None: the served one (v1).
     model_name: str | None = None
     #: The version the path pins (OIP ``versions/<v>``); None: the newest served.
     version: str | None = None
+    #: The protocol label of metrics and spans: ``http`` or ``grpc``.
+    protocol: str = "http"
 
 
 V1_DOOR = Door(V1, V1_TEMPLATE)

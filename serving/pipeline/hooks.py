@@ -32,11 +32,16 @@ class RequestObserver(Protocol):
     def on_start(self) -> None:
         """A prediction request starts being served (in flight)."""
 
-    def on_end(self, template: str, status: int, seconds: float, key: str, rid: str) -> None:
+    def on_end(
+        self, template: str, status: int, seconds: float, key: str, rid: str, protocol: str
+    ) -> None:
         """It was answered with ``status`` after ``seconds`` (from when it was admitted);
-        ``key``: the name of its API key (bounded), ``rid``: its request id."""
+        ``key``: the name of its API key (bounded), ``rid``: its request id, ``protocol``: its
+        door's (``http``, ``grpc``); ``status``: HTTP's code (a gRPC status maps to its twin)."""
 
-    def on_refused(self, template: str, status: int, seconds: float, key: str, rid: str) -> None:
+    def on_refused(
+        self, template: str, status: int, seconds: float, key: str, rid: str, protocol: str
+    ) -> None:
         """It was refused from its headers (access, admission), ``seconds`` after arrival;
         ``template``: its route template, or ``<scope>`` for a route the pipeline does not
         serve."""
@@ -54,10 +59,14 @@ class NullRequestObserver:
     def on_start(self) -> None:
         pass
 
-    def on_end(self, template: str, status: int, seconds: float, key: str, rid: str) -> None:
+    def on_end(
+        self, template: str, status: int, seconds: float, key: str, rid: str, protocol: str
+    ) -> None:
         pass
 
-    def on_refused(self, template: str, status: int, seconds: float, key: str, rid: str) -> None:
+    def on_refused(
+        self, template: str, status: int, seconds: float, key: str, rid: str, protocol: str
+    ) -> None:
         pass
 
     def on_error(self, exc: BaseException) -> None:

@@ -29,8 +29,8 @@ from litestar.types import Receive, Send
 
 import serving.pipeline.admission as admission
 from serving.access.guard import Decision, Guard, Reason
-from serving.access.scopes import route_scope
-from serving.batching import Batcher, RejectReason
+from serving.access.scopes import Scope, route_scope
+from serving.batching import Batcher, Outputs, RejectReason
 from serving.lifecycle import Service
 from serving.model import LoadedModel
 from serving.pipeline.body import read_body
@@ -39,9 +39,10 @@ from serving.pipeline.contract import Contract
 from serving.pipeline.doors import Door, find_door
 from serving.pipeline.errors import MalformedBodyError, NotFoundError, Status, status_of
 from serving.pipeline.head import RequestHead, request_id
-from serving.pipeline.hooks import NullRequestObserver, RequestObserver
+from serving.pipeline.hooks import NullRequestObserver, RequestObserver, RequestSpan
 from serving.pipeline.oip import error as oip_error
 from serving.pipeline.oip import is_oip_path
+from serving.pipeline.pixels import Array
 from serving.pipeline.v1 import error as v1_error
 
 logger = logging.getLogger(__name__)
@@ -154,7 +155,7 @@ class Pipeline:
             status = Status(why.status, why.message)
             answer = (
                 door.codec.error(status, rid)
-                if door is not None
+                if door is not None and door.codec is not None
                 else _error_answer(path, status, rid)
             )
             answer.headers.extend(why.headers)
@@ -163,31 +164,47 @@ class Pipeline:
             answer = self.error(door, why, rid)
         else:  # pragma: no cover  (admission errors only come with a door)
             raise why
+        protocol = "http"
         if door is not None:
-            template = door.template
-        self.observer.on_refused(template, answer.status, time.monotonic() - arrived_at, key, rid)
+            template, protocol = door.template, door.protocol
+        seconds = time.monotonic() - arrived_at
+        self.observer.on_refused(template, answer.status, seconds, key, rid, protocol)
         return Refusal(answer, template, rid, self.service.closing)
 
     def admit(
-        self, door: Door, head: RequestHead, arrived_at: float, key_name: str = "anonymous"
+        self,
+        door: Door,
+        head: RequestHead,
+        arrived_at: float,
+        key_name: str = "anonymous",
+        *,
+        timeout_s: float | None = None,
+        rows: int | None = None,
     ) -> Ticket:
-        """Admit once (raises what the client is told instead: 404, 400, 503)."""
+        """Admit once (raises what the client is told instead: 404, 400, 503).
+
+        An HTTP door's codec reads the timeout (``X-Request-Timeout-Ms``) and estimates the
+        rows from the headers; a door that knows them (gRPC: the call's deadline, the parsed
+        message's shape) passes ``timeout_s`` and ``rows``."""
         if door.model_name is not None and door.model_name != self._model_name:
             raise NotFoundError(
                 f"unknown model {door.model_name!r}: this server serves {self._model_name!r}"
             )
-        timeout_s = self._default_timeout_s
-        if door.codec.timeout_header:
-            try:
-                timeout_s = admission.header_timeout_s(
-                    head.timeout, self._default_timeout_s, self._max_timeout_s
-                )
-            except ValueError as exc:
-                raise MalformedBodyError(str(exc)) from None
+        if timeout_s is None:
+            timeout_s = self._default_timeout_s
+            if door.codec is not None and door.codec.timeout_header:
+                try:
+                    timeout_s = admission.header_timeout_s(
+                        head.timeout, self._default_timeout_s, self._max_timeout_s
+                    )
+                except ValueError as exc:
+                    raise MalformedBodyError(str(exc)) from None
+        timeout_s = min(timeout_s, self._max_timeout_s)
         deadline = arrived_at + timeout_s
         batcher, model = self.service.admit(door.version)
         contract = self.contract(model)
-        rows = door.codec.expected_rows(head, contract.features)
+        if rows is None:
+            rows = door.codec.expected_rows(head, contract.features) if door.codec else 1
         admission.admit(self.service, batcher, rows, deadline, budget_s=timeout_s, lag=self.lag)
         return Ticket(
             door,
@@ -207,40 +224,48 @@ class Pipeline:
             contract = self._contracts[key] = Contract.of(model, self._max_instances)
         return contract
 
+    # ------------------------------------------------------------------ the doors' shared stages
+    def check(self, route: Scope, authorization: bytes | str | None) -> Decision:
+        """The access stage alone, for a door that knows its route's scope (gRPC)."""
+        decision = self.guard.check(route, authorization)
+        if not decision.allowed:
+            self.service.observer.on_rejected(_REJECTED[decision.reason], 0)
+        return decision
+
+    async def compute(
+        self, ticket: Ticket, pixels: Array, timeout_s: float | None = None
+    ) -> tuple[Outputs, list[str]]:
+        """submit -> result: the batch's outputs for ``pixels`` and one prediction id per row.
+        ``timeout_s``: a deadline the request's body set (OIP ``parameters.timeout``), counted
+        from arrival like the ticket's."""
+        deadline = ticket.deadline
+        if timeout_s is not None:
+            deadline = ticket.arrived_at + min(timeout_s, self._max_timeout_s)
+        outputs = await ticket.batcher.submit(pixels, deadline)
+        ids = self._issue_ids(
+            outputs.labels.tolist(), outputs.confidences.tolist(), ticket.contract.model_version
+        )
+        return outputs, ids
+
+    def observe(self, ticket: Ticket) -> Observation:
+        """``with pipeline.observe(ticket) as seen: ...; seen.status = code``: the request in
+        flight, in its span if sampled, and its outcome, for any door."""
+        return Observation(self.observer, ticket)
+
     # ------------------------------------------------------------------ serve (HTTP)
     async def serve(self, ticket: Ticket, receive: Receive, send: Send) -> None:
         """Read, decode, submit, encode, send and observe one admitted HTTP request."""
-        observer = self.observer
-        observer.on_start()
-        started = time.perf_counter()
-        span = observer.span(ticket.door, ticket.head, ticket.key_name)
-        if span is None:
-            status = await self._serve(ticket, receive, send)
-        else:
-            with span:
-                status = await self._serve(ticket, receive, send)
-                span.finish(status)
-        observer.on_end(
-            ticket.door.template,
-            status,
-            time.perf_counter() - started,
-            ticket.key_name,
-            ticket.request_id,
-        )
+        with self.observe(ticket) as seen:
+            seen.status = await self._serve(ticket, receive, send)
 
     async def _serve(self, ticket: Ticket, receive: Receive, send: Send) -> int:
         codec = ticket.door.codec
+        assert codec is not None  # an HTTP door
         contract = ticket.contract
         try:
             body = await read_body(receive, self._max_body, ticket.head.content_length)
             decoded = codec.decode(ticket.head, body, contract, self._max_body)
-            deadline = ticket.deadline
-            if decoded.timeout_s is not None:  # a deadline from the body (OIP)
-                deadline = ticket.arrived_at + min(decoded.timeout_s, self._max_timeout_s)
-            outputs = await ticket.batcher.submit(decoded.pixels, deadline)
-            ids = self._issue_ids(
-                outputs.labels.tolist(), outputs.confidences.tolist(), contract.model_version
-            )
+            outputs, ids = await self.compute(ticket, decoded.pixels, decoded.timeout_s)
             answer = codec.encode(outputs, decoded, contract, ids)
         except Exception as exc:
             answer = self.error(ticket.door, exc, ticket.request_id)
@@ -249,14 +274,56 @@ class Pipeline:
 
     def error(self, door: Door, exc: BaseException, rid: str) -> Answer:
         """``exc`` in the door's error shape, with Retry-After on a 503."""
-        status = status_of(exc)
-        if status.code == 500:
-            logger.error("request %s: %s", rid, exc, exc_info=exc)
-        self.observer.on_error(exc)
+        status = self.status(exc, rid)
+        assert door.codec is not None  # an HTTP door
         answer = door.codec.error(status, rid)
         if status.retry_after_s is not None:
             answer.headers.append((b"retry-after", b"%d" % status.retry_after_s))
         return answer
+
+    def status(self, exc: BaseException, rid: str) -> Status:
+        """What ``exc`` tells the client (any door); a 500 is logged, every error observed."""
+        status = status_of(exc)
+        if status.code == 500:
+            logger.error("request %s: %s", rid, exc, exc_info=exc)
+        self.observer.on_error(exc)
+        return status
+
+
+class Observation:
+    """One request in flight for the observer; the door sets ``status`` before it ends."""
+
+    __slots__ = ("_observer", "_span", "_started", "status", "ticket")
+
+    def __init__(self, observer: RequestObserver, ticket: Ticket) -> None:
+        self._observer = observer
+        self.ticket = ticket
+        self.status = 500  # what the client gets if the door raises before setting it
+        self._span: RequestSpan | None = None
+        self._started = 0.0
+
+    def __enter__(self) -> Observation:
+        self._observer.on_start()
+        self._started = time.perf_counter()
+        ticket = self.ticket
+        self._span = self._observer.span(ticket.door, ticket.head, ticket.key_name)
+        if self._span is not None:
+            self._span.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        ticket = self.ticket
+        if self._span is not None:
+            self._span.finish(self.status)
+            self._span.__exit__(*exc)
+        self._observer.on_end(
+            ticket.door.template,
+            self.status,
+            time.perf_counter() - self._started,
+            ticket.key_name,
+            ticket.request_id,
+            ticket.door.protocol,
+        )
 
 
 async def send_answer(send: Send, answer: Answer, rid: str, closing: bool) -> None:

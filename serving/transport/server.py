@@ -6,6 +6,8 @@ answer 503 (so a load balancer stops routing here) while every queued and in-fli
 computed and answered; then (bounded by ``drain_timeout_s``) uvicorn's normal graceful shutdown
 finishes open responses and runs the lifespan shutdown. A second signal forces exit.
 With ``workers > 1`` each worker process is such a server (serving/transport/supervisor.py).
+The worker's gRPC server (serving/grpc/, on ``grpc_port``) runs on the same event loop: it starts
+once the Service is ready, turns unhealthy with the first signal, and stops after the drain.
 
 uvicorn rather than granian: they tied on this service (docs/decisions.md, "uvicorn, not
 granian"), and this draining shutdown is built on uvicorn's Server.
@@ -19,6 +21,7 @@ import math
 import socket
 from collections.abc import Callable
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import uvicorn
 
@@ -28,6 +31,9 @@ from serving.settings import Settings
 from serving.transport.listener import refuse_new_connections
 from serving.transport.protocol import ConnectionLimits, guarded_protocol
 from serving.transport.supervisor import Supervisor
+
+if TYPE_CHECKING:
+    from serving.grpc import GrpcServer
 
 logger = logging.getLogger(__name__)
 
@@ -42,12 +48,20 @@ class DrainingServer(uvicorn.Server):
     """A uvicorn server whose app is built in-process (per worker) and that drains on SIGTERM."""
 
     def __init__(
-        self, config: uvicorn.Config, settings: Settings, app_factory: AppFactory = create_app
+        self,
+        config: uvicorn.Config,
+        settings: Settings,
+        app_factory: AppFactory = create_app,
+        *,
+        reuse_port: bool = False,
     ) -> None:
+        """``reuse_port``: this is one worker of several, binding the gRPC port beside them."""
         super().__init__(config)
         self.settings = settings
         self.app_factory = app_factory
+        self.reuse_port = reuse_port
         self.service: Service | None = None
+        self.grpc: GrpcServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._drain_task: asyncio.Task[None] | None = None
         self._signalled = False
@@ -56,6 +70,13 @@ class DrainingServer(uvicorn.Server):
         # Built here, not in the parent: with workers > 1 each process owns its model + batcher.
         app = self.app_factory(self.settings)
         self.service = app.service
+        if self.settings.grpc_port:
+            from serving.grpc import GrpcServer  # late: no grpc import when gRPC is off
+
+            self.grpc = GrpcServer(app.pipeline, reuse_port=self.reuse_port)
+            # The last start-up hook: after the lifespan made the Service ready, before uvicorn
+            # opens the HTTP listener, so /readyz 200 means gRPC is being served too.
+            app.litestar.on_startup.append(self.grpc.start)
         self.config.app = app
         # The protocol admits predictions (or refuses them) as their headers complete.
         self.config.http = guarded_protocol(connection_limits(self.settings), app.pipeline.arrive)
@@ -79,6 +100,8 @@ class DrainingServer(uvicorn.Server):
 
     async def _drain(self) -> None:
         assert self.service is not None
+        if self.grpc is not None:
+            await self.grpc.begin_drain()  # health NOT_SERVING; new calls meet the drain
         await self.service.drain(self.settings.drain_timeout_s, self.settings.drain_grace_s)
         self.should_exit = True
 
@@ -97,6 +120,8 @@ class DrainingServer(uvicorn.Server):
             ]
             if all(filtered):
                 await asyncio.sleep(LISTENER_SETTLE_S)
+        if self.grpc is not None:  # drained: only the calls answering now are still running
+            await self.grpc.stop(0 if self.force_exit else self.settings.drain_timeout_s)
         await super().shutdown(sockets)
 
 
@@ -141,4 +166,4 @@ def run(settings: Settings) -> int:
 
 def serve_worker(settings: Settings, listener: socket.socket) -> None:
     """One worker process of several (spawned by the supervisor): serve on ``listener``."""
-    DrainingServer(uvicorn_config(settings), settings).run(sockets=[listener])
+    DrainingServer(uvicorn_config(settings), settings, reuse_port=True).run(sockets=[listener])

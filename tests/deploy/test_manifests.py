@@ -61,7 +61,7 @@ def test_ecs_stop_timeout_outlasts_the_drain_and_health_check_uses_readyz() -> N
 def test_kserve_runtime_speaks_v2_on_the_service_port_with_its_health_routes() -> None:
     runtime = load_yaml("deploy/kserve/servingruntime.yaml")
     service = load_yaml("deploy/kserve/inferenceservice.yaml")
-    assert runtime["spec"]["protocolVersions"] == ["v2"]
+    assert runtime["spec"]["protocolVersions"] == ["v2", "grpc-v2"]  # grpc-v2 on grpc_port
     (container,) = runtime["spec"]["containers"]
     port = container["ports"][0]["containerPort"]
     assert port == Settings().port
@@ -69,7 +69,8 @@ def test_kserve_runtime_speaks_v2_on_the_service_port_with_its_health_routes() -
     assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": port}
     env = {e["name"]: e["value"] for e in container["env"]}
     assert set(env) <= {f"SERVING_{name.upper()}" for name in Settings.model_fields}
-    assert Settings(**{k.removeprefix("SERVING_").lower(): v for k, v in env.items()})
+    settings = Settings(**{k.removeprefix("SERVING_").lower(): v for k, v in env.items()})
+    assert settings.grpc_port == 8001  # the h2c port docs/serving.md tells a grpc-v2 service
     predictor = service["spec"]["predictor"]
     model = predictor["model"]
     assert model["runtime"] == runtime["metadata"]["name"]

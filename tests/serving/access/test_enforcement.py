@@ -146,5 +146,5 @@ def test_the_key_name_labels_requests_never_the_key(
     with app_client(settings.model_copy(update={"keys_file": path, "require_keys": required})) as c:
         assert c.get("/v1/models", headers=bearer("read")).status_code == 200
         metrics = c.get("/metrics", headers=bearer("read")).text
-    assert 'key="read-key",method="GET",route="/v1/models",status="200"' in metrics
+    assert 'key="read-key",method="GET",protocol="http",route="/v1/models",status="200"' in metrics
     assert all(key not in metrics for key in KEYS.values())

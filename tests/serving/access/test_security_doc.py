@@ -16,7 +16,7 @@ import pytest
 
 from serving.access.keys import KeysFileError, parse_keys
 from serving.access.scopes import Scope
-from tests.support.server import REPO, serving_process
+from tests.support.server import REPO, free_port, serving_process
 
 PAGE = REPO / "docs" / "security.md"
 EXAMPLE = re.compile(r"^<!-- example: (\S+) -->\n```\w+\n(.*?)^```", re.MULTILINE | re.DOTALL)
@@ -41,15 +41,17 @@ def test_the_keys_file_example_parses_once_a_key_is_pasted() -> None:
     assert (web.rate_per_s, web.burst) == (50.0, 100.0)
 
 
-def test_the_grpc_example_compiles() -> None:
-    """The service has no gRPC endpoint yet; once it has, run this like the HTTP example."""
-    compile(examples()["tritonclient-grpc"], "tritonclient-grpc", "exec")
-
-
-def run_example(address: str, key: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MNIST_ADDRESS": address, "MNIST_API_KEY": key}
+def run_example(
+    address: str, key: str, name: str = "tritonclient-http"
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "MNIST_ADDRESS": address,
+        "MNIST_GRPC_ADDRESS": address,
+        "MNIST_API_KEY": key,
+    }
     return subprocess.run(
-        [sys.executable, "-c", examples()["tritonclient-http"]],
+        [sys.executable, "-c", examples()[name]],
         env=env,
         capture_output=True,
         text=True,
@@ -70,20 +72,29 @@ def test_the_http_example_runs(tiny_model_repository: Path, tmp_path: Path) -> N
 
 @pytest.mark.e2e
 @pytest.mark.slow
-def test_the_http_example_needs_its_key(tiny_model_repository: Path, tmp_path: Path) -> None:
-    """With keys required the example works with its key and fails with another. (Strict xfail:
-    it starts passing when the wiring lands; then drop the mark.)"""
+def test_both_examples_need_their_key(tiny_model_repository: Path, tmp_path: Path) -> None:
+    """With keys required each example works with its key and fails with another: HTTP with
+    401, gRPC with UNAUTHENTICATED (the same guard, the key as ``authorization`` metadata)."""
     keys = tmp_path / "keys.toml"
     keys.write_text(f'[[keys]]\nname = "doc"\nkey = "{KEY}"\nscopes = ["infer", "read"]\n')
+    grpc_port = free_port()
     env = {
         "SERVING_MODEL_REPOSITORY": str(tiny_model_repository),
         "SERVING_KEYS_FILE": str(keys),
         "SERVING_REQUIRE_KEYS": "true",
+        "SERVING_GRPC_PORT": str(grpc_port),
     }
     with serving_process(env, tmp_path / "server.log") as server:
         address = server.base_url.removeprefix("http://")
         good = run_example(address, KEY)
         bad = run_example(address, "not-" + KEY)
+        grpc_address = f"127.0.0.1:{grpc_port}"
+        good_grpc = run_example(grpc_address, KEY, "tritonclient-grpc")
+        bad_grpc = run_example(grpc_address, "not-" + KEY, "tritonclient-grpc")
     assert good.returncode == 0, good.stderr
     assert bad.returncode != 0
     assert "401" in bad.stderr
+    assert good_grpc.returncode == 0, good_grpc.stderr
+    assert re.fullmatch(r"\[\d\]\n", good_grpc.stdout), good_grpc.stdout
+    assert bad_grpc.returncode != 0
+    assert "UNAUTHENTICATED" in bad_grpc.stderr

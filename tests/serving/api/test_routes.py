@@ -145,5 +145,5 @@ def test_one_before_send_hook_adds_the_headers_and_observes_the_request(settings
         health = client.get("/healthz", headers={"x-request-id": "h-1"})
         scrape = client.get("/metrics").text
     assert health.headers["x-request-id"] == "h-1"
-    healthz = 'key="anonymous",method="GET",route="/healthz",status="200"'
+    healthz = 'key="anonymous",method="GET",protocol="http",route="/healthz",status="200"'
     assert f"inference_http_requests_total{{{healthz}}} 1.0" in scrape

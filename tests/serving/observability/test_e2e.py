@@ -145,7 +145,13 @@ def test_spans_reach_a_real_otlp_receiver_and_metrics_count_the_traffic(
     assert "Traceback" not in stderr
 
     values = metric_values(scrape.text)
-    ok = (("key", "anonymous"), ("method", "POST"), ("route", "/v1/predict"), ("status", "200"))
+    ok = (
+        ("key", "anonymous"),
+        ("method", "POST"),
+        ("protocol", "http"),
+        ("route", "/v1/predict"),
+        ("status", "200"),
+    )
     assert values[("inference_http_requests_total", ok)] == REQUESTS + 1
     assert values[("inference_batch_size_rows_sum", ())] == 2 * REQUESTS + 1
     assert values[("inference_queue_wait_seconds_count", ())] == REQUESTS + 1

@@ -35,7 +35,7 @@ from tests.support.slow_batcher import slow_batcher
 JSON = {"content-type": "application/json"}
 
 Array = npt.NDArray[np.float32]
-PREDICT = {"route": "/v1/predict", "method": "POST", "key": "anonymous"}
+PREDICT = {"route": "/v1/predict", "method": "POST", "key": "anonymous", "protocol": "http"}
 
 
 def body(rows: int = 1, value: float = 0.1) -> dict[str, list[list[float]]]:
@@ -123,12 +123,30 @@ def test_http_metrics_by_route_template_and_status(
     value = registry.get_sample_value
     assert value("inference_http_requests_total", {**PREDICT, "status": "200"}) == 3
     assert value("inference_http_requests_total", {**PREDICT, "status": "400"}) == 1
-    items = {"route": "/items/{item_id}", "method": "GET", "status": "200", "key": "anonymous"}
+    items = {
+        "route": "/items/{item_id}",
+        "method": "GET",
+        "status": "200",
+        "key": "anonymous",
+        "protocol": "http",
+    }
     assert value("inference_http_requests_total", items) == 2
     assert value("inference_http_request_duration_seconds_count", {"route": "/v1/predict"}) == 4
-    unmatched = {"route": "unmatched", "method": "GET", "status": "404", "key": "anonymous"}
+    unmatched = {
+        "route": "unmatched",
+        "method": "GET",
+        "status": "404",
+        "key": "anonymous",
+        "protocol": "http",
+    }
     assert value("inference_http_requests_total", unmatched) == 2
-    brewed = {"route": "unmatched", "method": "other", "status": "405", "key": "anonymous"}
+    brewed = {
+        "route": "unmatched",
+        "method": "other",
+        "status": "405",
+        "key": "anonymous",
+        "protocol": "http",
+    }
     assert value("inference_http_requests_total", brewed) == 1
     assert value("inference_http_requests_in_flight") == 0
     routes = {
@@ -149,19 +167,25 @@ def test_http_metrics_publish_per_label_key_and_by_themselves_when_full(
     monkeypatch.setattr(serving.observability.requests, "MAX_BUFFERED", 4)
     http = HttpMetrics(ServingMetrics(registry, metadata.labels), skip_paths=frozenset())
     value = registry.get_sample_value
-    ok = {"route": "/p", "method": "POST", "status": "200", "key": "k1"}
+    ok = {"route": "/p", "method": "POST", "status": "200", "key": "k1", "protocol": "http"}
     for seconds in (0.001, 0.002, 0.004):
-        http.record(("/p", "POST", 200, "k1"), seconds)
+        http.record(("/p", "POST", 200, "k1", "http"), seconds)
     assert value("inference_http_requests_total", ok) is None  # buffered, not yet written
-    http.record((None, "BREW", 405, "anonymous"), 0.0005)  # the 4th: writes all by itself
+    http.record((None, "BREW", 405, "anonymous", "http"), 0.0005)  # the 4th: writes all by itself
     assert value("inference_http_requests_total", ok) == 3
-    odd = {"route": "unmatched", "method": "other", "status": "405", "key": "anonymous"}
+    odd = {
+        "route": "unmatched",
+        "method": "other",
+        "status": "405",
+        "key": "anonymous",
+        "protocol": "http",
+    }
     assert value("inference_http_requests_total", odd) == 1
     assert value("inference_http_request_duration_seconds_count", {"route": "/p"}) == 3
     assert value("inference_http_request_duration_seconds_sum", {"route": "/p"}) == pytest.approx(
         0.007
     )
-    http.record(("/p", "POST", 200, "k1"), 0.008)
+    http.record(("/p", "POST", 200, "k1", "http"), 0.008)
     http.publish()
     assert value("inference_http_requests_total", ok) == 4
 
@@ -216,7 +240,13 @@ def test_a_streamed_response_is_observed_once_at_its_last_chunk(
             assert (response.status_code, response.content) == (206, b"abc")
         assert client.get("/metrics").status_code == 200
     value = registry.get_sample_value
-    labels = {"route": "/chunks", "method": "GET", "status": "206", "key": "anonymous"}
+    labels = {
+        "route": "/chunks",
+        "method": "GET",
+        "status": "206",
+        "key": "anonymous",
+        "protocol": "http",
+    }
     assert value("inference_http_requests_total", labels) == 2
     assert value("inference_http_request_duration_seconds_count", {"route": "/chunks"}) == 2
     assert value("inference_http_requests_in_flight") == 0

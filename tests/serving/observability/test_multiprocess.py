@@ -27,7 +27,7 @@ import sys, os
 requests, depth = int(sys.argv[1]), int(sys.argv[2])
 metrics = ServingMetrics(CollectorRegistry(), [str(i) for i in range(10)])
 for _ in range(requests):
-    metrics.requests.labels("/v1/predict", "POST", "200", "k").inc()
+    metrics.requests.labels("/v1/predict", "POST", "200", "k", "http").inc()
     metrics.request_latency.labels("/v1/predict").observe(0.0004)
 metrics.queue_depth.set(depth)
 metrics.refresh_process()
@@ -71,7 +71,7 @@ def test_two_workers_aggregate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         values[
             (
                 "inference_http_requests_total",
-                (("key", "k"), ("method", "POST"), route, ("status", "200")),
+                (("key", "k"), ("method", "POST"), ("protocol", "http"), route, ("status", "200")),
             )
         ]
         == 7
@@ -92,7 +92,7 @@ def test_two_workers_aggregate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         values[
             (
                 "inference_http_requests_total",
-                (("key", "k"), ("method", "POST"), route, ("status", "200")),
+                (("key", "k"), ("method", "POST"), ("protocol", "http"), route, ("status", "200")),
             )
         ]
         == 7

@@ -39,10 +39,14 @@ class Recorder:
     def on_start(self) -> None:
         self.calls.append(("start",))
 
-    def on_end(self, template: str, status: int, seconds: float, key: str, rid: str) -> None:
+    def on_end(
+        self, template: str, status: int, seconds: float, key: str, rid: str, protocol: str
+    ) -> None:
         self.calls.append(("end", template, status))
 
-    def on_refused(self, template: str, status: int, seconds: float, key: str, rid: str) -> None:
+    def on_refused(
+        self, template: str, status: int, seconds: float, key: str, rid: str, protocol: str
+    ) -> None:
         self.calls.append(("refused", template, status))
 
     def on_error(self, exc: BaseException) -> None:
