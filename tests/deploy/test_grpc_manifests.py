@@ -23,9 +23,10 @@ def test_the_image_exposes_http_and_grpc() -> None:
 
 
 def test_kubernetes_declares_the_grpc_port_as_cleartext_http2() -> None:
-    (container,) = load_yaml("deploy/k8s/deployment.yaml")["spec"]["template"]["spec"]["containers"]
+    pod = load_yaml("deploy/k8s/deployment.yaml")["spec"]["template"]["spec"]
+    (container,) = [c for c in pod["containers"] if c["name"] == "serve"]  # not the proxy
     ports = {port["name"]: port["containerPort"] for port in container["ports"]}
-    assert ports == {"http": Settings().port, "grpc": GRPC_PORT}
+    assert ports == {"serve": Settings().port, "grpc": GRPC_PORT}
     service_ports = {
         port["name"]: port for port in load_yaml("deploy/k8s/service.yaml")["spec"]["ports"]
     }

@@ -128,7 +128,9 @@ def test_ports_agree_between_proxy_service_and_manifests() -> None:
     assert named_port(proxy, "http") == proxy_port
     assert named_port(proxy, "proxy-metrics") == metrics_port
     service = load(DEPLOY / "k8s" / "service.yaml")
-    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"]  # the proxy's port
+    # HTTP goes through the proxy's port; gRPC (HTTP/2, not the proxy's) to the service's own.
+    targets = {p["name"]: p["targetPort"] for p in service["spec"]["ports"]}
+    assert targets == {"http": "http", "grpc": "grpc"}
     assert {p["name"] for c in pod()["containers"] for p in c["ports"]} >= {"http", "serve"}
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert serve[probe]["httpGet"]["port"] == "serve"  # probes skip the proxy

@@ -41,7 +41,7 @@ def mounted_secret(pod: dict[str, Any], container: dict[str, Any], path: Path) -
 
 def test_kubernetes_mounts_the_keys_secret() -> None:
     pod = load_yaml("deploy/k8s/deployment.yaml")["spec"]["template"]["spec"]
-    (container,) = pod["containers"]
+    (container,) = [c for c in pod["containers"] if c["name"] == "serve"]  # not the proxy
     secret = mounted_secret(pod, container, keys_file(container))
     assert secret["secretName"] == "mnist-keys"
     assert secret.get("optional", False) is False  # no keys file, no start: not silently open
