@@ -40,10 +40,12 @@ from serving.lifecycle import ModelLoader, Service, settle_heap, shorten_gil_swi
 from serving.model import load_model, locate_metadata
 from serving.observability import Observability, ObservabilityPlugin
 from serving.pipeline import ARRIVAL, Pipeline, Refusal, Ticket, arrival_of
+from serving.pipeline.admission import HEADROOM
 from serving.pipeline.head import read_head
 from serving.pipeline.stages import send_answer
 from serving.settings import Settings
 from serving.transport.arrival import arrived_at
+from serving.transport.backpressure import Backpressure
 from serving.transport.loop_lag import LoopLag
 
 logger = logging.getLogger(__name__)
@@ -59,12 +61,20 @@ class ServiceApp:
     """
 
     def __init__(
-        self, pipeline: Pipeline, feedback: Feedback, litestar: Litestar, routes: ASGIApp
+        self,
+        pipeline: Pipeline,
+        feedback: Feedback,
+        litestar: Litestar,
+        routes: ASGIApp,
+        backpressure: Backpressure | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.service = pipeline.service
         self.feedback = feedback
         self.litestar = litestar
+        #: The transport's backpressure (serving/transport/backpressure.py): the HTTP protocol
+        #: holds connections while ``pipeline.full``; None when switched off.
+        self.backpressure = backpressure
         #: ``litestar`` as the server calls it: observed (HTTP metrics, server spans).
         self.routes = routes
 
@@ -120,10 +130,15 @@ def create_app(
     # KeysFileError here: a keys file that cannot be used stops the worker before it serves.
     access = build_access(settings, on_refused=observability.on_keys_refused)
     pipeline = Pipeline(service, feedback.issue_ids, observability.requests, loop_lag, access.guard)
+    # A request held longer than this cannot meet the default deadline (admission's headroom).
+    max_wait_s = settings.request_timeout_ms / 1000.0 * HEADROOM
+    backpressure = Backpressure(pipeline.full, max_wait_s) if settings.backpressure else None
     shape = metadata.inputs[0].shape if metadata.inputs else []
     features = shape[-1] if shape and isinstance(shape[-1], int) else 0  # 0: load refuses it
+    held = (lambda: backpressure.held) if backpressure is not None else (lambda: 0)
     litestar = _litestar(settings, pipeline, access, feedback, observability, plugins, features)
-    return ServiceApp(pipeline, feedback, litestar, observability.wrap(litestar))
+    observability.bind_held(held)
+    return ServiceApp(pipeline, feedback, litestar, observability.wrap(litestar), backpressure)
 
 
 def _litestar(

@@ -76,6 +76,12 @@ class Settings(BaseSettings):
     keep_alive_timeout_s: float = Field(
         default=5.0, gt=0, description="Idle keep-alive connections are closed after this."
     )
+    backpressure: bool = Field(
+        default=True,
+        description="While the queue holds all the work that can be computed within the "
+        "default deadline, stop reading connections (requests wait in the kernel, first come "
+        "first served) instead of refusing them; false: refuse with 503 at once.",
+    )
     max_connections: int = Field(
         default=1000,
         ge=1,

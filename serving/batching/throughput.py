@@ -11,6 +11,10 @@ by hundreds of queued rows would overestimate a long queue's wait many times ove
 from __future__ import annotations
 
 import math
+from collections import deque
+
+#: Idle-start batches :attr:`ThroughputMeter.fastest_idle_s` takes the fastest of.
+FASTEST_OF = 64
 
 
 class ThroughputMeter:
@@ -30,6 +34,7 @@ class ThroughputMeter:
         self._fall = fall
         self._seconds_per_batch: float | None = None
         self._idle_batch_s: float | None = None
+        self._idle_samples: deque[float] = deque(maxlen=FASTEST_OF)
         self._backlog_since: float | None = None
 
     @property
@@ -44,6 +49,14 @@ class ThroughputMeter:
         cannot make admission refuse work on an idle batcher, which would stop all measuring."""
         return self._idle_batch_s or 0.0
 
+    @property
+    def fastest_idle_s(self) -> float:
+        """The fastest of the last ``FASTEST_OF`` idle-start batches (0 before any): what the
+        service can do for a lone request at its best. A stall (a long collection, a starved
+        CPU, a batch held for seconds) raises the average for a while, not this: a request
+        judged impossible by it is impossible, not merely unlucky."""
+        return min(self._idle_samples, default=0.0)
+
     def record(self, taken_at: float, finished_at: float, backlog: bool) -> None:
         """A batch taken at ``taken_at`` finished at ``finished_at`` (``time.monotonic()``);
         ``backlog`` says whether requests were waiting at its end."""
@@ -53,6 +66,7 @@ class ThroughputMeter:
         self._seconds_per_batch = self._smooth(self._seconds_per_batch, sample)
         if start == taken_at:
             self._idle_batch_s = self._smooth(self._idle_batch_s, sample)
+            self._idle_samples.append(sample)
         self._backlog_since = finished_at if backlog else None
 
     def _smooth(self, current: float | None, sample: float) -> float:

@@ -195,6 +195,12 @@ class ServingMetrics:
             "a wait the queue does not see.",
             multiprocess_mode="livemax", registry=r,
         )  # fmt: skip
+        self.held = Gauge(
+            f"{PREFIX}_connections_held",
+            "Connections not read now: the service holds all the work it can finish within the "
+            "deadline, so their requests wait in the kernel (backpressure), summed over workers.",
+            multiprocess_mode="livesum", registry=r,
+        )  # fmt: skip
         self.rejected = Counter(
             f"{PREFIX}_rejected_requests",
             "Requests refused or dropped: queue_full, draining, not_ready, overloaded (wait "

@@ -98,6 +98,7 @@ class Observability:
         self._store: QualityStore | None = None
         self._loop_lag: LoopLag | None = None
         self._queued_rows: Callable[[], int] | None = None
+        self._held: Callable[[], int] | None = None
         self._local_counts: npt.NDArray[np.int64] | None = None
         self._sampler: asyncio.Task[None] | None = None
         model_version = str(metadata.version)
@@ -199,6 +200,10 @@ class Observability:
         if self.quality is not None:
             self.quality.on_feedback(outcome)
 
+    def bind_held(self, held: Callable[[], int]) -> None:
+        """Connections the transport holds now (backpressure), for the sampled gauge."""
+        self._held = held
+
     def bind(self, queued_rows: Callable[[], int], loop_lag: LoopLag, store: QualityStore) -> None:
         """What the sampler reads from the service and the shared feedback store."""
         self._queued_rows = queued_rows
@@ -246,6 +251,8 @@ class Observability:
             self.metrics.refresh_process()
             if self._loop_lag is not None:
                 self.metrics.loop_lag.set(self._loop_lag.standing_s)
+            if self._held is not None:
+                self.metrics.held.set(self._held())
         if self.http is not None:
             self.http.publish()
         self.observer.flush()

@@ -107,14 +107,17 @@ def admit(
     ahead = batcher.rows_in_flight + queued
     meter = batcher.throughput
     remaining = deadline - (time.monotonic() if now is None else now)
-    alone = meter.idle_batch_s  # the loop's lag is load: it makes an overload, not this
+    # At the service's best (the loop's lag and a passing stall are load: an overload, not this).
+    alone = meter.fastest_idle_s
     if budget_s is not None and alone > budget_s * HEADROOM:
         service.observer.on_rejected("infeasible", rows)
         raise InfeasibleDeadlineError(
             f"the request's timeout ({budget_s * 1000:g} ms) is shorter than this service needs "
             f"for it even when idle (~{alone * 1000:.1f} ms); send a longer timeout"
         )
-    wait = lag_s + (meter.wait_s(ahead + rows, batch_rows) if ahead else meter.idle_batch_s)
+    # Nothing ahead: computed at once, in a batch of its own, as fast as the service goes (a
+    # past stall in the averages must not refuse it, or nothing would be measured again).
+    wait = lag_s + (meter.wait_s(ahead + rows, batch_rows) if ahead else alone)
     if wait > remaining * HEADROOM:
         service.observer.on_rejected("overloaded", rows)
         raise OverloadedError(

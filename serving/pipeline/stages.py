@@ -217,6 +217,25 @@ class Pipeline:
             key_name,
         )
 
+    def full(self, pending: int = 0) -> bool:
+        """Whether the service already holds all the work it can finish in time: the newest
+        batcher's queue cannot take one more row, or the rows ahead (computing, queued, and
+        ``pending`` requests about to be read) would take the default deadline (with
+        admission's headroom) to compute. The transport stops reading while it is
+        (serving/transport/backpressure.py). False while not serving: a draining service must
+        read every request to answer it."""
+        service = self.service
+        batcher = service.batcher
+        if batcher is None or not service.ready:
+            return False
+        settings = service.settings
+        queued = batcher.queued_rows + pending
+        if queued + 1 > settings.max_queue_size:
+            return True
+        ahead = queued + batcher.rows_in_flight + 1
+        wait = batcher.throughput.wait_s(ahead, settings.max_batch_size) + self.lag.standing_s
+        return wait > self._default_timeout_s * admission.HEADROOM
+
     def contract(self, model: LoadedModel) -> Contract:
         key = (model.version, model.sha256)
         contract = self._contracts.get(key)

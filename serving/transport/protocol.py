@@ -19,11 +19,14 @@ that trickles its headers or body, none for a new connection that sends nothing,
   before any ASGI task exists: access control (401/403/429) and, for a prediction, admission.
   The outcome travels in the scope (a prediction's ``Ticket``, another route's access
   decision); a refused request (no key, over its rate, overloaded, not ready, a bad header, an
-  unknown model) is answered at once in its API's error shape, its body read and dropped, and
-  no app code runs (the cheapest refusal). A chunked body (no length declared) is dropped first
-  and answered when complete, so that one passing ``max_body_bytes`` gets its 413 instead. A
+  unknown model) is answered in its API's error shape as soon as its body has been read and
+  dropped, and no app code runs (the cheapest refusal); a chunked body passing
+  ``max_body_bytes`` gets its 413 instead. A
   pipelined request (behind one still being answered) is decided by the app when its turn
-  comes, with the same ``arrive``.
+  comes, with the same ``arrive``;
+* backpressure (backpressure.py): while the service holds all the work it can finish in time,
+  a connection is not read at its next request boundary (after a response, or when new): the
+  request waits in the kernel, and is read first-come-first-served as answers go out.
 
 Responses here are written directly, with the service's JSON error body: no app code runs.
 """
@@ -46,9 +49,13 @@ from serving.pipeline.errors import Status
 from serving.pipeline.head import RequestHead, read_head
 from serving.pipeline.v1 import error as v1_error
 from serving.transport.arrival import stamp, waited_s
+from serving.transport.backpressure import Backpressure
 
 #: How long a refused connection is still read (and its input dropped) after the response.
 LINGER_S = 2.0
+#: Share of ``max_connections`` from which a new connection is held (backpressure) rather than
+#: read while the service is full: beyond the limit it would be refused.
+NEAR_LIMIT = 0.9
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 _REASONS[413] = b"Content Too Large"  # RFC 9110's name
 
@@ -101,10 +108,13 @@ def canned_response(status: int, message: str) -> bytes:
 
 
 def guarded_protocol(
-    limits: ConnectionLimits, arrive: Arrive | None = None
+    limits: ConnectionLimits,
+    arrive: Arrive | None = None,
+    backpressure: Backpressure | None = None,
 ) -> type[HttpToolsProtocol]:
-    """The protocol class for uvicorn's ``http`` option, bound to ``limits`` and the pipeline's
-    ``arrive`` (None: limits only, e.g. before the app is built)."""
+    """The protocol class for uvicorn's ``http`` option, bound to ``limits``, the pipeline's
+    ``arrive`` and the worker's ``backpressure`` (None: limits only, e.g. before the app is
+    built)."""
     too_large = canned_response(431, f"request headers larger than {limits.max_header_bytes} bytes")
     header_timeout = canned_response(
         408, f"request headers not received within {limits.header_timeout_s:g} s"
@@ -122,10 +132,17 @@ def guarded_protocol(
         _shedding = False
         _close_after_shed = False
         #: A shed answer held back until a chunked body is complete (or passes the limit).
-        _held: bytes | None = None
+        _deferred: bytes | None = None
         _dropped = 0
         _timer: asyncio.TimerHandle | None = None
         _socket: Any = None
+        #: Backpressure: held (not read) / resumed, its next request not yet at admission.
+        _held = False
+        _resumed = False
+        held_at = 0.0
+        #: Its last request was a prediction: the next one most likely is too (a probe or a
+        #: scrape comes on its own connection), so it may be held at its next boundary.
+        _predicting = False
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -133,11 +150,50 @@ def guarded_protocol(
             if len(self.connections) > limits.max_connections:
                 self._refuse(too_many)
                 return
+            if (
+                backpressure is not None
+                and len(self.connections) > limits.max_connections * NEAR_LIMIT
+                and backpressure.at_boundary(self)
+            ):
+                return  # held instead of refused at the limit; the header timer starts later
             self._arm(limits.header_timeout_s, header_timeout)
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
+            if backpressure is not None and (self._held or self._resumed):
+                backpressure.forget(self, resumed=self._resumed)
+                self._held = self._resumed = False
             super().connection_lost(exc)
+
+        # -------------------------------------------------------------- backpressure
+        @property
+        def closed(self) -> bool:
+            return self.transport.is_closing()
+
+        def hold(self) -> None:
+            self._held = True
+            self.held_at = time.monotonic()
+            self._unset_keepalive_if_required()  # the client is not idle: it is waiting
+            self.flow.pause_reading()
+
+        def resume(self) -> None:
+            self._held, self._resumed = False, True
+            self.flow.resume_reading()
+            cycle: Any = self.cycle  # None until a first request (uvicorn types it otherwise)
+            if cycle is None:  # a new connection: from now on it must send its headers
+                self._arm(limits.header_timeout_s, header_timeout)
+            else:  # idle between requests, as uvicorn would leave it
+                self.timeout_keep_alive_task = self.loop.call_later(
+                    self.timeout_keep_alive, self.timeout_keep_alive_handler
+                )
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if backpressure is None or self.transport.is_closing():
+                return
+            if self._predicting and not self.pipeline and not self._held:
+                backpressure.at_boundary(self)
+            backpressure.release()  # answers went out: room for those waiting longest
 
         def data_received(self, data: bytes) -> None:
             if self._refused:
@@ -158,6 +214,10 @@ def guarded_protocol(
             if self._refused:
                 return
             self._awaiting_headers = False
+            if self._resumed:
+                self._resumed = False
+                assert backpressure is not None
+                backpressure.arrived()
             size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
             if size > limits.max_header_bytes:
                 self._refuse(too_large)
@@ -177,38 +237,40 @@ def guarded_protocol(
             if arrive is not None and idle:
                 method = self.parser.get_method().decode("latin-1")
                 outcome = arrive(method, path_of_target(self.url), head, arrival)
+                self._predicting = isinstance(outcome, Ticket) or (
+                    isinstance(outcome, Refusal) and not outcome.template.startswith("<")
+                )
                 if isinstance(outcome, Refusal):
-                    self._answer_now(outcome, declared is None)
+                    self._answer_now(outcome)
                     return
                 extensions: dict[str, Any] = self.scope["extensions"]
                 extensions[ARRIVAL] = outcome
             super().on_headers_complete()
 
-        def _answer_now(self, refusal: Refusal, chunked: bool) -> None:
-            """Answer from the headers; the body still arriving is dropped (or the body timeout
-            closes the connection), then the connection serves its next request, unless the
-            client asked to close it."""
+        def _answer_now(self, refusal: Refusal) -> None:
+            """Answer from the headers: no app code runs. The body is read and dropped first
+            (a chunked one passing ``max_body_bytes`` gets its 413 instead; one that stalls,
+            the body timeout's 408), then the answer goes out and the connection serves its
+            next request, unless the client asked to close it. Answering before the body was
+            sent would make HTTP/1.1 clients (h11, httpx) drop the connection and retry on a
+            new one: slower for both sides, and out of backpressure's reach."""
             answer = refusal_bytes(refusal)
             self._shedding = True
             self._close_after_shed = refusal.close or not self.parser.should_keep_alive()
             if self._close_after_shed:
                 answer = answer.replace(b"\r\n", b"\r\nconnection: close\r\n", 1)
-            if chunked:  # its size is known once it is read: a 413 may come first
-                self._held, self._dropped = answer, 0
-                self._arm(limits.body_timeout_s, body_timeout)
-            else:
-                self._arm(limits.body_timeout_s, b"")
-                self.transport.write(answer)
+            self._deferred, self._dropped = answer, 0
+            self._arm(limits.body_timeout_s, body_timeout)
 
         def on_body(self, body: bytes) -> None:
             if self._refused:
                 return
             if not self._shedding:
                 super().on_body(body)
-            elif self._held is not None:
+            elif self._deferred is not None:
                 self._dropped += len(body)
                 if self._dropped > limits.max_body_bytes:
-                    self._held = None
+                    self._deferred = None
                     self._refuse(too_big)
 
         def on_message_complete(self) -> None:
@@ -217,9 +279,9 @@ def guarded_protocol(
             self._disarm()
             if self._shedding:
                 self._shedding = False
-                if self._held is not None:
-                    self.transport.write(self._held)
-                    self._held = None
+                if self._deferred is not None:
+                    self.transport.write(self._deferred)
+                    self._deferred = None
                 if self._close_after_shed:
                     self.transport.close()  # the whole request was read: no reset
                     return

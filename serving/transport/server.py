@@ -79,7 +79,9 @@ class DrainingServer(uvicorn.Server):
             app.litestar.on_startup.append(self.grpc.start)
         self.config.app = app
         # The protocol admits predictions (or refuses them) as their headers complete.
-        self.config.http = guarded_protocol(connection_limits(self.settings), app.pipeline.arrive)
+        self.config.http = guarded_protocol(
+            connection_limits(self.settings), app.pipeline.arrive, app.backpressure
+        )
         self._loop = asyncio.get_running_loop()
         await super().serve(sockets)
 

@@ -62,3 +62,16 @@ def test_the_idle_batch_time_ignores_backlog_gaps() -> None:
     meter.record(taken_at=9.0, finished_at=9.003, backlog=False)  # after the backlog
     meter.record(taken_at=10.0, finished_at=10.004, backlog=False)  # idle start: counted
     assert meter.idle_batch_s == pytest.approx(0.004)
+
+
+def test_the_fastest_idle_batch_ignores_a_stall() -> None:
+    """Admission judges a lone request by what the service does at its best: one batch that
+    stalled for seconds (a held GIL, a starved CPU) does not make every short deadline look
+    impossible, while the average follows the stall."""
+    meter = ThroughputMeter()
+    assert meter.fastest_idle_s == 0.0
+    for start in range(5):
+        meter.record(taken_at=float(start), finished_at=start + 0.002, backlog=False)
+    meter.record(taken_at=10.0, finished_at=13.0, backlog=False)  # a 3 s stall
+    assert meter.fastest_idle_s == pytest.approx(0.002)
+    assert meter.idle_batch_s > 1.0
