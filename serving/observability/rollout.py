@@ -8,7 +8,8 @@
   agreement, and per version (labels ``role`` and ``version``) rows, mean confidence, error
   rate, live accuracy and p95 compute. Only stable and candidate are live: when the versions
   change, the previous series are set to NaN and removed.
-- A span ``rollout.decision`` per decision, with the decision as a span event.
+- A span ``rollout.decision`` per decision of a rollout (not the plain start or hot swap
+  without one), with the decision as a span event.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from serving.rollout.state import Decision
 
 PREFIX = "inference_rollout"
 NAN = float("nan")
+_UNTRACED = frozenset({"served", "replaced"})
 
 
 class RolloutMetrics:
@@ -82,7 +84,9 @@ class RolloutMetrics:
     def on_decision(self, decision: Decision, model: str) -> None:
         if self.enabled:
             self.decisions.labels(decision.action, decision.by).inc()
-        if self.tracer is not None:
+        # "served" and "replaced" are what every start and every hot swap without a rollout
+        # decide: counted, but no trace of their own (a trace is for a rollout's decisions).
+        if self.tracer is not None and decision.action not in _UNTRACED:
             with self.tracer.start_as_current_span("rollout.decision") as span:
                 span.add_event(
                     f"rollout.{decision.action}",
