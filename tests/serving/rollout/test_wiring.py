@@ -188,3 +188,21 @@ def test_admin_rollback_refuses_the_candidate(app_client: AppStarter, tmp_path: 
         assert "a customer complained" in index[0]["reason"]
         again = client.post("/v1/rollout/promote", json=body, headers=admin)
         assert again.status_code == 409
+
+
+def test_a_failing_shadow_candidate_never_fails_an_answer(
+    app_client: AppStarter, tmp_path: Path
+) -> None:
+    """The candidate raises (onnxruntime itself) on rows whose first pixel is 255: stable
+    answers every one of them, and the errors are the candidate's evidence."""
+    root = repository(tmp_path, "shadow", min_samples=200, poison=True)
+    poisoned = RAW[:8].copy()
+    poisoned[:, 0] = 255
+    with app_client(Settings(model_repository=root)) as client:
+        for _ in range(40):
+            response = client.post("/v1/predict", content=poisoned.tobytes(), headers=OCTETS)
+            assert response.status_code == 200
+            assert response.json()["model"]["version"] == "1"
+        report = wait_for(client, lambda r: not r["running"], traffic=False)
+    assert report["history"][0]["action"] == "rolled_back"
+    assert "errors" in report["history"][0]["reason"]
