@@ -5,6 +5,8 @@ This is where every part meets, once:
 * ``Observability`` is built first and each part gets its observer here (the one attach point):
   the service (batches, model versions), the pipeline (prediction requests), the Litestar routes
   (a wrapper and a ``before_send`` callback), the feedback loop (a listener);
+* the rollout (serving/rollout_service.py) gets the batch observer it wraps while it records,
+  observability's rollout events, and the feedback labels; the service asks it what to serve;
 * the :class:`~serving.pipeline.Pipeline` serves predictions; Litestar serves every other route;
 * :class:`ServiceApp` is the ASGI app the server runs: it hands predictions to the pipeline and
   everything else (and the lifespan) to Litestar.
@@ -33,6 +35,7 @@ from serving.api.openapi import assets_router, document_access, openapi_config
 from serving.api.page import build_page_handlers
 from serving.api.request_id import add_request_id
 from serving.api.response_hooks import ResponseHooks
+from serving.api.rollout import build_rollout_handlers
 from serving.api.routes import build_route_handlers
 from serving.api.v2.routes import build_v2_handlers
 from serving.feedback.loop import Feedback, build_feedback
@@ -43,6 +46,7 @@ from serving.pipeline import ARRIVAL, Pipeline, Refusal, Ticket, arrival_of
 from serving.pipeline.admission import HEADROOM
 from serving.pipeline.head import read_head
 from serving.pipeline.stages import send_answer
+from serving.rollout_service import RolloutService
 from serving.settings import Settings
 from serving.transport.arrival import arrived_at
 from serving.transport.backpressure import Backpressure
@@ -118,14 +122,19 @@ def create_app(
     metadata = locate_metadata(settings)
     if observability is None:
         observability = Observability(settings, metadata)
+    rollout = RolloutService(
+        settings, observability.batches, observability.rollout, classes=len(metadata.labels)
+    )
     service = Service(
         settings,
         model_loader=model_loader,
         observer=observability.batches,
         events=observability.models,
+        rollout=rollout,
     )
     feedback = build_feedback(settings)
     feedback.listeners.append(observability.on_feedback)
+    feedback.listeners.append(rollout.on_feedback)
     loop_lag = LoopLag()
     # KeysFileError here: a keys file that cannot be used stops the worker before it serves.
     access = build_access(settings, on_refused=observability.on_keys_refused)
@@ -136,7 +145,9 @@ def create_app(
     shape = metadata.inputs[0].shape if metadata.inputs else []
     features = shape[-1] if shape and isinstance(shape[-1], int) else 0  # 0: load refuses it
     held = (lambda: backpressure.held) if backpressure is not None else (lambda: 0)
-    litestar = _litestar(settings, pipeline, access, feedback, observability, plugins, features)
+    litestar = _litestar(
+        settings, pipeline, access, feedback, observability, plugins, features, rollout
+    )
     observability.bind_held(held)
     return ServiceApp(pipeline, feedback, litestar, observability.wrap(litestar), backpressure)
 
@@ -149,6 +160,7 @@ def _litestar(
     observability: Observability,
     plugins: Sequence[PluginProtocol],
     features: int,
+    rollout: RolloutService,
 ) -> Litestar:
     """The Litestar app of every route but the predictions' (whose OpenAPI operations it still
     documents), with the service's lifespan."""
@@ -181,6 +193,7 @@ def _litestar(
             *build_route_handlers(service, features),
             *build_v2_handlers(service, ["binary_tensor_data", "model_repository"]),
             *build_quality_handlers(service, feedback),
+            *build_rollout_handlers(service, rollout),
             *build_page_handlers(),
             assets_router(),
         ],

@@ -17,15 +17,34 @@ import itertools
 import logging
 import sys
 import time
+from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from serving.batching import Batcher, BatchObserver, DrainingError, NullObserver
 from serving.model import LoadedModel, load_model
 from serving.settings import Settings
-from serving.versions import ModelEvents, ModelLoader, RefreshResult, VersionSet
+from serving.versions import (
+    ModelEvents,
+    ModelLoader,
+    RefreshResult,
+    Selection,
+    Served,
+    VersionSet,
+)
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["ModelLoader", "NotReadyError", "Phase", "Service", "UnknownVersionError"]
+
+
+class Rollout(Selection, Protocol):
+    """A rollout as the service runs it: a :class:`Selection` with its judging task."""
+
+    async def run(self, refresh: Callable[[], Awaitable[object]]) -> None:
+        """Flush evidence and judge, forever; ``refresh`` applies a changed state."""
+
+    def close(self) -> None:
+        """Flush what is left and close (blocking; at stop)."""
 
 
 class NotReadyError(Exception):
@@ -90,10 +109,13 @@ class Service:
         *,
         observer: BatchObserver | None = None,
         events: ModelEvents | None = None,
+        rollout: Rollout | None = None,
     ) -> None:
         """``observer`` hears batching and admission, ``events`` the versions served, retired
-        and refused (observability's, built before the service: serving/app.py)."""
+        and refused (observability's, built before the service: serving/app.py). ``rollout``
+        decides the served versions beside the version policy (serving/rollout_service.py)."""
         self.settings = settings
+        self.rollout = rollout
         self.observer: BatchObserver = observer or NullObserver()
         self.phase = Phase.STARTING
         self.versions_set = VersionSet(
@@ -104,7 +126,9 @@ class Service:
         )
         if events is not None:
             self.versions_set.events = events
+        self.versions_set.selection = rollout
         self._poller: asyncio.Task[None] | None = None
+        self._judge: asyncio.Task[None] | None = None
         self._batch_ids = itertools.count(1)  # one sequence for every version's batcher
 
     @property
@@ -122,9 +146,11 @@ class Service:
     def ready(self) -> bool:
         return self.phase is Phase.READY and self.versions_set.newest is not None
 
-    def admit(self, version: str | None = None) -> tuple[Batcher, LoadedModel]:
+    def admit(
+        self, version: str | None = None, client: bytes | None = None
+    ) -> tuple[Batcher, LoadedModel]:
         """The batcher and model a new request is served with (``version``: a served one, by
-        default the newest).
+        default the newest, or during a canary the version the client's id is routed to).
 
         Raises :class:`NotReadyError` (starting), ``DrainingError`` (shutting down), after
         reporting the rejection, so handlers never talk to the observer themselves; or
@@ -143,7 +169,12 @@ class Service:
             raise UnknownVersionError(
                 f"model {name!r} is unloaded: POST /v2/repository/models/{name}/load"
             )
-        served = newest if version is None else versions.served.get(version)
+        served: Served | None
+        if version is None:
+            route = versions.route
+            served = newest if route is None else route.pick(client)
+        else:
+            served = versions.served.get(version)
         if served is None:
             raise UnknownVersionError(
                 f"model {newest.model.name!r} has no served version {version!r}; served: "
@@ -194,8 +225,13 @@ class Service:
         poll the repository every ``model_poll_interval_s``."""
         await self.versions_set.refresh(strict=True)
         self.phase = Phase.READY
+        loop = asyncio.get_running_loop()
         if self.settings.model_poll_interval_s > 0:
-            self._poller = asyncio.get_running_loop().create_task(self._poll(), name="model-poll")
+            self._poller = loop.create_task(self._poll(), name="model-poll")
+        if self.rollout is not None:
+            self._judge = loop.create_task(
+                self.rollout.run(self.versions_set.refresh), name="rollout-judge"
+            )
 
     async def _poll(self) -> None:
         interval = self.settings.model_poll_interval_s
@@ -214,6 +250,9 @@ class Service:
         if self._poller is not None:
             self._poller.cancel()
             self._poller = None
+        if self._judge is not None:
+            self._judge.cancel()
+            self._judge = None
 
     def begin_drain(self) -> None:
         """Refuse new work (503) from now on; queued and in-flight requests are still answered."""
@@ -255,4 +294,6 @@ class Service:
         await self.versions_set.stop()
         for batcher in self.versions_set.batchers():
             await batcher.stop()
+        if self.rollout is not None:
+            await asyncio.to_thread(self.rollout.close)  # its last evidence, then the file
         self.phase = Phase.STOPPED

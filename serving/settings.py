@@ -287,6 +287,55 @@ class Settings(BaseSettings):
             raise ValueError("max_request_timeout_ms must be >= request_timeout_ms")
         return self
 
+    # ---------------------------------------------------------------- rollout (docs/rollout.md)
+    rollout_mode: Literal["replace", "shadow", "canary"] = Field(
+        default="replace",
+        description="What a newly published version does when its model has no rollout.toml: "
+        "replace the served one at once, or become a shadow or canary candidate beside it.",
+    )
+    rollout_canary_share: float = Field(
+        default=0.05,
+        gt=0,
+        le=1,
+        description="Share of requests a canary candidate answers at first (rollout.toml: "
+        "canary_share).",
+    )
+    rollout_shadow_share: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="Share of batches a shadow candidate also computes; clients get stable's "
+        "answer (rollout.toml: shadow_share).",
+    )
+    rollout_min_samples: int = Field(
+        default=1000,
+        ge=30,
+        description="Fewest predictions compared between candidate and stable before a promotion, "
+        "per canary step (rollout.toml: min_samples).",
+    )
+    rollout_evaluation_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="How often one worker judges the rollout's evidence, merged from all "
+        "workers (rollout.toml: evaluation_interval_s).",
+    )
+    rollout_store: Path | None = Field(
+        default=None,
+        description="SQLite file the workers share for rollout state and evidence; on a "
+        "persistent volume a restart resumes a rollout. Unset: a temporary file per start.",
+    )
+    rollout_resume_window_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="At start-up, a rollout whose state is older than this reverts to stable "
+        "and starts over instead of resuming.",
+    )
+    rollout_boot: str | None = Field(
+        default=None,
+        description="Id of this start of the service, shared by its workers so that one of them "
+        "decides what a restart does; set by the CLI (unset: one per process).",
+    )
+
     # ---------------------------------------------------------------- access and TLS (issue 25)
     # One block, kept together until the request-path rewrite lands: serving/access/ reads these.
     keys_file: Path | None = Field(

@@ -9,6 +9,11 @@ that drops out stops receiving new requests at once but keeps its batcher until 
 may have admitted has finished (its deadline bound, then idle), so none fails. A version that
 cannot be loaded is refused once per content (a fingerprint of its files): one log line, one
 ``on_refused`` event, and the versions already served keep serving.
+
+A rollout (serving/rollout_service.py, a :class:`Selection`) can decide instead: while its
+model's policy is shadow or canary, the served versions are its stable and candidate, and
+``newest`` (what a request that names no version gets) is stable. In mode ``replace`` it only
+adds the versions it rolled back to the refused ones, so the version policy above is unchanged.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -65,6 +70,37 @@ class Served:
     batcher: Batcher
 
 
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """What a rollout wants served. ``versions`` None: the version policy decides, as without
+    a rollout; else exactly these (stable first), and ``stable`` answers by default.
+    ``refused``: versions the rollout refused, with why (never served; UNAVAILABLE in the
+    index)."""
+
+    stable: int | None = None
+    versions: tuple[int, ...] | None = None
+    refused: Mapping[int, str] = field(default_factory=dict)
+
+
+class Route(Protocol):
+    """Which served version a request that names none goes to (a canary's split)."""
+
+    def pick(self, client: bytes | None) -> Served: ...
+
+
+class Selection(Protocol):
+    """What decides the served versions besides the version policy (a rollout)."""
+
+    def choose(self, present: list[int]) -> Choice:
+        """Blocking (it may wait on a file lock): called in a thread at every refresh."""
+
+    def failed(self, version: int, reason: str) -> None:
+        """A chosen version could not be loaded (blocking, in a thread)."""
+
+    def applied(self, served: Mapping[str, Served], stable: Served | None) -> Route | None:
+        """The served set after a refresh (on the event loop); the route to use, if any."""
+
+
 @dataclass(slots=True)
 class RefreshResult:
     loaded: list[int] = field(default_factory=list)
@@ -109,7 +145,12 @@ class VersionSet:
         self._retire_after_s = retire_after_s
         self.events: ModelEvents = NullModelEvents()
         self.served: dict[str, Served] = {}
+        #: What a request naming no version gets: the newest served, or a rollout's stable.
         self.newest: Served | None = None
+        #: A canary's split (None, the usual case: every such request gets ``newest``).
+        self.route: Route | None = None
+        self.selection: Selection | None = None
+        self._choice = Choice()
         self.unloaded = False
         self._refused: dict[int, tuple[tuple[tuple[str, int, int], ...], str]] = {}
         self._retiring: dict[asyncio.Task[None], Served] = {}
@@ -127,7 +168,9 @@ class VersionSet:
 
     def refused_reason(self, version: int) -> str | None:
         entry = self._refused.get(version)
-        return entry[1] if entry is not None else None
+        if entry is not None:
+            return entry[1]
+        return self._choice.refused.get(version)
 
     def index(self) -> list[tuple[int, str, str]]:
         """``(version, state, reason)`` for every version present, newest first (OIP
@@ -154,9 +197,19 @@ class VersionSet:
                 return result
             present = self.present()
             refused = self._still_refused(present)
-            wanted = wanted_versions(
-                present, self.settings.model_versions, self.settings.model_version, refused
-            )
+            choice = Choice()
+            if self.selection is not None:
+                choice = await asyncio.to_thread(self.selection.choose, present)
+            self._choice = choice
+            pinned = self.settings.model_version
+            if choice.versions is None:
+                wanted = wanted_versions(
+                    present, self.settings.model_versions, pinned, refused | set(choice.refused)
+                )
+            else:
+                wanted = [v for v in choice.versions if v not in refused]
+                if pinned is not None and pinned in present and pinned not in wanted:
+                    wanted.append(pinned)
             if not wanted and strict:
                 raise ModelLoadError(
                     f"no versions of model {self.settings.model_name!r} under "
@@ -171,9 +224,17 @@ class VersionSet:
                 served = await self._load(version, strict, result)
                 if served is not None:
                     fresh[str(version)] = served
-            if not fresh:  # everything wanted failed: keep serving what is served
+                elif self.selection is not None and choice.versions is not None:
+                    await asyncio.to_thread(
+                        self.selection.failed, version, result.refused.get(version, "not loaded")
+                    )
+            stable = fresh.get(str(choice.stable)) if choice.stable is not None else None
+            if not fresh or (choice.stable is not None and stable is None):
+                # Everything wanted failed, or the rollout's stable did: keep serving what is
+                # served (never let a candidate answer by default because stable is missing).
+                self._apply()
                 return result
-            self._swap(fresh, result)
+            self._swap(dict(sorted(fresh.items(), key=lambda kv: -int(kv[0]))), result, stable)
             return result
 
     async def unload(self) -> list[int]:
@@ -181,7 +242,7 @@ class VersionSet:
         async with self._lock:
             self.unloaded = True
             result = RefreshResult()
-            self._swap({}, result)
+            self._swap({}, result, None)
             return result.retired
 
     async def load(self) -> RefreshResult:
@@ -259,11 +320,18 @@ class VersionSet:
         logger.error("refused model %s version %d: %s", self.settings.model_name, version, reason)
         self.events.on_refused(version, reason)
 
-    def _swap(self, fresh: dict[str, Served], result: RefreshResult) -> None:
-        """One assignment makes ``fresh`` the served set; what left it retires in the background."""
+    def _apply(self) -> None:
+        """Tell the rollout what is served; take its route."""
+        if self.selection is not None:
+            self.route = self.selection.applied(self.served, self.newest)
+
+    def _swap(self, fresh: dict[str, Served], result: RefreshResult, stable: Served | None) -> None:
+        """One assignment makes ``fresh`` the served set; what left it retires in the background.
+        ``stable``: what a request naming no version gets (None: the newest)."""
         old = self.served
         self.served = fresh
-        self.newest = next(iter(fresh.values()), None)
+        self.newest = stable if stable is not None else next(iter(fresh.values()), None)
+        self._apply()
         for number in result.loaded:
             served = fresh[str(number)]
             self.events.on_served(served.model)

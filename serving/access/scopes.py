@@ -61,6 +61,7 @@ _EXACT: dict[str, Scope] = {
     "/v1/feedback": Scope.FEEDBACK,
     "/v1/models": Scope.READ,
     "/v1/quality": Scope.READ,
+    "/v1/rollout": Scope.READ,
     "/v2": Scope.READ,
     "/metrics": Scope.READ,
     "/schema": Scope.READ,
@@ -73,6 +74,8 @@ _PREFIXES: tuple[tuple[str, Scope], ...] = (
     ("/static/", Scope.OPEN),  # the page's files (see "/" above)
 )
 _ADMIN_ROOT = "/v2/repository"
+#: Rollout decisions (docs/rollout.md): control endpoints outside the OIP prefix, POST only.
+_ADMIN_EXACT = frozenset({"/v1/rollout/promote", "/v1/rollout/rollback"})
 #: ``/v2/models/{name}[/versions/{version}]/infer``; every other path under /v2/models is read.
 _INFER_PATH = re.compile(r"/v2/models/[^/]+(?:/versions/[^/]+)?/infer")
 _MODELS_PREFIX = "/v2/models/"
@@ -108,7 +111,7 @@ def route_scope(method: str, path: str) -> Scope:
         scope = _EXACT.get(path)
         if scope is not None:
             return scope
-    if path == _ADMIN_ROOT or path.startswith(_ADMIN_ROOT + "/"):
+    if path == _ADMIN_ROOT or path.startswith(_ADMIN_ROOT + "/") or path in _ADMIN_EXACT:
         # The control API is POST only: another method changes nothing and gets the router's
         # 405 (unrouted), like any unknown method, instead of telling it about keys.
         return Scope.ADMIN if method == "POST" else Scope.UNROUTED

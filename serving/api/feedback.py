@@ -15,6 +15,7 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
 from litestar.openapi.spec.enums import OpenAPIType
+from litestar.params import Parameter
 
 from serving.api.schemas import ErrorBody
 from serving.feedback.loop import (
@@ -112,21 +113,31 @@ def build_quality_handlers(service: Service, feedback: Feedback) -> list[HTTPRou
 
     @get(
         "/v1/quality",
-        summary="Accuracy, F1 and confusion over the last labelled predictions (whole service)",
+        summary="Accuracy, F1 and confusion over the last labelled predictions (whole service, "
+        "or those one version answered)",
+        description="version: only the predictions that model version answered (during a "
+        "rollout: stable's or the canary's); the model field then names that version.",
         responses={
-            200: ResponseSpec(QualityReport, generate_examples=False, description="Quality")
+            200: ResponseSpec(QualityReport, generate_examples=False, description="Quality"),
+            400: ResponseSpec(ErrorBody, generate_examples=False, description="Bad version"),
         },
     )
-    async def quality() -> Response[bytes]:
-        report = await anyio.to_thread.run_sync(feedback.report, model_quality(service))
+    async def quality(
+        version: Annotated[int | None, Parameter(ge=1, required=False)] = None,
+    ) -> Response[bytes]:
+        model = model_quality(service, None if version is None else str(version))
+        report = await anyio.to_thread.run_sync(feedback.report, model, version)
         return Response(_encoder.encode(report), media_type=JSON)
 
     return [receive_feedback, quality]
 
 
-def model_quality(service: Service) -> ModelQuality | None:
-    """The served model and its test accuracy for the served variant (None before loading)."""
+def model_quality(service: Service, version: str | None = None) -> ModelQuality | None:
+    """The served model (or served ``version``) and its test accuracy for the served variant
+    (None before loading, or for a version not served)."""
     model = service.model
+    if version is not None:
+        model = next((m for m in service.served_models() if m.version == version), None)
     if model is None:
         return None
     return ModelQuality(

@@ -9,7 +9,7 @@ from serving.batching.queue import (
     InferenceError,
     QueueFullError,
 )
-from serving.batching.request import Outputs, QueuedRequest, RejectReason
+from serving.batching.request import Outputs, QueuedRequest, RejectReason, SecondOpinion
 
 __all__ = [
     "BatchObserver",
@@ -23,4 +23,5 @@ __all__ = [
     "QueueFullError",
     "QueuedRequest",
     "RejectReason",
+    "SecondOpinion",
 ]

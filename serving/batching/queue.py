@@ -95,12 +95,13 @@ class Batcher:
         self._inlined_this_tick = False
         # Unknown until a small batch was timed: the first one takes the thread.
         self._inline_is_cheap = False
-        self._predict = predict
+        self._predict = self._own_predict = predict
         self._max_batch = max_batch_size
         self._max_delay = max_batch_delay_ms / 1000.0
         self._max_queue = max_queue_size
         self._concurrency = max_concurrent_batches
         self._observer: BatchObserver = observer if observer is not None else NullObserver()
+        self._own_observer = self._observer
         self._queue: deque[QueuedRequest] = deque()
         self._queued_rows = 0
         self._in_flight = 0
@@ -133,6 +134,14 @@ class Batcher:
     @property
     def running(self) -> bool:
         return self._loop_task is not None and not self._loop_task.done()
+
+    def attach(self, predict: PredictFn | None, observer: BatchObserver | None) -> None:
+        """Compute the next batches with ``predict`` and report them to ``observer``; None
+        restores what the batcher was built with. A rollout attaches here while it runs (a
+        second version computed in the same inference-thread hop, and the observer that records
+        the pair: serving/rollout_service.py); without one nothing per batch changes."""
+        self._predict = predict if predict is not None else self._own_predict
+        self._observer = observer if observer is not None else self._own_observer
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:

@@ -23,11 +23,16 @@ class Outputs(NamedTuple):
 
     Every consumer (the response, the prediction ids, quality metrics, drift, rollouts) reads
     ``labels`` and ``confidences`` from here instead of taking its own argmax.
+
+    ``second``: during a rollout, what the other version computed for the same rows in the same
+    inference-thread hop (serving/rollout_service.py); None otherwise. Never sent to a client:
+    it feeds the rollout's evidence and the prediction ids that score both versions.
     """
 
     probabilities: Array  # (rows, classes)
     labels: Labels  # (rows,)
     confidences: Array  # (rows,)
+    second: SecondOpinion | None = None
 
     @classmethod
     def of(cls, probabilities: Array) -> Outputs:
@@ -41,9 +46,29 @@ class Outputs(NamedTuple):
 
     def slice(self, start: int, stop: int) -> Outputs:
         """Rows ``start:stop`` (views, no copy)."""
+        second = self.second
         return Outputs(
-            self.probabilities[start:stop], self.labels[start:stop], self.confidences[start:stop]
+            self.probabilities[start:stop],
+            self.labels[start:stop],
+            self.confidences[start:stop],
+            None if second is None else second.slice(start, stop),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class SecondOpinion:
+    """The other version of a rollout on the same rows: its outputs (None: it raised, and
+    ``error`` says what) and its compute seconds. The answering version's batch never fails
+    because of it."""
+
+    version: str
+    outputs: Outputs | None
+    seconds: float
+    error: BaseException | None = None
+
+    def slice(self, start: int, stop: int) -> SecondOpinion:
+        outputs = None if self.outputs is None else self.outputs.slice(start, stop)
+        return SecondOpinion(self.version, outputs, self.seconds, self.error)
 
 
 #: The fixed set of rejection reasons (bounded metric label values).

@@ -8,6 +8,11 @@ padding, so a whole response is encoded in one base64 call. Feedback can therefo
 worker or replica holding the same key and still be joined to its prediction with no lookup, and
 a forged or altered id is refused. The nonce makes each id unique, so its tag is also the
 duplicate-detection key.
+
+Format 2, issued during a rollout when the other version computed the same row (a shadow
+candidate, or stable behind a canary), also packs that version's label, its confidence (/255) and
+its version: 26 + 13 bytes, 52 characters. A label sent for it then scores both versions
+(serving/rollout_service.py). Format 1 ids stay valid.
 """
 
 from __future__ import annotations
@@ -23,10 +28,15 @@ from dataclasses import dataclass
 
 _FORMAT = 1
 _PAYLOAD = struct.Struct(">BBHII8s")  # format, label, confidence/65535, version, issued, nonce
+_FORMAT_2 = 2
+#: Format 1's fields, then the other version's label, confidence/255 and version.
+_PAYLOAD_2 = struct.Struct(">BBHII8sBBI")
 TAG_BYTES = 13
 NONCE_BYTES = 8
 _ID_BYTES = _PAYLOAD.size + TAG_BYTES
 ID_CHARS = 4 * _ID_BYTES // 3  # 33 bytes: base64 without padding, ids concatenate cleanly
+_ID2_BYTES = _PAYLOAD_2.size + TAG_BYTES
+ID2_CHARS = 4 * _ID2_BYTES // 3  # 39 bytes, also a multiple of 3
 _ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 #: Ids dated this far in the future (clock skew between replicas) are still accepted.
 CLOCK_SKEW_S = 60
@@ -41,6 +51,10 @@ class IssuedPrediction:
     model_version: int
     issued_at: int
     tag: bytes
+    #: Format 2: what the other version of a rollout answered for the same row.
+    second_label: int | None = None
+    second_confidence: float | None = None
+    second_version: int | None = None
 
 
 class PredictionIds:
@@ -73,23 +87,63 @@ class PredictionIds:
         text = base64.urlsafe_b64encode(b"".join(raws)).decode("ascii")
         return [text[i : i + ID_CHARS] for i in range(0, len(text), ID_CHARS)]
 
+    def issue_pairs(
+        self,
+        labels: Sequence[int],
+        confidences: Sequence[float],
+        model_version: str,
+        second_labels: Sequence[int],
+        second_confidences: Sequence[float],
+        second_version: str,
+    ) -> list[str]:
+        """Format 2: one id per prediction that also names the other version's answer."""
+        version = _version_number(model_version)
+        other = _version_number(second_version)
+        issued = int(time.time())
+        nonces = os.urandom(NONCE_BYTES * len(labels))
+        mac, pack = self._mac, _PAYLOAD_2.pack
+        raws = []
+        rows = zip(labels, confidences, second_labels, second_confidences, strict=True)
+        for i, (label, confidence, second, second_confidence) in enumerate(rows):
+            nonce = nonces[i * NONCE_BYTES : (i + 1) * NONCE_BYTES]
+            scaled = round(min(max(confidence, 0.0), 1.0) * 65535)
+            scaled_second = round(min(max(second_confidence, 0.0), 1.0) * 255)
+            payload = pack(
+                _FORMAT_2, label, scaled, version, issued, nonce, second, scaled_second, other
+            )
+            tagger = mac.copy()
+            tagger.update(payload)
+            raws.append(payload + tagger.digest())
+        text = base64.urlsafe_b64encode(b"".join(raws)).decode("ascii")
+        return [text[i : i + ID2_CHARS] for i in range(0, len(text), ID2_CHARS)]
+
     def verify(self, prediction_id: str, now: float | None = None) -> IssuedPrediction | None:
         """The prediction an id names, or None if it is malformed, forged or expired."""
-        if len(prediction_id) != ID_CHARS or not _ALPHABET.issuperset(prediction_id):
+        size = len(prediction_id)
+        if size not in (ID_CHARS, ID2_CHARS) or not _ALPHABET.issuperset(prediction_id):
             return None
+        layout, expected = (_PAYLOAD, _FORMAT) if size == ID_CHARS else (_PAYLOAD_2, _FORMAT_2)
         raw = base64.urlsafe_b64decode(prediction_id)
-        payload, tag = raw[: _PAYLOAD.size], raw[_PAYLOAD.size :]
+        payload, tag = raw[: layout.size], raw[layout.size :]
         tagger = self._mac.copy()
         tagger.update(payload)
-        if len(raw) != _ID_BYTES or not hmac.compare_digest(tag, tagger.digest()):
+        if len(tag) != TAG_BYTES or not hmac.compare_digest(tag, tagger.digest()):
             return None
-        fmt, label, scaled, version, issued, _ = _PAYLOAD.unpack(payload)
+        fields = layout.unpack(payload)
+        fmt, label, scaled, version, issued = fields[:5]
         now = time.time() if now is None else now
-        if fmt != _FORMAT or label >= self._classes:
+        if fmt != expected or label >= self._classes:
             return None
         if issued < now - self.horizon_s or issued > now + CLOCK_SKEW_S:
             return None
-        return IssuedPrediction(label, scaled / 65535, version, issued, tag)
+        if fmt == _FORMAT:
+            return IssuedPrediction(label, scaled / 65535, version, issued, tag)
+        second, second_scaled, second_version = fields[6:]
+        if second >= self._classes:
+            return None
+        return IssuedPrediction(
+            label, scaled / 65535, version, issued, tag, second, second_scaled / 255, second_version
+        )
 
 
 def _version_number(model_version: str) -> int:

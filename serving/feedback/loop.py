@@ -17,6 +17,7 @@ from pathlib import Path
 
 import msgspec
 
+from serving.batching.request import SecondOpinion
 from serving.feedback.figures import Figures, figures
 from serving.feedback.ids import PredictionIds
 from serving.feedback.store import Labelled, Outcome, QualityStore
@@ -55,10 +56,24 @@ class Feedback:
         self.listeners: list[FeedbackListener] = []
 
     def issue_ids(
-        self, labels: Sequence[int], confidences: Sequence[float], model_version: str
+        self,
+        labels: Sequence[int],
+        confidences: Sequence[float],
+        model_version: str,
+        second: SecondOpinion | None = None,
     ) -> list[str]:
-        """One prediction id per row (v1 puts them in each prediction, v2 in ``parameters``)."""
-        return self.ids.issue(labels, confidences, model_version)
+        """One prediction id per row (v1 puts them in each prediction, v2 in ``parameters``);
+        with ``second`` (a rollout's other version on the same rows) ids that score both."""
+        if second is None or second.outputs is None:
+            return self.ids.issue(labels, confidences, model_version)
+        return self.ids.issue_pairs(
+            labels,
+            confidences,
+            model_version,
+            second.outputs.labels.tolist(),
+            second.outputs.confidences.tolist(),
+            second.version,
+        )
 
     def receive(self, offers: Sequence[LabelOffer]) -> Outcome:
         """Join each label to its id; forged, expired or malformed ids count as unknown."""
@@ -69,19 +84,30 @@ class Feedback:
             if issued is None:
                 unknown += 1
             else:
-                joined.append(Labelled(issued.tag, issued.issued_at, offer.label, issued.label))
+                joined.append(
+                    Labelled(
+                        issued.tag,
+                        issued.issued_at,
+                        offer.label,
+                        issued.label,
+                        issued.model_version,
+                        issued.second_label,
+                        issued.second_version,
+                    )
+                )
         outcome = self.store.add(joined)
         outcome = Outcome(outcome.accepted, outcome.duplicates, outcome.unknown + unknown)
         for listener in self.listeners:
             listener(outcome)
         return outcome
 
-    def figures(self) -> Figures:
-        true, predicted = self.store.pairs()
+    def figures(self, version: int | None = None) -> Figures:
+        true, predicted = self.store.pairs(version)
         return figures(true, predicted)
 
-    def report(self, model: ModelQuality | None) -> QualityReport:
-        current = self.figures()
+    def report(self, model: ModelQuality | None, version: int | None = None) -> QualityReport:
+        """The window's figures (``version``: of the predictions that version answered)."""
+        current = self.figures(version)
         return QualityReport(
             **msgspec.structs.asdict(current), window=self.store.window, model=model
         )
@@ -91,11 +117,14 @@ class Feedback:
 
 
 def shared_by_workers(settings: Settings) -> Settings:
-    """Settings whose unset key and store are filled in, once, before workers start.
+    """Settings whose unset key and stores are filled in, once, before workers start.
 
     The CLI calls it so that every worker (they read the settings exported to the environment)
-    verifies the others' ids and writes the same store. A key generated here is valid until the
-    service stops: set ``feedback_key`` to keep ids valid across restarts and replicas.
+    verifies the others' ids and writes the same stores. A key generated here is valid until the
+    service stops: set ``feedback_key`` to keep ids valid across restarts and replicas. The
+    rollout's boot id names this start (its workers share it: the first decides whether a
+    rollout resumes); its store, when unset, is a new file, so a restart starts from the
+    repository (docs/rollout.md).
     """
     update: dict[str, object] = {}
     if settings.feedback_key is None:
@@ -103,6 +132,11 @@ def shared_by_workers(settings: Settings) -> Settings:
     if settings.quality_store is None:
         directory = Path(tempfile.mkdtemp(prefix="serving-quality-"))
         update["quality_store"] = directory / "quality.sqlite3"
+    if settings.rollout_boot is None:
+        update["rollout_boot"] = secrets.token_hex(8)
+    if settings.rollout_store is None:
+        directory = Path(tempfile.mkdtemp(prefix="serving-rollout-"))
+        update["rollout_store"] = directory / "rollout.sqlite3"
     return settings.model_copy(update=update) if update else settings
 
 

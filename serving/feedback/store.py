@@ -34,7 +34,8 @@ CREATE INDEX IF NOT EXISTS seen_issued ON seen (issued_at);
 CREATE TABLE IF NOT EXISTS labelled (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     true_label INTEGER NOT NULL,
-    predicted INTEGER NOT NULL
+    predicted INTEGER NOT NULL,
+    version INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS windows (
@@ -51,6 +52,11 @@ class Labelled:
     issued_at: int
     true_label: int
     predicted: int
+    #: The version that answered (0: unknown), and during a rollout what the other version
+    #: answered for the same row (prediction id format 2; serving/feedback/ids.py).
+    version: int = 0
+    second_predicted: int | None = None
+    second_version: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +97,11 @@ class QualityStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(labelled)")}
+            if "version" not in columns:  # a file written before per-version quality
+                self._db.execute(
+                    "ALTER TABLE labelled ADD COLUMN version INTEGER NOT NULL DEFAULT 0"
+                )
 
     def close(self) -> None:
         with self._lock:
@@ -120,8 +131,8 @@ class QualityStore:
                     else:
                         duplicates += 1
                 db.executemany(
-                    "INSERT INTO labelled (true_label, predicted) VALUES (?, ?)",
-                    [(item.true_label, item.predicted) for item in accepted],
+                    "INSERT INTO labelled (true_label, predicted, version) VALUES (?, ?, ?)",
+                    [(item.true_label, item.predicted, item.version) for item in accepted],
                 )
                 self._prune(now)
                 db.execute("COMMIT")
@@ -154,13 +165,23 @@ class QualityStore:
             (self.window,),
         )
 
-    def pairs(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-        """The (true, predicted) labels of the window, oldest first."""
+    def pairs(
+        self, version: int | None = None
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """The (true, predicted) labels of the window, oldest first (``version``: only the
+        predictions that version answered)."""
         with self._lock:
-            rows = self._db.execute(
-                "SELECT true_label, predicted FROM labelled ORDER BY seq DESC LIMIT ?",
-                (self.window,),
-            ).fetchall()
+            if version is None:
+                rows = self._db.execute(
+                    "SELECT true_label, predicted FROM labelled ORDER BY seq DESC LIMIT ?",
+                    (self.window,),
+                ).fetchall()
+            else:
+                rows = self._db.execute(
+                    "SELECT true_label, predicted FROM labelled WHERE version = ? "
+                    "ORDER BY seq DESC LIMIT ?",
+                    (version, self.window),
+                ).fetchall()
         array = np.asarray(rows[::-1], dtype=np.int64).reshape(-1, 2)
         return array[:, 0], array[:, 1]
 

@@ -184,6 +184,7 @@ class InferenceServicer:
             authorization=None,  # checked above; never kept
             request_id=_latin1(metadata(context, "x-request-id")),
             traceparent=_latin1(metadata(context, "traceparent")),
+            client_id=_latin1(metadata(context, "x-client-id")),
         )
         door = Door(
             None,

@@ -10,7 +10,9 @@ can live in one process, as in tests) and exposes one observer per part:
   prediction);
 * :meth:`wrap`: the ASGI wrapper of the Litestar routes (the same metrics and spans);
 * :meth:`on_response`: the Litestar ``before_send`` callback that ends a request's observation;
-* :meth:`on_feedback`: the feedback listener (feedback counters, live quality).
+* :meth:`on_feedback`: the feedback listener (feedback counters, live quality);
+* ``rollout``: the rollout's ``RolloutEvents`` (decisions counted and traced, per-version
+  gauges: serving/observability/rollout.py).
 
 With metrics and tracing off every observer is a null one: the request path pays a no-op call.
 """
@@ -49,6 +51,7 @@ from serving.observability.requests import (
     PipelineRequests,
     ServerSpans,
 )
+from serving.observability.rollout import RolloutMetrics
 from serving.observability.tracing import (
     BATCH_INSTRUMENTATION,
     HTTP_INSTRUMENTATION,
@@ -64,6 +67,8 @@ if TYPE_CHECKING:
     from litestar.types import ASGIApp
 
 METRICS_PATH = "/metrics"
+#: The tracer of rollout decisions.
+ROLLOUT_INSTRUMENTATION = "serving.rollout"
 #: Longest wait at shutdown for the last spans to leave (a dead collector must not hang exit).
 FLUSH_TIMEOUT_S = 2.0
 
@@ -148,6 +153,12 @@ class Observability:
             self.requests = NullRequestObserver()
         self._observed = ObservedRequests(self.http, spans, access_log)
         self.enabled = self.enabled or access_log is not None
+        self.rollout = RolloutMetrics(
+            self.registry if self.metrics is not None else None,
+            self.tracer_provider.get_tracer(ROLLOUT_INSTRUMENTATION)
+            if self.tracer_provider is not None
+            else None,
+        )
 
     def _build_metrics(
         self, settings: Settings, metadata: Metadata, version: str

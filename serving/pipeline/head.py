@@ -34,6 +34,8 @@ class RequestHead:
     header_length: bytes | None = None
     authorization: bytes | None = None
     traceparent: bytes | None = None
+    #: ``X-Client-ID``: keeps a client on one version during a canary (serving/rollout/).
+    client_id: bytes | None = None
 
 
 def read_head(headers: Iterable[tuple[bytes, bytes]]) -> RequestHead:
@@ -56,6 +58,8 @@ def read_head(headers: Iterable[tuple[bytes, bytes]]) -> RequestHead:
             head.authorization = value
         elif name == b"traceparent":
             head.traceparent = value
+        elif name == b"x-client-id":
+            head.client_id = value
     return head
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,9 +60,9 @@ _REJECTED: dict[Reason, RejectReason] = {
     Reason.RATE_LIMITED: "rate_limited",
 }
 
-#: ``(labels, confidences, model version) -> one prediction id per row``
-#: (``serving.feedback.loop.Feedback.issue_ids``).
-IssueIds = Callable[[Sequence[int], Sequence[float], str], list[str]]
+#: ``(labels, confidences, model version[, second opinion]) -> one prediction id per row``
+#: (``serving.feedback.loop.Feedback.issue_ids``; the fourth argument only during a rollout).
+IssueIds = Callable[..., list[str]]
 
 
 @dataclass(slots=True)
@@ -201,7 +201,7 @@ class Pipeline:
                     raise MalformedBodyError(str(exc)) from None
         timeout_s = min(timeout_s, self._max_timeout_s)
         deadline = arrived_at + timeout_s
-        batcher, model = self.service.admit(door.version)
+        batcher, model = self.service.admit(door.version, head.client_id)
         contract = self.contract(model)
         if rows is None:
             rows = door.codec.expected_rows(head, contract.features) if door.codec else 1
@@ -261,9 +261,13 @@ class Pipeline:
         if timeout_s is not None:
             deadline = ticket.arrived_at + min(timeout_s, self._max_timeout_s)
         outputs = await ticket.batcher.submit(pixels, deadline)
-        ids = self._issue_ids(
-            outputs.labels.tolist(), outputs.confidences.tolist(), ticket.contract.model_version
-        )
+        labels, confidences = outputs.labels.tolist(), outputs.confidences.tolist()
+        if outputs.second is None:
+            ids = self._issue_ids(labels, confidences, ticket.contract.model_version)
+        else:  # a rollout's other version computed these rows too: ids that score both
+            ids = self._issue_ids(
+                labels, confidences, ticket.contract.model_version, outputs.second
+            )
         return outputs, ids
 
     def observe(self, ticket: Ticket) -> Observation:

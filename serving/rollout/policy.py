@@ -4,7 +4,7 @@
 
 The file travels with the model, and is re-read on every version poll like the versions are.
 Every key is optional; a key left out takes the default from the settings
-(``SERVING_ROLLOUT_*``, see ``serving.rollout.settings``), and those take the defaults below::
+(``SERVING_ROLLOUT_*`` in ``serving/settings.py``), and those take the defaults below::
 
     mode = "shadow"            # replace | shadow | canary
     canary_share = 0.05        # canary: share of requests the candidate answers at first

@@ -36,7 +36,7 @@ from serving.rollout import state as transitions
 from serving.rollout.evidence import Evidence
 from serving.rollout.judge import Verdict, judge
 from serving.rollout.policy import Policy
-from serving.rollout.state import RolloutState, StartOutcome
+from serving.rollout.state import DecidedBy, Decision, RolloutState, StartOutcome
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS rollout_state (
@@ -79,6 +79,7 @@ class RolloutStore:
         self.classes = classes
         self._judge = judge
         self._lock = threading.Lock()
+        self._made: list[Decision] = []
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(
@@ -195,13 +196,21 @@ class RolloutStore:
             self._write(after, current)
             return Evaluation(after, verdict)
 
-    def promote(self, now: float, reason: str) -> RolloutState | None:
+    def promote(self, now: float, reason: str, *, by: DecidedBy = "admin") -> RolloutState | None:
         """Admin: the candidate becomes stable now."""
-        return self._admin(lambda s: transitions.promote(s, now, reason))
+        return self._admin(lambda s: transitions.promote(s, now, reason, by=by))
 
-    def rollback(self, now: float, reason: str) -> RolloutState | None:
-        """Admin: the candidate is refused now."""
-        return self._admin(lambda s: transitions.rollback(s, now, reason))
+    def rollback(self, now: float, reason: str, *, by: DecidedBy = "admin") -> RolloutState | None:
+        """Admin (or the repository, for a candidate that cannot load): the candidate is
+        refused now."""
+        return self._admin(lambda s: transitions.rollback(s, now, reason, by=by))
+
+    def take_made(self) -> list[Decision]:
+        """The decisions this connection's transactions made since the last call, oldest
+        first: each decision is made by exactly one worker, which logs and counts it."""
+        with self._lock:
+            made, self._made = self._made, []
+            return made
 
     def _admin(self, change: Callable[[RolloutState], RolloutState]) -> RolloutState | None:
         with self._lock, self._transaction():
@@ -231,6 +240,9 @@ class RolloutStore:
     def _write(self, after: RolloutState, before: RolloutState | None) -> None:
         if after == before:
             return
+        # Transitions keep the earlier decisions' objects and append new ones.
+        known = {id(decision) for decision in before.history} if before is not None else set()
+        self._made.extend(d for d in after.history if id(d) not in known)
         self._db.execute(
             "INSERT INTO rollout_state (model, body, updated_at) VALUES (?, ?, ?) "
             "ON CONFLICT (model) DO UPDATE SET body = excluded.body, "

@@ -120,6 +120,7 @@ export class Monitor {
       const older = oldest.time < now ? oldest : null;
       const seconds = older === null ? 0 : (now - older.time) / 1000;
       this.show(summarise(samples, older?.samples ?? null, seconds), seconds);
+      this.showRollout(samples);
     }
     if (this.quality) await this.refreshQuality();
   }
@@ -151,6 +152,33 @@ export class Monitor {
     this.status.textContent = seconds > 0
       ? `Updated ${time}; over the last ${seconds.toFixed(0)} s.`
       : `Updated ${time}; rates from the next update.`;
+  }
+
+  /** One line while a model rollout runs (docs/rollout.md), from the scrape's rollout gauges:
+   * the candidate against stable, the rows compared and their agreement. Hidden otherwise. */
+  showRollout(samples) {
+    const row = this.root.querySelector("#m-rollout-row");
+    const value = (name) => samples.find((sample) => sample.name === name)?.value;
+    if (value("inference_rollout_running") !== 1) {
+      row.hidden = true;
+      return;
+    }
+    const versions = {};
+    for (const sample of samples) {
+      if (sample.name === "inference_rollout_rows") versions[sample.labels.role] = sample;
+    }
+    const { stable, candidate } = versions;
+    if (stable === undefined || candidate === undefined) {
+      row.hidden = true;
+      return;
+    }
+    const share = value("inference_rollout_canary_share");
+    const mode = share > 0 ? `canary ${(share * 100).toFixed(0)}%` : "shadow";
+    const agreement = value("inference_rollout_agreement");
+    const agreed = Number.isFinite(agreement) ? `, ${(agreement * 100).toFixed(1)}% agree` : "";
+    this.field("rollout").textContent = `v${candidate.labels.version} (${mode}) against ` +
+      `v${stable.labels.version}: ${candidate.value} rows${agreed}`;
+    row.hidden = false;
   }
 
   showModel(fromMetrics) {

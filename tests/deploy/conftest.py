@@ -13,6 +13,7 @@ from serving.observability.drift import DriftMonitor
 from serving.observability.inputs import InputMetrics
 from serving.observability.metrics import ServingMetrics
 from serving.observability.quality import QualityMetrics, ServiceDrift
+from serving.observability.rollout import RolloutMetrics
 
 
 @pytest.fixture
@@ -25,6 +26,7 @@ def metric_names(tiny_model_repository: Path) -> set[str]:
     QualityMetrics(registry, metadata.labels, 0.9)
     ServiceDrift(registry, drift, 10, len(metadata.labels), metadata.prediction_reference)
     InputMetrics(registry)
+    RolloutMetrics(registry, None)
     names = set()
     for family in registry.collect():
         names |= {s.name for s in family.samples} | {family.name}

@@ -40,10 +40,18 @@ POISON_VALUE = 1.0
 _POISON_TABLE = 10  # Gather table size: index floor(pixel0 * 10) == 10 is out of bounds.
 
 
-def build_model(seed: int = 0, *, poison: bool = False) -> onnx.ModelProto:
+def build_model(
+    seed: int = 0, *, poison: bool = False, swap: tuple[int, int] | None = None
+) -> onnx.ModelProto:
+    """``swap``: the same weights with two output classes exchanged (the last layer's columns
+    permuted): a broken candidate for the rollout tests."""
     rng = np.random.default_rng(seed)
     weights = rng.normal(0.0, 0.1, (NUM_FEATURES, NUM_CLASSES)).astype(np.float32)
     bias = rng.normal(0.0, 0.1, (NUM_CLASSES,)).astype(np.float32)
+    if swap is not None:
+        order = list(range(NUM_CLASSES))
+        order[swap[0]], order[swap[1]] = order[swap[1]], order[swap[0]]
+        weights, bias = weights[:, order], bias[order]
     initializers = [
         numpy_helper.from_array(weights, "weights"),
         numpy_helper.from_array(bias, "bias"),
@@ -101,16 +109,31 @@ def reference_probabilities(model: onnx.ModelProto, seed: int) -> npt.NDArray[np
 
 
 def write_model_version(
-    root: Path, name: str = "mnist", version: int = 1, *, seed: int = 0, poison: bool = False
+    root: Path,
+    name: str = "mnist",
+    version: int = 1,
+    *,
+    seed: int = 0,
+    poison: bool = False,
+    swap: tuple[int, int] | None = None,
+    int8_twin: bool = False,
+    folder: str | None = None,
 ) -> Path:
-    """Write ``root/name/version/`` with model.onnx, model.int8.onnx and metadata.json."""
-    directory = root / name / str(version)
+    """Write ``root/name/version/`` with model.onnx, model.int8.onnx and metadata.json.
+
+    ``int8_twin``: model.onnx is the dynamic-int8 quantisation of the seed's weights (the
+    "int8 variant of the same weights", a good rollout candidate). ``folder``: write under this
+    name instead of the version's (publish it with a rename, as docs/rollout.md does)."""
+    directory = root / name / (folder or str(version))
     directory.mkdir(parents=True, exist_ok=True)
     fp32 = directory / FP32_FILE
     int8 = directory / INT8_FILE
-    model = build_model(seed, poison=poison)
+    model = build_model(seed, poison=poison, swap=swap)
     onnx.save(model, fp32)
     quantize_dynamic(fp32, int8, weight_type=QuantType.QInt8)
+    if int8_twin:
+        fp32.write_bytes(int8.read_bytes())
+        model = onnx.load(fp32)
     stats = training_stats(synthetic_images(512, seed).astype(np.float64))
     metadata = Metadata(
         name=name,

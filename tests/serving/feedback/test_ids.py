@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from serving.feedback.ids import ID_CHARS, PredictionIds
+from serving.feedback.ids import ID2_CHARS, ID_CHARS, PredictionIds
 
 KEY = b"k" * 32
 
@@ -58,3 +58,28 @@ def test_ids_expire_after_the_horizon() -> None:
     assert ids.verify(good, now=issued.issued_at + 59) is not None
     assert ids.verify(good, now=issued.issued_at + 61) is None
     assert ids.verify(good, now=issued.issued_at - 3600) is None  # dated far in the future
+
+
+def test_a_format_2_id_carries_both_versions_answers_and_is_authenticated() -> None:
+    """During a rollout the other version's answer rides along, so one label scores both."""
+    ids = PredictionIds(KEY, horizon_s=60)
+    first, second = ids.issue_pairs([3, 9], [0.25, 1.0], "2", [5, 9], [0.5, 0.75], "1")
+    assert len(first) == ID2_CHARS
+    issued = ids.verify(first)
+    assert issued is not None
+    assert (issued.label, issued.model_version) == (3, 2)
+    assert (issued.second_label, issued.second_version) == (5, 1)
+    assert issued.second_confidence == pytest.approx(0.5, abs=1 / 255)
+    other = ids.verify(second)
+    assert other is not None
+    assert (other.label, other.second_label) == (9, 9)
+    raw = bytearray(base64.urlsafe_b64decode(first))
+    raw[21] ^= 1  # the other version's label
+    assert ids.verify(base64.urlsafe_b64encode(bytes(raw)).decode()) is None
+    assert PredictionIds(b"other", horizon_s=60).verify(first) is None
+    # Format 1 ids are unchanged and carry no second answer.
+    (plain,) = ids.issue([4], [0.9], "1")
+    assert len(plain) == ID_CHARS
+    verified = ids.verify(plain)
+    assert verified is not None
+    assert verified.second_label is None
