@@ -29,6 +29,8 @@ from serving.lifecycle import Service
 from serving.pipeline.errors import InvalidInputError, MalformedBodyError
 
 MAX_ITEMS = 1000
+#: Model versions are 32-bit in prediction ids (serving/feedback/ids.py) and SQLite integers.
+MAX_VERSION = 2**31 - 1
 JSON = "application/json"
 
 
@@ -123,7 +125,7 @@ def build_quality_handlers(service: Service, feedback: Feedback) -> list[HTTPRou
         },
     )
     async def quality(
-        version: Annotated[int | None, Parameter(ge=1, required=False)] = None,
+        version: Annotated[int | None, Parameter(ge=1, le=MAX_VERSION, required=False)] = None,
     ) -> Response[bytes]:
         model = model_quality(service, None if version is None else str(version))
         report = await anyio.to_thread.run_sync(feedback.report, model, version)

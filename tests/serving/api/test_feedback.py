@@ -162,3 +162,12 @@ def test_v2_responses_carry_prediction_ids_that_feedback_joins(
         quality = client.get("/v1/quality").json()
     assert quality["accuracy"] == pytest.approx(accuracy_score(truth, labels))
     assert quality["confusion"] == confusion_matrix(truth, labels, labels=range(10)).tolist()
+
+
+@pytest.mark.parametrize("version", ["0", "-3", "x", "7566596920601973096448"])
+def test_a_version_that_cannot_be_one_is_a_400(version: str, app_client: AppStarter) -> None:
+    """Found by schemathesis: a version past SQLite's integers was a 500."""
+    with app_client() as client:
+        response = client.get("/v1/quality", params={"version": version})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["status"] == 400
