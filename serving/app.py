@@ -42,7 +42,7 @@ from serving.feedback.loop import Feedback, build_feedback
 from serving.lifecycle import ModelLoader, Service, settle_heap, shorten_gil_switch_interval
 from serving.model import load_model, locate_metadata
 from serving.observability import Observability, ObservabilityPlugin
-from serving.pipeline import ARRIVAL, Pipeline, Refusal, Ticket, arrival_of
+from serving.pipeline import ARRIVAL, RESPONDER, Pipeline, Refusal, Ticket, arrival_of
 from serving.pipeline.admission import HEADROOM
 from serving.pipeline.head import read_head
 from serving.pipeline.stages import send_answer
@@ -95,7 +95,9 @@ class ServiceApp:
                 )
                 scope.setdefault("extensions", {})[ARRIVAL] = outcome  # the key, for observers
             if isinstance(outcome, Ticket):
-                await self.pipeline.serve(outcome, receive, send)
+                # The protocol's one-write responder when it admitted the request (else send).
+                responder = scope["extensions"].get(RESPONDER, send)
+                await self.pipeline.serve(outcome, receive, responder)
                 return
             if isinstance(outcome, Refusal):
                 await send_answer(send, outcome.answer, outcome.request_id, outcome.close)

@@ -12,6 +12,6 @@ errors.py     the errors a request can end with, and their status
 hooks.py      what observability is told (RequestObserver, NullRequestObserver)
 """
 
-from serving.pipeline.stages import ARRIVAL, Pipeline, Refusal, Ticket, arrival_of
+from serving.pipeline.stages import ARRIVAL, RESPONDER, Pipeline, Refusal, Ticket, arrival_of
 
-__all__ = ["ARRIVAL", "Pipeline", "Refusal", "Ticket", "arrival_of"]
+__all__ = ["ARRIVAL", "RESPONDER", "Pipeline", "Refusal", "Ticket", "arrival_of"]

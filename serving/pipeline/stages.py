@@ -50,6 +50,9 @@ logger = logging.getLogger(__name__)
 #: ``scope["extensions"][ARRIVAL]``: what ``Pipeline.arrive`` decided when the protocol read the
 #: request's headers (a Ticket, a Refusal, or the access Decision of a Litestar route).
 ARRIVAL = "serving.arrival"
+#: ``scope["extensions"][RESPONDER]``: the transport's ``send`` for an admitted request, with
+#: ``write_response(status, headers, body) -> bool``: the whole answer in one write.
+RESPONDER = "serving.responder"
 
 #: The rejection metric's reason for each access refusal.
 _REJECTED: dict[Reason, RejectReason] = {
@@ -350,7 +353,8 @@ class Observation:
 
 
 async def send_answer(send: Send, answer: Answer, rid: str, closing: bool) -> None:
-    """Two ASGI messages: the status line with every header, then the whole body."""
+    """Two ASGI messages: the status line with every header, then the whole body; or one
+    write, when ``send`` is the transport's (``write_response``: serving/transport/protocol.py)."""
     headers = [
         (b"content-type", answer.content_type),
         (b"content-length", b"%d" % len(answer.body)),
@@ -359,6 +363,9 @@ async def send_answer(send: Send, answer: Answer, rid: str, closing: bool) -> No
     ]
     if closing:  # while draining, keep-alive clients must not reuse the connection
         headers.append((b"connection", b"close"))
+    write = getattr(send, "write_response", None)
+    if write is not None and write(answer.status, headers, answer.body):
+        return
     await send({"type": "http.response.start", "status": answer.status, "headers": headers})
     await send({"type": "http.response.body", "body": answer.body, "more_body": False})
 

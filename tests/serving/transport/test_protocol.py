@@ -117,3 +117,60 @@ def test_connections_beyond_the_limit_are_refused_at_once(server: RunningServer)
     time.sleep(0.1)
     with httpx.Client(base_url=server.base_url) as http:
         assert http.get("/healthz").status_code == 200
+
+
+def read_response(sock: socket.socket, pending: bytearray) -> tuple[bytes, bytes]:
+    """One response (head, body) off ``sock``, by its Content-Length; the rest stays pending."""
+    while b"\r\n\r\n" not in pending:
+        chunk = sock.recv(65536)
+        assert chunk, bytes(pending)
+        pending += chunk
+    head, _, rest = bytes(pending).partition(b"\r\n\r\n")
+    fields = [line.split(b": ", 1) for line in head.split(b"\r\n")[1:]]
+    length = int(next(value for name, value in fields if name.lower() == b"content-length"))
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        assert chunk
+        rest += chunk
+    pending[:] = rest[length:]
+    return head, rest[:length]
+
+
+def predict_request(*extra: bytes) -> bytes:
+    body = bytes(784)
+    lines = [
+        b"POST /v1/predict HTTP/1.1",
+        b"Host: x",
+        b"Content-Type: application/octet-stream",
+        b"Content-Length: %d" % len(body),
+        *extra,
+    ]
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+def test_predictions_are_whole_responses_in_order_on_one_connection(
+    server: RunningServer,
+) -> None:
+    """Predictions are written by the protocol in one write (DirectSend): the head carries
+    uvicorn's date and server headers, a Content-Length that frames the body, one Connection
+    header when the client closes, and pipelined requests are answered in order."""
+    pending = bytearray()
+    with connect(server) as sock:
+        sock.sendall(
+            predict_request(b"X-Request-ID: first") + predict_request(b"X-Request-ID: second")
+        )
+        for expected in (b"first", b"second"):
+            head, body = read_response(sock, pending)
+            assert head.startswith(b"HTTP/1.1 200 OK\r\n"), head
+            lowered = head.lower()
+            assert b"\r\ndate: " in lowered
+            assert b"\r\nserver: " in lowered
+            assert b"\r\nx-request-id: " + expected in lowered
+            assert b"connection: close" not in lowered
+            assert json.loads(body)["predictions"][0]["label"] in range(10)
+        sock.sendall(predict_request(b"X-Request-ID: last", b"Connection: close"))
+        head, body = read_response(sock, pending)
+        assert head.lower().count(b"\r\nconnection: ") == 1
+        assert b"\r\nconnection: close" in head.lower()
+        assert json.loads(body)["predictions"]
+        assert bytes(pending) + read_until_closed(sock) == b""  # and the server closed it
