@@ -59,6 +59,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from PIL import Image
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
+from benchmarks.h2sweep import infer_request
 from benchmarks.inprocess import http_scope, running
 from loadtest.data import binary_body, json_body, load_digits, mnist_dir
 from loadtest.oip import v2_binary_body, v2_json_body
@@ -267,31 +268,9 @@ class Bodies:
             v2_json_body(pixels),
             v2_binary,
             header_length,
-            grpc_request(pixels, raw=True).SerializeToString(),
-            grpc_request(pixels, raw=False).SerializeToString(),
+            infer_request(pixels, raw=True).SerializeToString(),
+            infer_request(pixels, raw=False).SerializeToString(),
         )
-
-
-def grpc_request(pixels: npt.NDArray[np.uint8], raw: bool) -> pb.ModelInferRequest:
-    """A ModelInfer of FP32 pixels / 255 asking for both outputs (what tritonclient sends by
-    default: ``raw_input_contents``; or the typed ``contents``)."""
-    scaled = (pixels.reshape(-1, 784).astype(np.float32) / np.float32(255)).astype("<f4")
-    tensor = pb.ModelInferRequest.InferInputTensor(
-        name="pixels", datatype="FP32", shape=[scaled.shape[0], 784]
-    )
-    request = pb.ModelInferRequest(
-        model_name="mnist",
-        inputs=[tensor],
-        outputs=[
-            pb.ModelInferRequest.InferRequestedOutputTensor(name=name)
-            for name in ("probabilities", "label")
-        ],
-    )
-    if raw:
-        request.raw_input_contents.append(scaled.tobytes())
-    else:
-        request.inputs[0].contents.fp32_contents.extend(scaled.ravel().tolist())
-    return request
 
 
 def client_headers(
