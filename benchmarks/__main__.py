@@ -225,7 +225,7 @@ def _measure(
     )
 
 
-QUIET_OTHER_CPU_PCT = 25.0
+QUIET_OTHER_CPU_PCT = report.QUIET_OTHER_CPU_PCT
 
 
 def _least_disturbed(measure: Callable[[], Point], attempts: int) -> Point:

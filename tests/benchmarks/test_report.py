@@ -102,3 +102,14 @@ def test_results_file_groups_targets_by_issue() -> None:
     lines = text.splitlines()
     assert lines.index("Issue 24 (one request pipeline), item 5:") < lines.index("## Cost table")
     assert any(line.startswith("- [issue 24] c=32 1 worker") and "-> MET" in line for line in lines)
+
+
+def test_a_disturbed_point_is_flagged_with_the_cpu_derived_ratio() -> None:
+    quiet = point(report.SERVICE, 32, 8_000, cpu_us=150)
+    ceiling = point(report.CEILING, 32, 2_000, cpu_us=100)  # its core was taken: low rps
+    ceiling = Point(ceiling.config, 32, ceiling.load, ceiling.server_cpu_s,
+                    ceiling.server_cpu_s + ceiling.load.generator_cpu_s + 15.0)  # fmt: skip
+    (line,) = [r for r in ratios([quiet, ceiling]) if r.name.startswith("c=32 1 worker")]
+    assert line.met is True  # 4x by rps...
+    assert "CPU-derived 0.67x" in line.detail  # ...0.67x by CPU per request
+    assert f"disturbed (other processes' CPU: {report.CEILING} c=32 150 %)" in line.detail
