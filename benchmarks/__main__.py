@@ -434,7 +434,7 @@ def run_costs(args: argparse.Namespace, work: Path) -> str:
     if args.mnist_dir:
         command += ["--mnist-dir", args.mnist_dir]
     if args.quick:
-        command += ["--repeat", "3", "--target-s", "0.02"]
+        command += ["--repeat", "7"]
     done = subprocess.run(pinned(command, SERVER_CPU), capture_output=True, text=True, check=False)
     if done.returncode != 0 or not rows.exists():
         print(done.stdout[-2000:], done.stderr[-2000:], file=sys.stderr)

@@ -69,7 +69,7 @@ def _answer(count: int) -> Response[bytes]:
     return Response(content=_answer_body(count), media_type="application/json")
 
 
-def _count(body: bytes, content_type: bytes) -> int:
+def count_instances(body: bytes, content_type: bytes) -> int:
     """Instances in a predict body, decoded as the service decodes it (JSON floats, raw rows)."""
     if content_type.startswith(b"application/octet-stream"):
         return len(body) // PIXELS
@@ -80,7 +80,7 @@ def _count(body: bytes, content_type: bytes) -> int:
 async def predict(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Decode like the service (JSON floats or raw uint8 rows), answer a constant."""
     body = await request.body()
-    return _answer(_count(body, request.headers.get("content-type", "").encode("latin-1")))
+    return _answer(count_instances(body, request.headers.get("content-type", "").encode("latin-1")))
 
 
 @get("/readyz")
@@ -111,7 +111,7 @@ async def _transport_app(scope: Any, receive: Receive, send: Send) -> None:
             chunks.append(message.get("body", b""))
             more = message.get("more_body", False)
         content_type = next((v for n, v in scope["headers"] if n == b"content-type"), b"")
-        status, body = 200, _answer_body(_count(b"".join(chunks), content_type))
+        status, body = 200, _answer_body(count_instances(b"".join(chunks), content_type))
     elif scope["path"] == "/readyz":
         status, body = 200, _READY
     else:

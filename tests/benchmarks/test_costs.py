@@ -52,7 +52,7 @@ def test_only_selects_cases(tiny_model_repository: Path, mnist_dir: Path, tmp_pa
     assert costs.main(args) == 0
     found = json.loads(rows.read_text())["costs"]
     assert {row["stage"] for row in found} == {"decode"}
-    assert len(found) == 7  # one per codec and encoding
+    assert len(found) == 8  # one per codec and encoding, and the ceilings' for scale
 
 
 def test_inprocess_driver_still_answers_every_request(
