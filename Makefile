@@ -101,7 +101,7 @@ lint-infra: setup ## Dockerfiles, workflows, compose, collector config, deploy m
 
 # ---------------------------------------------------------------- load and speed
 .PHONY: loadtest-smoke
-loadtest-smoke: model ## Start the service on a loopback port, run a short gated Locust test, stop it
+loadtest-smoke: model ## Start the service on loopback ports, run short gated Locust tests (HTTP, gRPC), stop it
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/loadtest-smoke.sh $(MODELS)
 
 .PHONY: loadtest
@@ -109,7 +109,7 @@ loadtest: setup ## Gated Locust run against URL=http://host:port (see docs/loadt
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/loadtest.sh "$(URL)"
 
 .PHONY: bench
-bench: model ## Benchmark (~12 min, needs wrk, h2load, haproxy): results/<date>.md, a plot, <date>-overload.md
+bench: model ## Benchmark (~20 min, needs wrk, h2load, haproxy): results/<date>.md (cost table, targets), a plot, <date>-overload.md
 	bash scripts/system-packages.sh bench
 	$(BIN)/python -m benchmarks --models $(MODELS)
 	$(BIN)/python -m benchmarks.overload --models $(MODELS)

@@ -36,6 +36,11 @@ class Round:
         """CPU per request of B over A, minus one: the same cost from the server's CPU time."""
         return self.variant.cpu_us_per_request / self.base.cpu_us_per_request - 1
 
+    @property
+    def p50_ratio(self) -> float:
+        """p50 latency of B over A."""
+        return self.variant.load.p50_ms / self.base.load.p50_ms
+
 
 @dataclass(frozen=True, slots=True)
 class Summary:
@@ -43,6 +48,8 @@ class Summary:
     cpu_cost: float  # median over rounds
     throughput_range: tuple[float, float]
     rounds: int
+    p50_ratio: float = 1.0  # median over rounds
+    p50_range: tuple[float, float] = (1.0, 1.0)
 
 
 def summarize(rounds: Sequence[Round]) -> Summary | None:
@@ -50,35 +57,43 @@ def summarize(rounds: Sequence[Round]) -> Summary | None:
     if not valid:
         return None
     costs = [r.throughput_cost for r in valid]
+    p50s = [r.p50_ratio for r in valid]
     return Summary(
         throughput_cost=statistics.median(costs),
         cpu_cost=statistics.median(r.cpu_cost for r in valid),
         throughput_range=(min(costs), max(costs)),
         rounds=len(valid),
+        p50_ratio=statistics.median(p50s),
+        p50_range=(min(p50s), max(p50s)),
     )
 
 
-def markdown(rounds: Sequence[Round], title: str) -> list[str]:
+def markdown(
+    rounds: Sequence[Round], title: str, labels: tuple[str, str] = ("off", "on")
+) -> list[str]:
+    a, b = labels
     lines = [
         f"## {title}",
         "",
-        "| window | rps off | rps on | throughput cost | CPU/request off µs | CPU/request on µs | "
-        "CPU cost | other CPU % (off / on) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| window | rps {a} | rps {b} | throughput cost | p50 ms {a} | p50 ms {b} | "
+        f"CPU/request {a} µs | CPU/request {b} µs | CPU cost | other CPU % ({a} / {b}) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     lines += [
         f"| {r.index + 1} | {r.base.load.rps:.0f} | {r.variant.load.rps:.0f} | "
-        f"{r.throughput_cost:+.1%} | {r.base.cpu_us_per_request:.0f} | "
-        f"{r.variant.cpu_us_per_request:.0f} | {r.cpu_cost:+.1%} | "
-        f"{r.base.other_cpu_pct:.0f} / {r.variant.other_cpu_pct:.0f} |"
+        f"{r.throughput_cost:+.1%} | {r.base.load.p50_ms:.3f} | {r.variant.load.p50_ms:.3f} | "
+        f"{r.base.cpu_us_per_request:.0f} | {r.variant.cpu_us_per_request:.0f} | "
+        f"{r.cpu_cost:+.1%} | {r.base.other_cpu_pct:.0f} / {r.variant.other_cpu_pct:.0f} |"
         for r in rounds
     ]
     summary = summarize(rounds)
     if summary is not None:
         low, high = summary.throughput_range
+        p50_low, p50_high = summary.p50_range
         lines += [
             "",
             f"Median over {summary.rounds} windows: throughput cost {summary.throughput_cost:+.1%} "
-            f"(range {low:+.1%} .. {high:+.1%}), CPU per request {summary.cpu_cost:+.1%}.",
+            f"(range {low:+.1%} .. {high:+.1%}), CPU per request {summary.cpu_cost:+.1%}, p50 "
+            f"{b} / {a} {summary.p50_ratio:.3f} (range {p50_low:.3f} .. {p50_high:.3f}).",
         ]
     return [*lines, ""]

@@ -47,6 +47,10 @@ class Run:
     errors: int
     outcomes: list[Outcome]
     elapsed_s: float
+    #: h2load's own measured time ("finished in"): the load alone, without process start-up.
+    measured_s: float = 0.0
+    #: Bytes of response bodies received (HTTP/2 DATA frames' payload).
+    data_bytes: int = 0
 
 
 def available() -> bool:
@@ -104,11 +108,13 @@ def _run(
     headers: Mapping[str, str],
     cpu: int | None,
     scheduled: int,
+    h1: bool = True,
 ) -> Run:
+    """One h2load run; ``h1``: HTTP/1.1 (else HTTP/2 with prior knowledge, h2c, as gRPC)."""
     with tempfile.TemporaryDirectory() as tmp:
         data, log = Path(tmp) / "body", Path(tmp) / "log.tsv"
         data.write_bytes(body)
-        command = ["h2load", "--h1", "-d", str(data), "--log-file", str(log)]
+        command = ["h2load", *(["--h1"] if h1 else []), "-d", str(data), "--log-file", str(log)]
         command += ["-N", f"{TIMEOUT_S}s", *args, url]
         for name, value in headers.items():
             command += ["-H", f"{name}: {value}"]
@@ -125,7 +131,47 @@ def _run(
         errors=counts["errored"] - counts["timeout"],
         outcomes=answered,
         elapsed_s=elapsed,
+        measured_s=_finished_s(done.stdout),
+        data_bytes=_traffic(done.stdout).get("data", 0),
     )
+
+
+#: What a gRPC call over HTTP/2 carries besides its message (the gRPC wire format).
+GRPC_HEADERS = {"content-type": "application/grpc", "te": "trailers"}
+
+
+def grpc_frame(message: bytes) -> bytes:
+    """One gRPC length-prefixed message: 0 (not compressed), 4-byte big-endian length, bytes."""
+    return b"\x00" + len(message).to_bytes(4, "big") + message
+
+
+def grpc_closed_loop(
+    url: str,
+    message: bytes,
+    clients: int,
+    requests: int,
+    cpu: int | None,
+    streams: int = 1,
+    headers: Mapping[str, str] | None = None,
+) -> Run:
+    """``requests`` unary gRPC calls of the serialized ``message`` to ``url`` (``http://host:
+    port/<package.Service>/<Method>``) over h2c: ``clients`` connections with ``streams`` calls
+    in flight on each, each sending its next call when one is answered.
+
+    h2load sees HTTP: a gRPC call answers HTTP 200 whatever its grpc-status (which travels in
+    the trailers), so a failed call still counts as a 200 here. The caller checks the calls
+    succeeded from ``Run.data_bytes``: a failed call is trailers-only (no DATA), a successful
+    one carries its response message, whose size the caller knows (:func:`grpc_failures`)."""
+    args = ["-c", str(clients), "-m", str(streams), "-n", str(requests)]
+    return _run(url, grpc_frame(message), args, {**GRPC_HEADERS, **(headers or {})}, cpu,
+                requests, h1=False)  # fmt: skip
+
+
+def grpc_failures(run: Run, response_frame_bytes: int) -> int:
+    """Calls of ``run`` that got no response message, when every successful response's frame
+    is ``response_frame_bytes`` long (a fixed-size answer, e.g. one digit's prediction)."""
+    answered = len(run.outcomes)
+    return max(0, answered - run.data_bytes // response_frame_bytes) if answered else 0
 
 
 def _summary(stdout: str) -> dict[str, int]:
@@ -133,6 +179,23 @@ def _summary(stdout: str) -> dict[str, int]:
     errored, timeout)."""
     line = next(x for x in stdout.splitlines() if x.startswith("requests:"))
     return {m.group(2): int(m.group(1)) for m in re.finditer(r"(\d+) (\w+)", line)}
+
+
+def _finished_s(stdout: str) -> float:
+    """Seconds of h2load's ``finished in 1.14s, ...`` (or ``ms``) line; 0 when absent."""
+    found = re.search(r"finished in ([\d.]+)(ms|s),", stdout)
+    if found is None:
+        return 0.0
+    value = float(found.group(1))
+    return value / 1000 if found.group(2) == "ms" else value
+
+
+def _traffic(stdout: str) -> dict[str, int]:
+    """The byte counts of h2load's ``traffic:`` line: total, headers, data."""
+    line = next((x for x in stdout.splitlines() if x.startswith("traffic:")), "")
+    return {
+        m.group(2): int(m.group(1)) for m in re.finditer(r"\((\d+)\) (total|headers|data)", line)
+    }
 
 
 def _outcome(line: str) -> Outcome:

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import itertools
 import json
 import random
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, cast
 
 import numpy as np
@@ -54,20 +55,44 @@ async def _lifespan(app: ServiceApp, phase: str, inbox: asyncio.Queue[dict[str, 
         raise RuntimeError(f"lifespan {phase} failed: {reply}")
 
 
-def _scope(body: bytes, state: dict[str, Any]) -> dict[str, Any]:
+@contextlib.asynccontextmanager
+async def running(app: ServiceApp) -> AsyncIterator[dict[str, Any]]:
+    """``async with running(app) as state:`` the app's lifespan as a server runs it (model
+    load, warm-up, batcher start; drain and stop on exit); ``state`` goes into each scope."""
+    inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    state: dict[str, Any] = {}
+    lifespan: dict[str, Any] = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": state}
+    server = asyncio.create_task(app(lifespan, inbox.get, outbox.put))  # type: ignore[arg-type]
+    await _lifespan(app, "startup", inbox, outbox)
+    try:
+        yield state
+    finally:
+        await _lifespan(app, "shutdown", inbox, outbox)
+        await server
+
+
+def http_scope(
+    body: bytes,
+    state: dict[str, Any],
+    path: str = "/v1/predict",
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> dict[str, Any]:
+    """An ASGI HTTP scope as uvicorn builds it for a POST of ``body`` (JSON unless ``headers``
+    give the content type and any other header; host and content-length are added)."""
     return {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.3"},
         "http_version": "1.1",
         "method": "POST",
         "scheme": "http",
-        "path": "/v1/predict",
-        "raw_path": b"/v1/predict",
+        "path": path,
+        "raw_path": path.encode(),
         "query_string": b"",
         "root_path": "",
         "headers": [
             (b"host", b"127.0.0.1"),
-            (b"content-type", b"application/json"),
+            *(headers if headers is not None else [(b"content-type", b"application/json")]),
             (b"content-length", str(len(body)).encode()),
         ],
         "client": ("127.0.0.1", 40000),
@@ -93,7 +118,7 @@ async def _request(app: ServiceApp, body: bytes, state: dict[str, Any]) -> int:
         if message["type"] == "http.response.start":
             status = message["status"]
 
-    await app(_scope(body, state), receive, send)  # type: ignore[arg-type]
+    await app(http_scope(body, state), receive, send)  # type: ignore[arg-type]
     return status
 
 
@@ -114,20 +139,13 @@ async def drive(requests: int, concurrency: int, digits: int, mnist: str | None)
         return dataclasses.replace(model, session=cast("ort.InferenceSession", sessions[-1]))
 
     app = create_app(Settings(), model_loader=counting_loader)
-    inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    outbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    state: dict[str, Any] = {}
-    lifespan: dict[str, Any] = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": state}
-    server = asyncio.create_task(app(lifespan, inbox.get, outbox.put))  # type: ignore[arg-type]
-    await _lifespan(app, "startup", inbox, outbox)
-    warm_up = sessions[0].batches, sessions[0].rows  # warm-up batches are not the workload
     statuses: Counter[int] = Counter()
-    budget = iter(range(requests))  # shared: the clients together answer exactly ``requests``
-    await asyncio.gather(
-        *(_client(app, bodies, budget, state, statuses) for _ in range(concurrency))
-    )
-    await _lifespan(app, "shutdown", inbox, outbox)
-    await server
+    async with running(app) as state:
+        warm_up = sessions[0].batches, sessions[0].rows  # warm-up batches are not the workload
+        budget = iter(range(requests))  # shared: the clients together answer exactly ``requests``
+        await asyncio.gather(
+            *(_client(app, bodies, budget, state, statuses) for _ in range(concurrency))
+        )
     return {
         "requests": requests,
         "statuses": {str(k): v for k, v in sorted(statuses.items())},

@@ -4,7 +4,11 @@ On loopback, the server pinned to core 0 and h2load (benchmarks/h2load.py) on co
 
 1. capacity: 64 clients, closed loop, on keep-alive connections and with a new connection per
    request;
-2. the CPU cost of a 503 (admission refusal) against a 200, per request, in server CPU time;
+2. the CPU cost of a refusal against a 200, per request, in server CPU time: a 503 (the queue
+   cannot take the request: a 2-row request against ``SERVING_MAX_QUEUE_SIZE=1``, refused at
+   arrival every time, the path a full queue takes), a 429 (an API key over its rate:
+   ``rate_per_s`` tiny, ``burst`` 1; issue 25's target: no dearer than the 503) and a 400 (a
+   deadline no idle service could meet, answered by the same protocol path since issue 24);
 3. the overload scenarios of issue 26, each run twice, each time on a fresh service: against
    the service alone, and through the shipped HAProxy config (deploy/haproxy/haproxy.cfg, run
    by benchmarks/proxy.py) with its capacity knob set to the capacity measured in 1:
@@ -34,6 +38,7 @@ import datetime as dt
 import os
 import statistics
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterator, Mapping
@@ -262,6 +267,76 @@ def cpu_per_request(
     return spent / max(len(done.outcomes), 1), Counter(o.status for o in done.outcomes)
 
 
+#: The refusal server's keys: one unlimited, one over its rate after its first request.
+OPEN_KEY = "overload-open-key-0123456789abcdef"
+LIMITED_KEY = "overload-limited-key-0123456789abc"
+REFUSAL_KEYS = (
+    f'[[keys]]\nname = "open"\nkey = "{OPEN_KEY}"\nscopes = ["infer"]\n\n'
+    f'[[keys]]\nname = "limited"\nkey = "{LIMITED_KEY}"\nscopes = ["infer"]\n'
+    "rate_per_s = 0.001\nburst = 1\n"
+)
+
+
+@dataclass(frozen=True)
+class RefusalCosts:
+    """Server CPU seconds per answer, by kind, and the statuses each kind got."""
+
+    ok: float
+    shed: float  # 503, queue full at arrival
+    limited: float  # 429, key over its rate
+    infeasible: float  # 400, a deadline no idle service meets
+    statuses: dict[str, dict[int, int]]
+
+    def lines(self) -> list[str]:
+        # CPU time ticks in 10 ms: a tiny run can read 0 (the ratios are then n/a).
+        share = f"{self.shed / self.ok:.0%}" if self.ok else "n/a"
+        ratio = f"{self.limited / self.shed:.2f}" if self.shed else "n/a"
+        met = "MET" if self.limited <= self.shed else "NOT MET"
+        return [
+            f"Refusal CPU cost (8 keep-alive clients, server CPU per answer): a 200 costs "
+            f"{self.ok * 1e6:.0f} µs ({self.statuses['200']}); a 503 (queue full at arrival) "
+            f"{self.shed * 1e6:.0f} µs ({self.statuses['503']}): **{share}** of a prediction; "
+            f"a 429 (API key over its rate) {self.limited * 1e6:.0f} µs "
+            f"({self.statuses['429']}): **{ratio}x a 503** (issue 25: <= 1.0 -> {met}); a 400 "
+            f"(infeasible deadline) {self.infeasible * 1e6:.0f} µs ({self.statuses['400']}).",
+            "",
+        ]
+
+
+def refusal_costs(
+    models: Path, body: bytes, requests: int, log: Path, work: Path, rounds: int = 3
+) -> RefusalCosts:
+    """The CPU cost of each kind of answer. 200 and 400 on a default service; 503 and 429 on
+    one service with a one-row queue and a keys file, both with the same two-row body (so the
+    bytes read and dropped are the same), measured in alternating rounds (the median kept:
+    the VM's speed drifts over seconds)."""
+    with server(models, log) as srv:
+        ok, ok_statuses = cpu_per_request(srv, body, requests)
+        late, late_statuses = cpu_per_request(srv, body, requests, X_Request_Timeout_Ms="0.0001")
+    keys = work / "overload-keys.toml"
+    keys.write_text(REFUSAL_KEYS)
+    env = {"SERVING_KEYS_FILE": str(keys), "SERVING_MAX_QUEUE_SIZE": "1",
+           "SERVING_MAX_INSTANCES": "1"}  # fmt: skip
+    two_rows = body * 2
+    shed: list[float] = []
+    limited: list[float] = []
+    statuses: dict[str, Counter[int]] = {"503": Counter(), "429": Counter()}
+    per_round = max(1, requests // rounds)
+    with server(models, log, extra=env) as srv:
+        for index in range(rounds):
+            kinds = [("503", OPEN_KEY, shed), ("429", LIMITED_KEY, limited)]
+            for name, key, costs in kinds if index % 2 == 0 else kinds[::-1]:
+                cost, got = cpu_per_request(srv, two_rows, per_round,
+                                            Authorization=f"Bearer {key}")  # fmt: skip
+                costs.append(cost)
+                statuses[name] += got
+    return RefusalCosts(
+        ok, statistics.median(shed), statistics.median(limited), late,
+        {"200": dict(ok_statuses), "400": dict(late_statuses),
+         **{name: dict(counts) for name, counts in statuses.items()}},
+    )  # fmt: skip
+
+
 def worker_shares(srv: ServerProcess, body: bytes, seconds: float) -> tuple[dict[int, int], int]:
     owners: dict[int, int] = {}
 
@@ -295,6 +370,9 @@ def main() -> int:
         "--closed-clients", type=int, default=1000, help="back-to-back keep-alive clients"
     )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument(
+        "--refusals", type=int, default=10_000, help="requests per kind of answer (CPU costs)"
+    )
     args = parser.parse_args()
     resolve(args.models, "mnist")
     if not h2load.available():
@@ -323,8 +401,6 @@ def main() -> int:
             url(srv), body, 64, int(capacity * 3), headers(), LOAD_CPU, new_connections=True
         )
         fresh_capacity = sum(o.status == 200 for o in fresh.outcomes) / fresh.elapsed_s
-        ok_cpu, ok_statuses = cpu_per_request(srv, body, 10_000)
-        shed_cpu, shed_statuses = cpu_per_request(srv, body, 10_000, X_Request_Timeout_Ms="0.0001")
     lines += [f"Capacity, 64 clients in closed loop: **{capacity:.0f} req/s** on keep-alive "
               f"connections, **{fresh_capacity:.0f} req/s** with a new connection per request; "
               f"idle p50 {ms(idle)} ms. Goodput is against the first, or the second for the "
@@ -335,10 +411,9 @@ def main() -> int:
     for result in run_scenarios(args.models, body, overloads, capacity, args.seconds, args.out):
         lines.append(result.row())
         print(lines[-1], flush=True)
-    ratio = shed_cpu / ok_cpu
-    lines += ["", f"503 CPU cost: {shed_cpu * 1e6:.0f} µs of server CPU per 503 "
-              f"({dict(shed_statuses)}) against {ok_cpu * 1e6:.0f} µs per 200 "
-              f"({dict(ok_statuses)}): **{ratio:.0%}** of a prediction.", ""]  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="overload-") as keys_dir:  # the keys file
+        costs = refusal_costs(args.models, body, args.refusals, log, Path(keys_dir))
+    lines += ["", *costs.lines()]
     with server(args.models, log, workers=2) as srv:
         per_worker, total = worker_shares(srv, body, 5.0)
     shares = ", ".join(f"{count / total:.0%}" for count in sorted(per_worker.values()))

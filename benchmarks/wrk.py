@@ -22,6 +22,7 @@ local bodies_path = os.getenv("BENCH_BODIES")
 local content_type = os.getenv("BENCH_CONTENT_TYPE")
 local path = os.getenv("BENCH_PATH")
 local header_length = os.getenv("BENCH_HEADER_LENGTH")
+local extra_headers = os.getenv("BENCH_HEADERS") or ""
 local requests_list = {}
 local n = 0
 local counter = 0
@@ -35,6 +36,9 @@ init = function(args)
     n = n + 1
     local headers = {["Content-Type"] = content_type}
     if header_length ~= "" then headers["Inference-Header-Content-Length"] = header_length end
+    for name, value in string.gmatch(extra_headers, "([^:\n]+): ([^\n]*)\n") do
+      headers[name] = value
+    end
     requests_list[n] = wrk.format("POST", path, headers, body)
   end
   f:close()
@@ -59,11 +63,13 @@ end
 @dataclass(frozen=True, slots=True)
 class Target:
     """Where and how the bodies are posted: v1 predict, or v2 infer (binary: with the JSON
-    header length, the same for every body of one digit)."""
+    header length, the same for every body of one digit); ``headers``: any other header on
+    every request (e.g. ``Authorization``)."""
 
     content_type: str
     path: str = "/v1/predict"
     header_length: int | None = None
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,14 +108,16 @@ def run(
     seconds: float,
     cpu: int | None,
 ) -> LoadResult:
-    """One closed-loop run of ``connections`` in-flight requests for ``seconds``
-    (``target``: a :class:`Target`, or the content type of a v1 predict body)."""
+    """One closed-loop run of ``connections`` in-flight requests for ``seconds`` (rounded to
+    whole seconds, wrk's unit; ``target``: a :class:`Target`, or the content type of a v1
+    predict body)."""
     if isinstance(target, str):
         target = Target(target)
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(LUA)
+    whole = max(1, round(seconds))  # wrk takes whole seconds only
     cmd = [
-        "wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s",
+        "wrk", "-t1", f"-c{connections}", f"-d{whole}s", "--timeout", "10s",
         "-s", script.name, url,
     ]  # fmt: skip
     if cpu is not None and shutil.which("taskset"):
@@ -120,11 +128,12 @@ def run(
         "BENCH_CONTENT_TYPE": target.content_type,
         "BENCH_PATH": target.path,
         "BENCH_HEADER_LENGTH": "" if target.header_length is None else str(target.header_length),
+        "BENCH_HEADERS": "".join(f"{name}: {value}\n" for name, value in target.headers),
     }
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
         completed = subprocess.run(
-            cmd, env=env, capture_output=True, text=True, timeout=seconds + 30, check=False
+            cmd, env=env, capture_output=True, text=True, timeout=whole + 30, check=False
         )
     finally:
         Path(script.name).unlink(missing_ok=True)

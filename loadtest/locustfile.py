@@ -1,9 +1,11 @@
 """Locust users that post real MNIST test digits to ``POST /v1/predict`` (or, with
-``--protocol v2``, the Open Inference Protocol's ``POST /v2/models/mnist/infer``), and the p95 gate.
+``--protocol v2``, the Open Inference Protocol's ``POST /v2/models/mnist/infer``; with
+``--protocol grpc``, its gRPC ``ModelInfer`` on the gRPC port), and the p95 gate.
 
     locust -f loadtest/locustfile.py --headless -H http://127.0.0.1:8000 -u 8 -t 30s \
         --p95-budget-ms 20 --max-error-rate 0.01 [--shape steady|step|spike] [--processes 2] \
-        [--feedback-ratio 0.2] [--drift 0.5] [--protocol v1|v2] [--encoding mixed|json|binary]
+        [--feedback-ratio 0.2] [--drift 0.5] [--protocol v1|v2|grpc] [--grpc-host HOST:PORT] \
+        [--encoding mixed|json|binary]
 
 A response fails unless it is 200 and schema-valid with one prediction per instance; correct
 labels are counted (accuracy). The verdict is taken on the local runner or the master, never on
@@ -16,6 +18,11 @@ requests by out-of-distribution digits (inverted or noisy; their true labels are
 ``--encoding json|binary`` sends only one encoding (v1: JSON or octet-stream; v2: JSON data or
 the binary tensor extension with FP32 data); ``mixed`` (default) follows the weights. v2
 responses carry no prediction ids, so ``--feedback-ratio`` only applies to v1.
+
+``--protocol grpc`` runs :class:`GrpcPredictUser` instead of :class:`PredictUser`: the official
+``tritonclient.grpc`` client wrapped as Locust documents for custom clients
+(loadtest/oip_grpc.py), raw FP32 contents, against ``--grpc-host`` (default: the ``-H`` host on
+port 8001). Its calls count in the same statistics, so the same gate judges them.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-from locust import FastHttpUser, events, task
+from locust import FastHttpUser, User, events, task
 from locust.argument_parser import LocustArgumentParser
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
@@ -35,13 +42,21 @@ from loadtest import percentiles
 from loadtest.data import Sample, build_samples, load_digits, mnist_dir, out_of_distribution
 from loadtest.gate import AccuracyCounter, GateConfig, RunResult, decide, summary_line
 from loadtest.oip import HEADER_LENGTH, INFER_PATH, V2Sample, check_v2_response, v2_samples
+from loadtest.oip_grpc import (
+    GrpcInferClient,
+    GrpcSample,
+    close_all,
+    grpc_samples,
+    grpc_target,
+    init_gevent,
+)
 from loadtest.schema import SchemaError, check_predictions
 from loadtest.shapes import SelectableShape, StepPlan
 
 # Every Locust process imports the locustfile (master and each --processes worker).
 percentiles.install()
 
-__all__ = ["PredictUser", "SelectableShape"]
+__all__ = ["GrpcPredictUser", "PredictUser", "SelectableShape"]
 
 PREDICT_PATH = "/v1/predict"
 FEEDBACK_PATH = "/v1/feedback"
@@ -60,6 +75,8 @@ class _State:
     drifted: list[Sample] = []  # noqa: RUF012 - the --drift scenario's samples
     v2: list[V2Sample] = []  # noqa: RUF012 - the v2 twins of samples (--protocol v2)
     v2_drifted: list[V2Sample] = []  # noqa: RUF012 - the v2 twins of drifted
+    grpc: list[GrpcSample] = []  # noqa: RUF012 - the gRPC twins of samples (--protocol grpc)
+    grpc_drifted: list[GrpcSample] = []  # noqa: RUF012 - the gRPC twins of drifted
     accuracy = AccuracyCounter()
 
 
@@ -125,9 +142,16 @@ def _add_options(parser: LocustArgumentParser) -> None:
     )
     group.add_argument(
         "--protocol",
-        choices=["v1", "v2"],
+        choices=["v1", "v2", "grpc"],
         default="v1",
-        help="v1: POST /v1/predict; v2: Open Inference Protocol POST /v2/models/mnist/infer",
+        help="v1: POST /v1/predict; v2: Open Inference Protocol POST /v2/models/mnist/infer; "
+        "grpc: its gRPC ModelInfer (raw FP32 contents, tritonclient.grpc) on --grpc-host",
+    )
+    group.add_argument(
+        "--grpc-host",
+        default="",
+        env_var="LOCUST_GRPC_HOST",
+        help="host:port of the gRPC port (default: the -H host on port 8001)",
     )
     group.add_argument(
         "--encoding",
@@ -143,6 +167,13 @@ def _on_init(environment: Environment, **_: Any) -> None:
     runner = environment.runner
     if options is None:
         return
+    # One user class per run, chosen by --protocol, in every process (the master dispatches
+    # users by class name, the workers spawn them from the same list).
+    chosen: type[User] = GrpcPredictUser if options.protocol == "grpc" else PredictUser
+    environment.user_classes[:] = [chosen]
+    if options.protocol == "grpc":
+        init_gevent()  # before any channel exists in this process
+        GrpcPredictUser.target = grpc_target(options.grpc_host, environment.host)
     if not isinstance(runner, MasterRunner):
         images, labels = load_digits(mnist_dir(options.mnist_dir or None), options.digits)
         _State.samples = build_samples(images, labels, options.instances_per_request)
@@ -156,6 +187,9 @@ def _on_init(environment: Environment, **_: Any) -> None:
         if options.protocol == "v2":
             _State.v2 = v2_samples(_State.samples)
             _State.v2_drifted = v2_samples(_State.drifted)
+        if options.protocol == "grpc":
+            _State.grpc = grpc_samples(_State.samples)
+            _State.grpc_drifted = grpc_samples(_State.drifted)
     if isinstance(runner, WorkerRunner):
         _listen(runner.environment.events.report_to_master, _ship_accuracy)
     if isinstance(runner, MasterRunner):
@@ -230,6 +264,12 @@ def live_quality(host: str | None) -> str:
     return f"live_accuracy={shown} live_labelled={quality.get('labelled', 0)}"
 
 
+def _close_grpc(**_: Any) -> None:
+    """Every process, before it exits: gRPC channels closed while gevent still runs
+    (loadtest/oip_grpc.py says why)."""
+    close_all()
+
+
 def _print_summary(exit_code: int, **_: Any) -> None:
     """Locust prints its tables after ``quitting``; ``quit`` comes last, so the summary does."""
     if _Outcome.line:
@@ -239,6 +279,7 @@ def _print_summary(exit_code: int, **_: Any) -> None:
 _listen(events.init_command_line_parser, _add_options)
 _listen(events.init, _on_init)
 _listen(events.quitting, _gate)
+_listen(events.quitting, _close_grpc)
 _listen(events.quit, _print_summary)
 
 
@@ -338,4 +379,28 @@ class PredictUser(FastHttpUser):
             except SchemaError as exc:
                 response.failure(str(exc))
                 return
+            _State.accuracy.add(labels, sample.labels)
+
+
+class GrpcPredictUser(User):
+    """A closed-loop gRPC client (``--protocol grpc``): ModelInfer with raw FP32 contents
+    through tritonclient.grpc, reported to Locust by :class:`GrpcInferClient`."""
+
+    #: host:port of the service's gRPC port (set at init from --grpc-host / -H).
+    target = ""
+
+    def on_start(self) -> None:
+        options = self.environment.parsed_options
+        self.drift = options.drift if options is not None else 0.0
+        self.grpc = GrpcInferClient(self.target, self.environment.events.request)
+
+    def on_stop(self) -> None:
+        self.grpc.close()
+
+    @task
+    def predict(self) -> None:
+        drifted = bool(_State.grpc_drifted) and random.random() < self.drift
+        sample = random.choice(_State.grpc_drifted if drifted else _State.grpc)
+        labels = self.grpc.infer(sample)
+        if labels is not None:
             _State.accuracy.add(labels, sample.labels)

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from serving.testing import free_port
 from tests.conftest import ServerStarter
 
 REPO = Path(__file__).resolve().parents[2]
@@ -112,3 +113,45 @@ def test_v2_protocol_runs_each_encoding(
     name = f"v2 infer {encoding}"
     assert name in stats
     assert "predict" not in stats  # only the chosen protocol and encoding were sent
+
+
+def test_grpc_user_is_gated_like_http(
+    serving_server: ServerStarter, tiny_model_repository: Path, tmp_path: Path
+) -> None:
+    """--protocol grpc: the official tritonclient.grpc client as a Locust custom client; its
+    calls count in the same stats, pass a generous gate and fail an impossible one, in one
+    process and distributed (a worker must also exit: tritonclient's channel is closed while
+    gevent still runs, loadtest/oip_grpc.py)."""
+    grpc_port = free_port()
+    env = {"SERVING_MODEL_REPOSITORY": str(tiny_model_repository),
+           "SERVING_GRPC_PORT": str(grpc_port)}  # fmt: skip
+    grpc = ("--protocol", "grpc", "--grpc-host", f"127.0.0.1:{grpc_port}")
+    with serving_server(env) as server:
+        code, lines = run_locust(server.base_url, tmp_path / "pass", 5000, *grpc)
+        assert code == 0, lines
+        summary = fields(lines[-1])
+        assert int(summary["requests"]) > 0
+        assert summary["error_rate"] == "0.0000"
+        assert summary["accuracy"] != "n/a"  # every answer was checked and counted
+        stats = (tmp_path / "pass" / "stats_stats.csv").read_text()
+        assert "grpc,ModelInfer raw," in stats
+        assert "predict" not in stats  # only the gRPC user ran
+
+        code, lines = run_locust(server.base_url, tmp_path / "fail", 0.001, *grpc)
+        assert code == 1, lines
+        assert "> budget 0.001 ms" in lines[-1]
+
+        code, lines = run_locust(server.base_url, tmp_path / "dist", 5000, *grpc,
+                                 "--processes", "2")  # fmt: skip
+        assert code == 0, lines
+        assert int(fields(lines[-1])["requests"]) > 0
+
+
+def test_grpc_calls_to_a_closed_port_fail_the_gate(
+    serving_server: ServerStarter, tiny_model_repository: Path, tmp_path: Path
+) -> None:
+    with serving_server({"SERVING_MODEL_REPOSITORY": str(tiny_model_repository)}) as server:
+        code, lines = run_locust(server.base_url, tmp_path, 5000, "--protocol", "grpc",
+                                 "--grpc-host", f"127.0.0.1:{free_port()}")  # fmt: skip
+    assert code == 1, lines
+    assert "error rate 1.0000 > max 0.01" in lines[-1]
