@@ -105,7 +105,8 @@ class InferenceServicer:
             "ModelReady": _unary(self, "read", self.model_ready, pb.ModelReadyRequest),
             "ServerMetadata": _unary(self, "read", self.server_metadata, pb.ServerMetadataRequest),
             "ModelMetadata": _unary(self, "read", self.model_metadata, pb.ModelMetadataRequest),
-            "ModelInfer": _unary(self, "infer", self.model_infer, pb.ModelInferRequest),
+            # None: model_infer checks access itself, once (it needs the decision's key name).
+            "ModelInfer": _unary(self, None, self.model_infer, pb.ModelInferRequest),
             "RepositoryIndex": _unary(
                 self, "admin", self.repository_index, pb.RepositoryIndexRequest
             ),
@@ -294,15 +295,17 @@ def _latin1(value: str | None) -> bytes | None:
 
 def _unary(
     servicer: InferenceServicer,
-    scope: Scope,
+    scope: Scope | None,
     behaviour: Behaviour[Request, Response],
     request_type: type[Request],
 ) -> grpc.RpcMethodHandler[Request, Response]:
-    """A unary handler: access check, then ``behaviour``; an exception becomes a status."""
+    """A unary handler: access check (unless ``scope`` is None: the behaviour checks), then
+    ``behaviour``; an exception becomes a status."""
 
     async def handle(request: Request, context: Context) -> Response:
         try:
-            servicer.access.check(context, scope)
+            if scope is not None:
+                servicer.access.check(context, scope)
             return await behaviour(request, context)
         except (asyncio.CancelledError, grpc.aio.AbortError):  # client gone / already answered
             raise

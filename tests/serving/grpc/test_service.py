@@ -281,3 +281,28 @@ def test_failures_are_internal_for_this_call_only(
 
     asyncio.run(main())
     assert "RuntimeError: a bug" in caplog.text
+
+
+def test_a_call_spends_one_token_of_its_keys_rate(grpc_settings: Settings) -> None:
+    """A key with a burst of 2 and a rate that refills nothing during the test gets exactly two
+    ModelInfer calls, as it gets two HTTP requests: the access stage ran once per call."""
+    keys = parse_keys(
+        b'[[keys]]\nname = "metered"\nkey = "metered-key-0123"\nscopes = ["infer"]\n'
+        b"rate_per_s = 0.0001\nburst = 2\n"
+    )
+    metered = {"authorization": "Bearer metered-key-0123"}
+
+    async def main() -> None:
+        async with serving(grpc_settings, guard=Guard(keys)) as running:
+            client = triton_aio.InferenceServerClient(running.url)
+            try:
+                for _ in range(2):
+                    result = await client.infer("mnist", [pixels_input(1)], headers=metered)
+                    assert result.as_numpy("label").shape == (1,)
+                with pytest.raises(InferenceServerException) as refused:
+                    await client.infer("mnist", [pixels_input(1)], headers=metered)
+                assert refused.value.status() == "StatusCode.RESOURCE_EXHAUSTED"
+            finally:
+                await client.close()
+
+    asyncio.run(main())
