@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Never, TypeVar
 
 import grpc
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
 from serving.batching import DrainingError
 from serving.grpc.access import CallAccess, Context, Scope, metadata
@@ -298,14 +298,23 @@ def _unary(
     scope: Scope | None,
     behaviour: Behaviour[Request, Response],
     request_type: type[Request],
-) -> grpc.RpcMethodHandler[Request, Response]:
-    """A unary handler: access check (unless ``scope`` is None: the behaviour checks), then
-    ``behaviour``; an exception becomes a status."""
+) -> grpc.RpcMethodHandler[bytes, Response]:
+    """A unary handler: access check (unless ``scope`` is None: the behaviour checks), the
+    request parsed, then ``behaviour``; an exception becomes a status.
 
-    async def handle(request: Request, context: Context) -> Response:
+    The handler parses the request itself: a deserializer's exception is grpcio's, answered
+    ``UNKNOWN`` with a logged traceback, for bytes the client sent (INVALID_ARGUMENT here)."""
+
+    async def handle(raw: bytes, context: Context) -> Response:
         try:
             if scope is not None:
                 servicer.access.check(context, scope)
+            try:
+                request = request_type.FromString(raw)
+            except DecodeError:
+                raise invalid(
+                    f"malformed {request_type.DESCRIPTOR.name}: not its protobuf encoding"
+                ) from None
             return await behaviour(request, context)
         except (asyncio.CancelledError, grpc.aio.AbortError):  # client gone / already answered
             raise
@@ -314,7 +323,7 @@ def _unary(
 
     return grpc.unary_unary_rpc_method_handler(
         handle,  # grpc.aio takes coroutine functions
-        request_deserializer=request_type.FromString,
+        request_deserializer=None,  # the bytes as they came: parsed above
         response_serializer=_serialize,
     )
 

@@ -306,3 +306,35 @@ def test_a_call_spends_one_token_of_its_keys_rate(grpc_settings: Settings) -> No
                 await client.close()
 
     asyncio.run(main())
+
+
+def test_bytes_that_are_not_the_request_message_are_invalid_argument(
+    grpc_settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client's corrupt message is its error (INVALID_ARGUMENT, saying which message), never
+    grpcio's UNKNOWN with a server traceback; the server keeps answering."""
+
+    def identity(data: bytes) -> bytes:
+        return data
+
+    async def main() -> None:
+        async with serving(grpc_settings) as running:
+            async with grpc.aio.insecure_channel(running.url) as channel:
+                for method in ("ModelInfer", "ModelMetadata"):
+                    call = channel.unary_unary(
+                        f"/inference.GRPCInferenceService/{method}", identity, identity
+                    )
+                    with pytest.raises(grpc.aio.AioRpcError) as failed:
+                        await call(b"\xff\xff\xff", timeout=30)
+                    assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                    assert f"malformed {method}Request" in (failed.value.details() or "")
+            client = triton_aio.InferenceServerClient(running.url)
+            try:
+                result = await client.infer("mnist", [pixels_input(1)])
+                assert result.as_numpy("label").shape == (1,)
+            finally:
+                await client.close()
+
+    with caplog.at_level("WARNING"):
+        asyncio.run(main())
+    assert [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")] == []
