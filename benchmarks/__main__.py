@@ -48,7 +48,7 @@ WARM_UP_S = 2.0
 class Config:
     name: str
     #: service (python -m serving), ceiling / transport (benchmarks.ceiling --app litestar /
-    #: transport) or naive (benchmarks.naive).
+    #: transport; with protocol grpc, its gRPC ceiling too) or naive (benchmarks.naive).
     server: str = "service"
     binary: bool = False
     #: v1, v2 (HTTP) or grpc (ModelInfer, raw FP32 contents).
@@ -84,6 +84,8 @@ CONFIGS = [
     Config(report.V2_BINARY, protocol="v2", binary=True, env={**OFF}),
     Config(report.V2_BINARY_H2LOAD, protocol="v2", binary=True, env={**OFF},
            generator="h2load", concurrencies=C1_C32),
+    Config(report.GRPC_CEILING, server="transport", protocol="grpc", generator="h2load",
+           concurrencies=C1_C32),
     Config(report.GRPC, protocol="grpc", env={**OFF}, generator="h2load",
            concurrencies=C1_C32),
     Config(report.GRPC_ONE_CONNECTION, protocol="grpc", env={**OFF}, generator="h2load",
@@ -147,9 +149,12 @@ def stop_otlp_sink(sink: subprocess.Popen[bytes] | None, log: Path) -> dict[str,
 def _server(config: Config, args: argparse.Namespace, endpoint: str, log: Path) -> ServerProcess:
     port = free_port()
     common = ["--port", str(port), "--workers", str(config.workers)]
+    grpc_port = str(free_port())
     if config.server in ("ceiling", "transport"):
         app = "litestar" if config.server == "ceiling" else "transport"
         server_args = ["-m", "benchmarks.ceiling", "--app", app, *common]
+        if config.protocol == "grpc":  # the gRPC ceiling, beside the HTTP app
+            server_args += ["--grpc-port", grpc_port]
     elif config.server == "naive":
         model = resolve(args.models, args.model_name).model_file("fp32")
         server_args = ["-m", "benchmarks.naive", "--model", str(model), *common]
@@ -157,7 +162,7 @@ def _server(config: Config, args: argparse.Namespace, endpoint: str, log: Path) 
         server_args = ["-m", "serving", "--model-repository", str(args.models), *common]
     env = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, **config.env}
     if config.protocol == "grpc":
-        env["SERVING_GRPC_PORT"] = str(free_port())
+        env["SERVING_GRPC_PORT"] = grpc_port  # where _shape and the check find it
     cpu = SERVER_CPU if config.workers == 1 else None
     return ServerProcess(log, args=server_args, env=env, port=port, cpu=cpu, ready_timeout_s=120)
 

@@ -17,7 +17,13 @@ With ``--workers`` > 1 both run under the service's own supervisor
 so connections spread across workers exactly as they do for the service (uvicorn's shared
 socket can land all 32 keep-alive connections of a c=32 run on one worker).
 
-    python -m benchmarks.ceiling --port 8100 [--app transport] [--workers 2]
+``--grpc-port P`` (1 worker; "the gRPC ceiling"): beside the HTTP app, in the same uvloop loop as
+the service runs its gRPC door, a ``grpc.aio`` server whose ModelInfer parses the request
+(protobuf, then the raw FP32 rows into an array, as the service's codec does) and answers a
+constant response of the right row count. It is what any grpcio service pays per call before
+its own work: the bound of the service's gRPC door (docs/performance.md).
+
+    python -m benchmarks.ceiling --port 8100 [--app transport] [--workers 2] [--grpc-port 8101]
 """
 
 from __future__ import annotations
@@ -28,12 +34,16 @@ import socket
 import sys
 from typing import Any
 
+import grpc
 import msgspec
+import numpy as np
 import uvicorn
+import uvloop
 from litestar import Litestar, Request, get, post
 from litestar.response import Response
 from litestar.types import Receive, Send
 
+from serving.grpc.generated import grpc_service_pb2 as pb
 from serving.settings import Settings
 from serving.transport.protocol import guarded_protocol
 from serving.transport.server import connection_limits
@@ -142,6 +152,60 @@ def uvicorn_config(app: str, host: str, port: int) -> uvicorn.Config:
     )
 
 
+GRPC_SERVICE = "inference.GRPCInferenceService"
+
+
+def grpc_answer(rows: int) -> bytes:
+    """A ModelInferResponse for ``rows`` rows: FP32 probabilities and INT64 labels, raw."""
+    probabilities = np.full((rows, 10), 0.001, dtype="<f4")
+    probabilities[:, 7] = 0.99
+    tensor = pb.ModelInferResponse.InferOutputTensor
+    response = pb.ModelInferResponse(
+        model_name="ceiling",
+        model_version="0",
+        outputs=[
+            tensor(name="probabilities", datatype="FP32", shape=[rows, 10]),
+            tensor(name="label", datatype="INT64", shape=[rows]),
+        ],
+        raw_output_contents=[probabilities.tobytes(), np.full(rows, 7, dtype="<i8").tobytes()],
+    )
+    return response.SerializeToString()
+
+
+_GRPC_ANSWERS: dict[int, bytes] = {}
+
+
+async def grpc_infer(raw: bytes, context: Any) -> bytes:
+    """Parse like the service (the message, then its raw FP32 rows), answer a constant."""
+    request = pb.ModelInferRequest.FromString(raw)
+    rows = np.frombuffer(request.raw_input_contents[0], dtype="<f4").reshape(-1, PIXELS).shape[0]
+    answer = _GRPC_ANSWERS.get(rows)
+    if answer is None:
+        answer = _GRPC_ANSWERS[rows] = grpc_answer(rows)
+    return answer
+
+
+async def serve_with_grpc(config: uvicorn.Config, grpc_port: int) -> None:
+    """The HTTP app and a gRPC ModelInfer on one loop, with the service's gRPC limits."""
+    settings = Settings()
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", settings.max_body_bytes),
+            ("grpc.max_send_message_length", settings.max_body_bytes),
+            ("grpc.max_concurrent_streams", settings.grpc_max_concurrent_streams),
+        ]
+    )
+    # No (de)serializers: bytes in, bytes out.
+    handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(grpc_infer)
+    server.add_registered_method_handlers(GRPC_SERVICE, {"ModelInfer": handler})
+    server.add_insecure_port(f"{config.host}:{grpc_port}")
+    await server.start()
+    try:
+        await uvicorn.Server(config).serve()
+    finally:
+        await server.stop(0)
+
+
 def serve_worker(settings: Settings, listener: socket.socket) -> None:
     """One supervised worker (spawned by serving.transport.supervisor): serve on ``listener``."""
     app = os.environ.get(APP_ENV, "litestar")
@@ -170,7 +234,13 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8100)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--app", choices=sorted(FACTORIES), default="litestar")
+    parser.add_argument("--grpc-port", type=int, help="also serve the gRPC ceiling (1 worker)")
     args = parser.parse_args()
+    if args.grpc_port is not None:
+        if args.workers != 1:
+            parser.error("--grpc-port serves one worker")
+        uvloop.run(serve_with_grpc(uvicorn_config(args.app, args.host, args.port), args.grpc_port))
+        return
     if args.workers == 1:
         uvicorn.Server(uvicorn_config(args.app, args.host, args.port)).run()
         return

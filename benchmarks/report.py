@@ -115,6 +115,7 @@ V1_JSON = "service batched fp32"
 V2_BINARY = "service batched v2 binary fp32"
 V2_BINARY_H2LOAD = "service batched v2 binary fp32 (h2load)"
 GRPC = "service batched gRPC raw fp32 (h2load)"
+GRPC_CEILING = "gRPC ceiling (grpc.aio, parse + constant answer) (h2load)"
 GRPC_ONE_CONNECTION = "service batched gRPC raw fp32, 1 connection x 32 streams (h2load)"
 #: Issue 24: the ceiling share, the CPU share and the observability cost.
 CEILING_SHARE = 0.85
@@ -275,6 +276,14 @@ def issue_28(points: Sequence[Point]) -> list[Ratio]:
         detail += (
             f"; one connection with 32 streams: {one.load.rps:.0f} rps, "
             f"{one.cpu_us_per_request:.0f} µs per request"
+        )
+    ceiling = _at(points, GRPC_CEILING, 32)
+    if ceiling is not None and ceiling.load.rps:
+        bound = ceiling.load.rps / http.load.rps
+        detail += (
+            f"; the gRPC ceiling (grpcio, no service work) {ceiling.load.rps:.0f} rps, "
+            f"{ceiling.cpu_us_per_request:.0f} µs per call: {bound:.2f}x HTTP v2 binary, "
+            f"the service {grpc.load.rps / ceiling.load.rps:.2f}x of it"
         )
     grpc1, http1 = _at(points, GRPC, 1), _at(points, V2_BINARY_H2LOAD, 1)
     if grpc1 and http1:

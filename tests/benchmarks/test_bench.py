@@ -1,6 +1,7 @@
 """``python -m benchmarks`` end to end at a tiny scale, on the pieces issues 24, 25 and 28 added:
-the transport ceiling (1 and 2 workers), gRPC ModelInfer through h2load beside HTTP v2 binary
-through the same generator, the keys on/off A/B; and the report's targets. Real servers (the
+the transport ceiling (1 and 2 workers), gRPC ModelInfer (the service and the gRPC ceiling)
+through h2load beside HTTP v2 binary through the same generator, the keys on/off A/B; and the
+report's targets. Real servers (the
 tiny model), real wrk and h2load; no timing is judged."""
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from benchmarks import report
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 CHOSEN = (report.TRANSPORT, report.TRANSPORT_2W, report.V2_BINARY_H2LOAD, report.GRPC,
-          report.GRPC_ONE_CONNECTION)  # fmt: skip
+          report.GRPC_ONE_CONNECTION, report.GRPC_CEILING)  # fmt: skip
 
 
 def test_new_configurations_and_the_keys_ab_run_and_report(
@@ -45,6 +46,7 @@ def test_new_configurations_and_the_keys_ab_run_and_report(
         (report.V2_BINARY_H2LOAD, 1), (report.V2_BINARY_H2LOAD, 32),
         (report.GRPC, 1), (report.GRPC, 32),
         (report.GRPC_ONE_CONNECTION, 32),
+        (report.GRPC_CEILING, 1), (report.GRPC_CEILING, 32),
     }  # fmt: skip
     for point in raw["points"]:
         load = point["load"]
@@ -68,3 +70,4 @@ def test_new_configurations_and_the_keys_ab_run_and_report(
     assert "[issue 25] keys on / off, p50 latency at c=1" in text
     assert "## Keys on / off (issue 25), c=32" in text
     assert f"| {report.GRPC} | 32 |" in text
+    assert "the gRPC ceiling (grpcio, no service work)" in text
