@@ -273,14 +273,3 @@ def test_batch_quality_and_drift_metrics_after_known_traffic(
     assert value("inference_model_info", info) == 1
     assert (value("inference_process_resident_memory_bytes") or 0) > 10_000_000
     assert (value("inference_process_cpu_seconds") or 0) > 0
-
-
-def test_metrics_off_means_no_route_and_no_middleware(
-    make_app: AppFactory, registry: CollectorRegistry
-) -> None:
-    app, plugin = make_app(metrics_enabled=False)
-    assert plugin.metrics is None
-    with AppClient(app) as client:
-        assert client.post("/v1/predict", json=body()).status_code == 200
-        assert client.get("/metrics").status_code == 404
-    assert list(registry.collect()) == []
