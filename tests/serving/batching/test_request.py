@@ -7,7 +7,7 @@ import asyncio
 
 import numpy as np
 
-from serving.batching.request import Outputs, QueuedRequest
+from serving.batching.request import Outputs, QueuedRequest, SecondOpinion
 
 PROBABILITIES = np.array(
     [[0.1, 0.7, 0.2], [0.5, 0.2, 0.3], [0.2, 0.2, 0.6], [0.4, 0.4, 0.2]], dtype=np.float32
@@ -36,8 +36,23 @@ def test_a_slice_is_those_rows_of_all_three_arrays_as_views() -> None:
     assert part.probabilities.tolist() == PROBABILITIES[1:3].tolist()
     assert part.labels.tolist() == [0, 2]
     assert part.confidences.tolist() == outputs.confidences[1:3].tolist()
-    for whole, view in zip(outputs, part, strict=True):
+    for whole, view in zip(outputs[:3], part[:3], strict=True):
         assert np.shares_memory(whole, view)  # no copy per request of a batch
+    assert part.second is None
+
+
+def test_a_slice_takes_the_same_rows_of_a_rollouts_second_opinion() -> None:
+    other = Outputs.of(PROBABILITIES[::-1].copy())
+    failed = SecondOpinion("3", None, 0.5, RuntimeError("candidate failed"))
+    outputs = Outputs.of(PROBABILITIES)._replace(second=SecondOpinion("2", other, 0.25))
+    part = outputs.slice(2, 4)
+    assert part.second is not None
+    assert (part.second.version, part.second.seconds) == ("2", 0.25)
+    assert part.second.outputs is not None
+    assert part.second.outputs.labels.tolist() == other.labels[2:4].tolist()
+    broken = outputs._replace(second=failed).slice(0, 1).second
+    assert broken is not None
+    assert (broken.outputs, broken.error) == (None, failed.error)  # a failure stays a failure
 
 
 def test_a_queued_request_starts_without_trace_context_or_version() -> None:

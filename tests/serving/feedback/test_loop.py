@@ -1,6 +1,7 @@
 """``Feedback``: the ids it issues are the ids it joins labels to (forged, malformed or foreign
 ones count as unknown, repeats as duplicates), its listeners hear every outcome, and its report
-is the window's figures. ``shared_by_workers`` fills in the key and store once for all workers."""
+is the window's figures. ``shared_by_workers`` fills in the key, the stores and the boot id once
+for all workers."""
 
 from __future__ import annotations
 
@@ -65,9 +66,18 @@ def test_shared_by_workers_fills_in_what_is_unset_once(tmp_path: Path) -> None:
     assert len(shared.feedback_key) == 64  # 32 random bytes, hex
     assert shared.quality_store is not None
     assert shared.quality_store.name == "quality.sqlite3"
+    assert shared.rollout_boot is not None  # one start: its workers share the boot id
+    assert shared.rollout_store is not None
+    assert shared.rollout_store.name == "rollout.sqlite3"
     assert shared_by_workers(shared) is shared  # nothing left to fill: the same settings
-    assert shared_by_workers(settings).feedback_key != shared.feedback_key  # random per start
-    given = Settings(feedback_key="mine", quality_store=tmp_path / "q.sqlite3")
+    again = shared_by_workers(settings)  # random per start
+    assert (again.feedback_key, again.rollout_boot) != (shared.feedback_key, shared.rollout_boot)
+    given = Settings(
+        feedback_key="mine",
+        quality_store=tmp_path / "q.sqlite3",
+        rollout_boot="boot-1",
+        rollout_store=tmp_path / "r.sqlite3",
+    )
     assert shared_by_workers(given) is given
 
 
