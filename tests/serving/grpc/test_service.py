@@ -96,9 +96,11 @@ def test_the_grpc_deadline_is_the_queue_deadline(grpc_settings: Settings) -> Non
             await client.infer("mnist", [pixels_input(2)], client_timeout=2.0)
         assert raised.value.status() == "StatusCode.DEADLINE_EXCEEDED"
         queued = running.queued(2)
-        # From the time the call had left (as the server received it): at most the call's 2 s,
-        # never request_timeout_ms (30 s).
-        assert queued.deadline - queued.enqueued_at <= 2.0
+        # From the call's 2 s deadline, never request_timeout_ms (30 s). Not exactly "<= 2 s":
+        # gRPC carries the deadline as a coarse timeout header and each side measures from its
+        # own moment (seen here: 2.0085 s with a busy loop on one core); 10 s is generous and
+        # still far from the 30 s default.
+        assert queued.deadline - queued.enqueued_at < 10
         await until(queued.future.done)  # expired or cancelled: dropped either way
         running.open_gate()
         await computing
