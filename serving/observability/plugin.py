@@ -45,7 +45,14 @@ class ObservabilityPlugin(InitPlugin):
         @get(METRICS_PATH, include_in_schema=False)
         async def scrape() -> Response[bytes]:
             """Prometheus scrape of this worker (aggregated over workers when multiprocess)."""
-            return Response(await self.observability.scrape(), media_type=CONTENT_TYPE)
+            # The header given whole: for a text/* media type Litestar appends its own
+            # "; charset=utf-8", and CONTENT_TYPE has one already. A repeated parameter is a
+            # malformed media type to Go's parser, so Prometheus 3 refuses the scrape.
+            return Response(
+                await self.observability.scrape(),
+                media_type=CONTENT_TYPE,
+                headers={"content-type": CONTENT_TYPE},
+            )
 
         return scrape
 

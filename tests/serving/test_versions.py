@@ -22,6 +22,7 @@ from serving.settings import Settings
 from serving.versions import wanted_versions
 from tests.conftest import AppStarter
 from tests.support.tiny_model import synthetic_images, write_model_version
+from tests.support.waiting import until
 
 
 @pytest.mark.parametrize(
@@ -149,7 +150,9 @@ def test_a_new_version_is_swapped_in_and_the_old_one_retired(repository: Path) -
         np.testing.assert_allclose(
             answer.probabilities, old.predict(pixels).probabilities, rtol=1e-6
         )
-        await asyncio.sleep(0.3)  # past the longest deadline: the old batcher is stopped
+        # Stopped once the longest deadline (100 ms) has passed and it is idle: waited for as
+        # a state (retiring also joins its thread, which a busy machine may make slow).
+        await until(lambda: not old_batcher.running, what="the old batcher stopped")
         assert not old_batcher.running
         assert events.retired == ["2"]
         assert service.ready

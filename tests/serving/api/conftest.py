@@ -16,6 +16,7 @@ import pytest
 from serving.lifecycle import ModelLoader
 from serving.model import LoadedModel, load_model
 from serving.settings import Settings
+from tests.support.waiting import HANG_S
 
 Array = npt.NDArray[np.float32]
 
@@ -36,7 +37,7 @@ class GatedSession:
 
     def run(self, outputs: list[str], feeds: dict[str, Array]) -> Any:
         self.entered.set()
-        assert self.gate.wait(timeout=10)
+        assert self.gate.wait(timeout=HANG_S)  # only a guard: a test that never opens it fails
         self.computed.extend(np.array(f) for f in feeds.values())
         return self._session.run(outputs, feeds)
 

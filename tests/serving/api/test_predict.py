@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from serving.settings import Settings
 from serving.testing import AppClient
 from tests.conftest import AppStarter
 from tests.support.tiny_model import POISON_VALUE, synthetic_images
+from tests.support.waiting import HANG_S, wait_until
 
 from .conftest import Gated
 
@@ -281,13 +281,6 @@ def _post_in_thread(
     return thread
 
 
-def _wait(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + 5
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.002)
-
-
 def test_queue_full_is_503_with_retry_after(tiny_model_repository: Path, gated: Gated) -> None:
     settings = Settings(
         model_repository=tiny_model_repository, max_instances=4, max_queue_size=4, inline_max_rows=0
@@ -301,15 +294,15 @@ def test_queue_full_is_503_with_retry_after(tiny_model_repository: Path, gated: 
         session.entered.clear()
         results: list[Any] = []
         threads = [_post_in_thread(client, results, {"instances": synthetic_images(1).tolist()})]
-        _wait(session.entered.is_set)  # the first batch is now held inside session.run
+        wait_until(session.entered.is_set)  # the first batch is now held inside session.run
         threads.append(
             _post_in_thread(client, results, {"instances": synthetic_images(4).tolist()})
         )
-        _wait(lambda: batcher.queued_rows == 4)
+        wait_until(lambda: batcher.queued_rows == 4)
         response = client.post("/v1/predict", json={"instances": synthetic_images(1).tolist()})
         session.gate.set()
         for thread in threads:
-            thread.join(timeout=10)
+            thread.join(timeout=HANG_S)
     assert response.status_code == 503
     assert response.headers["retry-after"] == "1"
     assert "queue full" in response.json()["error"]["message"]
@@ -332,14 +325,14 @@ def test_deadline_passed_in_queue_is_504_and_never_computed(
         session.entered.clear()
         results: list[Any] = []
         thread = _post_in_thread(client, results, {"instances": synthetic_images(1).tolist()})
-        _wait(session.entered.is_set)
+        wait_until(session.entered.is_set)
         response = client.post(
             "/v1/predict",
             json={"instances": marked.tolist()},
             headers={"x-request-timeout-ms": "50", "x-request-id": "late-1"},
         )
         session.gate.set()
-        thread.join(timeout=10)
+        thread.join(timeout=HANG_S)
         after = client.post("/v1/predict", json={"instances": synthetic_images(1).tolist()})
     assert response.status_code == 504
     assert response.json()["error"]["request_id"] == "late-1"
@@ -364,7 +357,7 @@ def test_inference_failure_is_500_only_for_the_failing_request(
         session.entered.clear()
         results: list[Any] = []
         threads = [_post_in_thread(client, results, {"instances": synthetic_images(1).tolist()})]
-        _wait(session.entered.is_set)
+        wait_until(session.entered.is_set)
         bad: list[Any] = []
         threads.append(
             _post_in_thread(
@@ -374,10 +367,10 @@ def test_inference_failure_is_500_only_for_the_failing_request(
         threads.append(_post_in_thread(client, results, {"instances": good.tolist()}))
         batcher = service_of(client).batcher
         assert batcher is not None
-        _wait(lambda: batcher.queued_rows == 5)  # both share the next batch
+        wait_until(lambda: batcher.queued_rows == 5)  # both share the next batch
         session.gate.set()
         for thread in threads:
-            thread.join(timeout=10)
+            thread.join(timeout=HANG_S)
         again = client.post("/v1/predict", json={"instances": good.tolist()})
     assert bad[0].status_code == 500
     assert bad[0].json()["error"]["request_id"] == "p-1"

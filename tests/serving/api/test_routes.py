@@ -1,16 +1,12 @@
-"""Health, readiness, model metadata, OpenAPI, and X-Request-ID on every response."""
+"""Health, readiness, model metadata, OpenAPI, and X-Request-ID on a prediction (the rule on
+every response: test_request_id.py; the one before_send hook: test_response_hooks.py)."""
 
 from __future__ import annotations
 
 import re
 
-import pytest
-
 from model_repository import sha256_file
-from serving.api.response_hooks import ResponseHooks
-from serving.app import create_app
 from serving.settings import Settings
-from serving.testing import AppClient
 from tests.conftest import AppStarter
 from tests.support.tiny_model import synthetic_images
 
@@ -93,36 +89,6 @@ def test_schema_page_loads_its_assets_from_the_service(
             assert "max-age" in asset.headers["cache-control"]
 
 
-@pytest.mark.parametrize(
-    ("method", "path", "status"),
-    [
-        ("GET", "/healthz", 200),
-        ("POST", "/v1/predict", 415),
-        ("GET", "/nowhere", 404),
-        ("GET", "/v1/predict", 405),
-    ],
-)
-def test_request_id_is_echoed_and_generated(
-    settings: Settings,
-    method: str,
-    path: str,
-    status: int,
-    app_client: AppStarter,
-) -> None:
-    with app_client(settings) as client:
-        echoed = client.request(method, path, headers={"x-request-id": "abc-123"})
-        generated = client.request(method, path)
-    assert echoed.status_code == status
-    assert echoed.headers["x-request-id"] == "abc-123"
-    assert re.fullmatch(r"[0-9a-f]{32}", generated.headers["x-request-id"])
-    if status >= 400:
-        assert echoed.json()["error"] == {
-            "status": status,
-            "message": echoed.json()["error"]["message"],
-            "request_id": "abc-123",
-        }
-
-
 def test_request_id_on_a_successful_prediction(settings: Settings, app_client: AppStarter) -> None:
     with app_client(settings) as client:
         response = client.post(
@@ -132,18 +98,3 @@ def test_request_id_on_a_successful_prediction(settings: Settings, app_client: A
         )
     assert response.status_code == 200
     assert response.headers["x-request-id"] == "ok-7"
-
-
-def test_one_before_send_hook_adds_the_headers_and_observes_the_request(settings: Settings) -> None:
-    """The observability plugin joins the app's one ResponseHooks instead of adding a hook (one
-    coroutine per message): both the header and the metrics still come from it."""
-    app = create_app(settings.model_copy(update={"metrics_enabled": True}))
-    (hook,) = app.litestar.before_send
-    assert isinstance(hook, ResponseHooks)
-    assert len(hook.callbacks) == 2
-    with AppClient(app) as client:
-        health = client.get("/healthz", headers={"x-request-id": "h-1"})
-        scrape = client.get("/metrics").text
-    assert health.headers["x-request-id"] == "h-1"
-    healthz = 'key="anonymous",method="GET",protocol="http",route="/healthz",status="200"'
-    assert f"inference_http_requests_total{{{healthz}}} 1.0" in scrape

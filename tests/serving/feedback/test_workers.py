@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import time
+import contextlib
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +15,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 from tests.conftest import ServerStarter
+from tests.support.server import RunningServer
+from tests.support.waiting import wait_until
 from training.idx import load_test_digits
 
 DIGITS = 2000
 PER_REQUEST = 20
 SHIFTED_EVERY = 7  # every 7th label is sent wrong on purpose
+SERVICE_IMAGES = ("inference_drift_service_window_images", ())
 
 
 def fresh(method: str, url: str, **kwargs: Any) -> httpx.Response:
@@ -36,14 +40,55 @@ def scrape(base_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float
     }
 
 
-def worker_cpu(pid: int) -> list[float]:
-    """CPU seconds of each uvicorn worker (spawned children; not the resource tracker)."""
-    workers = [
-        child
+def worker_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds of each uvicorn worker (spawned children; not the resource tracker), by pid:
+    a restarted worker is a new pid, and the order of children can change between calls."""
+    return {
+        child.pid: sum(child.cpu_times()[:2])
         for child in psutil.Process(pid).children(recursive=True)
         if "spawn_main" in " ".join(child.cmdline())
-    ]
-    return [sum(worker.cpu_times()[:2]) for worker in workers]
+    }
+
+
+def owner(supervisor_pid: int, client_port: int) -> int | None:
+    """The worker holding the server side of the connection from ``client_port``, once it has
+    accepted it."""
+    for child in psutil.Process(supervisor_pid).children():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            for conn in child.net_connections("tcp"):
+                if conn.raddr and conn.raddr.port == client_port:
+                    pid: int = child.pid
+                    return pid
+    return None
+
+
+def accepted_by(supervisor_pid: int, client_port: int) -> int:
+    """The worker that accepts the connection from ``client_port`` (it may take a moment)."""
+    found: list[int] = []
+
+    def known() -> bool:
+        worker = owner(supervisor_pid, client_port)
+        if worker is not None:
+            found.append(worker)
+        return worker is not None
+
+    wait_until(known, what="the connection accepted by a worker")
+    return found[0]
+
+
+def scrape_each_worker(server: RunningServer, workers: set[int]) -> None:
+    """One /metrics request answered by each worker: a scrape makes the worker answering it
+    sample and publish at once, so afterwards every worker's gauges are current."""
+    left = set(workers)
+    while left:  # new connections until each worker has accepted one (the kernel picks)
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+            worker = accepted_by(server.process.pid, sock.getsockname()[1])
+            if worker not in left:
+                continue
+            sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            while sock.recv(65536):
+                pass
+            left.discard(worker)
 
 
 @pytest.mark.timeout(180)
@@ -63,6 +108,7 @@ def test_two_workers_report_the_whole_service(
         url = server.base_url
         before = worker_cpu(server.process.pid)
         assert len(before) == 2
+        workers = set(before)
         predicted: list[int] = []
         ids: list[str] = []
         for start in range(0, DIGITS, PER_REQUEST):
@@ -78,8 +124,10 @@ def test_two_workers_report_the_whole_service(
                 predicted.append(prediction["label"])
                 ids.append(prediction["prediction_id"])
         after = worker_cpu(server.process.pid)
-        # Both workers computed a share of the predictions (not only the 0.5 s sampler).
-        assert all(b - a > 0.05 for a, b in zip(before, after, strict=True)), (before, after)
+        # The same two workers (none restarted), and both computed a share of the predictions
+        # (not only the 0.5 s sampler).
+        assert set(after) == workers, (before, after)
+        assert all(after[pid] - before[pid] > 0.05 for pid in workers), (before, after)
 
         sent = truth.copy()
         sent[::SHIFTED_EVERY] = (sent[::SHIFTED_EVERY] + 1) % 10
@@ -102,7 +150,10 @@ def test_two_workers_report_the_whole_service(
         assert again == {"accepted": 0, "duplicates": 1000, "unknown": 0}
 
         reports = [fresh("GET", f"{url}/v1/quality").json() for _ in range(8)]
-        time.sleep(1.5)  # both workers have published their windows since the last prediction
+        # Both workers' windows are in the shared store once the service-wide window holds
+        # every image (each worker's only grows); then each worker is made to publish from it.
+        wait_until(lambda: scrape(url).get(SERVICE_IMAGES, 0) >= DIGITS, what="windows shared")
+        scrape_each_worker(server, workers)
         metrics = [scrape(url) for _ in range(6)]
 
     assert all(report == reports[0] for report in reports)
@@ -121,11 +172,8 @@ def test_two_workers_report_the_whole_service(
         )
         assert confusion == DIGITS
         # Whole-service drift: the sum of both workers' windows, the same from either worker.
-        assert (
-            values[("inference_drift_service_window_images", ())]
-            == values[("inference_drift_window_images", ())]
-        )
-        assert values[("inference_drift_service_window_images", ())] >= DIGITS
+        assert values[SERVICE_IMAGES] == values[("inference_drift_window_images", ())]
+        assert values[SERVICE_IMAGES] >= DIGITS
         assert np.isfinite(values[("inference_drift_prediction_js_distance", ())])
     assert len({v[("inference_drift_psi_max", ())] for v in metrics}) == 1
     assert len({v[("inference_drift_prediction_js_distance", ())] for v in metrics}) == 1

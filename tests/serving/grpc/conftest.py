@@ -26,6 +26,7 @@ from serving.pipeline import Pipeline
 from serving.pipeline.stages import IssueIds
 from serving.settings import Settings
 from serving.testing import free_port
+from tests.support.waiting import HANG_S
 
 Array = npt.NDArray[np.float32]
 
@@ -43,7 +44,7 @@ class GatedSession:
 
     def run(self, outputs: list[str], feeds: dict[str, Array]) -> Any:
         self.entered.set()
-        assert self.open.wait(timeout=30)
+        assert self.open.wait(timeout=HANG_S)  # only a guard: a test that never opens it fails
         self.computed.extend(int(f.shape[0]) for f in feeds.values())
         return self._session.run(outputs, feeds)
 

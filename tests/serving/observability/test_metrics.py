@@ -1,8 +1,6 @@
 from __future__ import annotations
 
-import asyncio
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -21,16 +19,13 @@ import serving.observability.requests
 from model_repository.metadata import Metadata
 from serving.app import ServiceApp, create_app
 from serving.batching import Outputs
-from serving.batching.queue import DeadlineExceededError, DrainingError, QueueFullError
 from serving.observability import Observability
 from serving.observability.metrics import BufferedHistogram, ServingMetrics, observe_many
-from serving.observability.observer import TelemetryObserver
 from serving.observability.requests import HttpMetrics
 from serving.settings import Settings
 from serving.testing import AppClient
 from tests.serving.observability.conftest import AppFactory
 from tests.support.routes import RoutesPlugin
-from tests.support.slow_batcher import slow_batcher
 
 JSON = {"content-type": "application/json"}
 
@@ -278,58 +273,3 @@ def test_batch_quality_and_drift_metrics_after_known_traffic(
     assert value("inference_model_info", info) == 1
     assert (value("inference_process_resident_memory_bytes") or 0) > 10_000_000
     assert (value("inference_process_cpu_seconds") or 0) > 0
-
-
-def test_rejections_by_reason_and_queue_depth(
-    predict: Callable[[Array], Array], registry: CollectorRegistry
-) -> None:
-    metrics = ServingMetrics(registry, [str(i) for i in range(10)])
-    observer = TelemetryObserver(
-        metrics=metrics, drift=None, tracer=None, low_confidence_threshold=0.5
-    )
-    depth_while_computing: list[float | None] = []
-
-    async def scenario() -> None:
-        batcher = slow_batcher(predict, 0.05, observer, max_queue_size=8)
-        observer.watch_queue(lambda: batcher.queued_rows)
-        await batcher.start()
-        pixels = np.full((2, 784), 0.1, np.float32)
-        soon = time.monotonic() + 5
-        first = asyncio.create_task(batcher.submit(pixels, soon))
-        await asyncio.sleep(0.01)  # computing: the next ones queue
-        queued = [asyncio.create_task(batcher.submit(pixels, soon)) for _ in range(3)]
-        await asyncio.sleep(0)
-        observer.refresh_queue_depth()  # what /metrics and the periodic sampler do
-        depth_while_computing.append(registry.get_sample_value("inference_queue_depth_rows"))
-        with pytest.raises(QueueFullError):
-            await batcher.submit(np.full((3, 784), 0.1, np.float32), soon)
-        with pytest.raises(DeadlineExceededError):
-            await batcher.submit(pixels, time.monotonic() - 1)
-        await asyncio.gather(first, *queued)
-        batcher.begin_drain()
-        with pytest.raises(DrainingError):
-            await batcher.submit(pixels, soon)
-        await batcher.stop()
-
-    asyncio.run(scenario())
-    value = registry.get_sample_value
-    assert depth_while_computing == [6]
-    assert value("inference_queue_depth_rows") == 0
-    assert value("inference_rejected_requests_total", {"reason": "queue_full"}) == 1
-    assert value("inference_rejected_requests_total", {"reason": "deadline"}) == 1
-    assert value("inference_rejected_requests_total", {"reason": "draining"}) == 1
-    assert value("inference_batch_size_rows_sum") == 0  # recorded by the hooks, not yet written
-    observer.flush()  # what every scrape and the periodic sampler do
-    assert value("inference_batch_size_rows_sum") == 8
-    assert value("inference_batch_requests_sum") == 4
-
-
-def test_metrics_off_means_no_route_and_no_middleware(
-    make_app: AppFactory, registry: CollectorRegistry
-) -> None:
-    app, plugin = make_app(metrics_enabled=False)
-    assert plugin.metrics is None
-    with AppClient(app) as client:
-        assert client.post("/v1/predict", json=body()).status_code == 200
-        assert client.get("/metrics").status_code == 404
-    assert list(registry.collect()) == []

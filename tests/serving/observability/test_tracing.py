@@ -31,7 +31,8 @@ from serving.observability.tracing import (
 )
 from serving.testing import AppClient
 from tests.serving.observability.conftest import AppFactory
-from tests.support.slow_batcher import slow_batcher
+from tests.support.slow_batcher import Hold, slow_batcher
+from tests.support.waiting import until
 
 Array = npt.NDArray[np.float32]
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -112,18 +113,24 @@ def test_batch_span_links_every_request_in_the_batch(
 ) -> None:
     tracer, observer = tracing_observer(exporter)
 
+    hold = Hold()
+
     async def scenario() -> None:
-        # the first batch computes while the other requests queue up
-        batcher = slow_batcher(predict, 0.05, observer)
+        # the first batch is held in compute while the other requests queue up
+        batcher = slow_batcher(predict, 0.0, observer, hold=hold)
         await batcher.start()
 
         async def request(i: int) -> None:
             with tracer.start_as_current_span(f"server {i}"), request_traced():
-                await batcher.submit(np.full((1, 784), 0.1, np.float32), time.monotonic() + 5)
+                await batcher.submit(np.full((1, 784), 0.1, np.float32), time.monotonic() + 60)
 
+        hold.close()
         first = asyncio.create_task(request(0))
-        await asyncio.sleep(0.01)  # request 0 is computing now
-        await asyncio.gather(first, *(request(i) for i in range(1, 5)))
+        await until(hold.entered.is_set)  # request 0 is computing now
+        others = [asyncio.create_task(request(i)) for i in range(1, 5)]
+        await until(lambda: batcher.queued_rows == 4)
+        hold.release()
+        await asyncio.gather(first, *others)
         await batcher.stop()
 
     asyncio.run(scenario())
@@ -157,9 +164,11 @@ def test_queue_wait_of_an_expired_request_ends_as_an_error(
 ) -> None:
     tracer, observer = tracing_observer(exporter)
 
+    hold = Hold()
+
     async def scenario() -> None:
         # holds the only inference slot while the second request expires
-        batcher = slow_batcher(predict, 0.2, observer)
+        batcher = slow_batcher(predict, 0.0, observer, hold=hold)
         await batcher.start()
 
         async def request(name: str, timeout_s: float) -> None:
@@ -168,10 +177,12 @@ def test_queue_wait_of_an_expired_request_ends_as_an_error(
                     np.full((1, 784), 0.1, np.float32), time.monotonic() + timeout_s
                 )
 
-        first = asyncio.create_task(request("computed", 5.0))
-        await asyncio.sleep(0.02)
+        hold.close()
+        first = asyncio.create_task(request("computed", 60.0))
+        await until(hold.entered.is_set)
         with pytest.raises(DeadlineExceededError):
-            await request("expired", 0.05)
+            await request("expired", 0.05)  # its deadline counts from its own submit
+        hold.release()
         await first
         await batcher.stop()
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,7 @@ from tests.conftest import AppStarter
 from tests.serving.api.conftest import Gated
 from tests.support.server import REPO, listening_workers
 from tests.support.tiny_model import synthetic_images
+from tests.support.waiting import HANG_S, wait_until
 
 
 @pytest.mark.parametrize(
@@ -60,13 +59,6 @@ def gated() -> Gated:
     return Gated()
 
 
-def _wait(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + 5
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.002)
-
-
 def _hold_a_batch_and_queue(client: AppClient, gated: Gated, rows: int) -> list[Any]:
     """One request computing (held inside onnxruntime), then ``rows`` rows waiting behind it."""
     session = gated.session
@@ -83,9 +75,9 @@ def _hold_a_batch_and_queue(client: AppClient, gated: Gated, rows: int) -> list[
         results.append(client.post("/v1/predict", json=body))
 
     threading.Thread(target=post, args=(1,)).start()
-    _wait(session.entered.is_set)
+    wait_until(session.entered.is_set)
     threading.Thread(target=post, args=(rows,)).start()
-    _wait(lambda: batcher.queued_rows == rows)
+    wait_until(lambda: batcher.queued_rows == rows)
     return results
 
 
@@ -105,7 +97,7 @@ def test_a_full_queue_refuses_before_reading_the_body(
         )
         assert gated.session is not None
         gated.session.gate.set()
-        _wait(lambda: len(results) == 2)
+        wait_until(lambda: len(results) == 2)
         metrics = client.get("/metrics").text
     assert 'inference_rejected_requests_total{reason="queue_full"} 1.0' in metrics
     assert refused.status_code == 503
@@ -133,7 +125,7 @@ def test_v2_infer_is_refused_before_its_body_is_read_in_the_oip_shape(
         )
         assert gated.session is not None
         gated.session.gate.set()
-        _wait(lambda: len(results) == 2)
+        wait_until(lambda: len(results) == 2)
     assert refused.status_code == 503
     assert refused.headers["retry-after"] == "1"
     error = refused.json()["error"]
@@ -160,9 +152,9 @@ def test_a_wait_beyond_the_deadline_is_refused_at_once_with_retry_after(
             end = 0.001 + step * 1.0
             meter.record(taken_at=end + 0.0001, finished_at=end + 1.0, backlog=True)
         body = {"instances": synthetic_images(1).tolist()}
-        started = time.monotonic()
+        # Refused at once, not queued: the batch ahead is held until after this answer, so a
+        # queued request could only have ended at its deadline, as a 504 (no clock needed).
         short = client.post("/v1/predict", json=body, headers={"x-request-timeout-ms": "1000"})
-        refused_in = time.monotonic() - started
         # 1 row computing + 4 queued + its own = 3 batches of 2 rows = 3 s: fits 75 % of a
         # 10 s deadline, not of a 1 s one.
         long_result: list[Any] = []
@@ -172,17 +164,16 @@ def test_a_wait_beyond_the_deadline_is_refused_at_once_with_retry_after(
             )
         )
         thread.start()
-        _wait(lambda: service.queued_rows() == 5)
+        wait_until(lambda: service.queued_rows() == 5)
         assert gated.session is not None
         gated.session.gate.set()
-        thread.join(timeout=10)
-        _wait(lambda: len(results) == 2)
+        thread.join(timeout=HANG_S)
+        wait_until(lambda: len(results) == 2)
         metrics = client.get("/metrics").text
     assert 'inference_rejected_requests_total{reason="overloaded"} 1.0' in metrics
     assert short.status_code == 503
     assert short.headers["retry-after"] == "3"  # ceil(3 s - 0.75 x 1 s)
     assert "overloaded" in short.json()["error"]["message"]
-    assert refused_in < 0.5
     assert long_result[0].status_code == 200
     assert [r.status_code for r in results] == [200, 200]
 
@@ -249,7 +240,10 @@ def test_open_loop_overload_sheds_at_arrival_and_answers_every_request(
     ~3x that for 3 s: the excess is refused with 503, what is accepted meets its deadline.
 
     The capacity is low on purpose: the load generator and the server's event loop then need
-    little CPU, so the test asserts admission, not the machine's speed."""
+    little CPU, so the test asserts admission, not the machine's speed. The shares are judged
+    against that capacity (a bound the model's sleeps set, whatever the CPU) over the time the
+    load actually took: a generator slowed by a busy machine offers its requests later, and
+    the server may then serve more of them; it must still shed what it cannot serve."""
     env = {
         "SERVING_MODEL_REPOSITORY": str(tiny_model_repository),
         "SERVING_MAX_BATCH_SIZE": "4",
@@ -260,6 +254,7 @@ def test_open_loop_overload_sheds_at_arrival_and_answers_every_request(
         "SERVING_WORKERS": str(workers),
     }
     deadline_ms = 2000
+    duration_s = 3.0
     server = ServerProcess(
         tmp_path / "server.log", args=SLOW_SERVE, env=env, cwd=REPO, ready_timeout_s=60
     )
@@ -276,14 +271,22 @@ def test_open_loop_overload_sheds_at_arrival_and_answers_every_request(
     with server:
         if workers > 1:  # each worker admits for its own queue: twice the capacity
             assert len(listening_workers(server.process.pid, workers)) == workers
-        outcomes = asyncio.run(OpenLoop(load).run(rate=300 * workers, duration_s=3.0))
+        outcomes = asyncio.run(OpenLoop(load).run(rate=300 * workers, duration_s=duration_s))
     statuses = Counter(o.status for o in outcomes)
     ok = [o.latency_s for o in outcomes if o.status == 200]
     refused = [o.latency_s for o in outcomes if o.status == 503]
-    summary = (statuses, percentile(ok, 95), percentile(refused, 95))
+    late_s = max(o.lag_s for o in outcomes)  # how far the generator fell behind its schedule
+    summary = (statuses, percentile(ok, 95), percentile(refused, 95), late_s)
+    # At most 4 rows per 2 + 4 x 10 ms of sleep per worker, from the first request sent until
+    # the last one's deadline: no machine serves more, however fast.
+    capacity = workers * 4 / (0.002 + 4 * 0.010)
+    servable = capacity * (duration_s + late_s + deadline_ms / 1000)
     assert set(statuses) <= {200, 503, 504}, summary  # no client timeouts, resets, 5xx
-    assert statuses[503] > 0.3 * len(outcomes), summary  # the excess was shed...
-    assert statuses[200] > 0.15 * len(outcomes), summary  # ...and real work still done
+    assert statuses[200] <= servable + 4 * workers, summary  # (a batch may start at the end)
+    # The excess was shed at arrival (503), most of it, rather than queued to time out (504)...
+    assert statuses[503] >= 0.5 * (len(outcomes) - servable), summary
+    # ...and real work still done: at least half of what the capacity allows in the 3 s.
+    assert statuses[200] >= 0.5 * capacity * duration_s, summary
     # How few 504s and how fast the 200s are depend on the machine's load (the estimate follows
     # the measured rate): the overload benchmark measures them (benchmarks/overload.py), a test
     # on a shared CPU cannot promise them.

@@ -20,6 +20,7 @@ from serving.lifecycle import Service
 from serving.settings import Settings
 from tests.conftest import AppStarter
 from tests.support.tiny_model import synthetic_images
+from tests.support.waiting import HANG_S, wait_until
 
 from ..conftest import Gated
 
@@ -300,13 +301,6 @@ def test_body_over_max_body_bytes_is_413_in_oip_shape(client: Any, settings: Set
     assert message
 
 
-def _wait(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + 5
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.002)
-
-
 def test_queue_full_is_503_with_retry_after(
     tiny_model_repository: Path, gated: Gated, app_client: AppStarter
 ) -> None:
@@ -326,13 +320,13 @@ def test_queue_full_is_503_with_retry_after(
         threads = [threading.Thread(target=lambda b=b: results.append(client.post(INFER, json=b)))
                    for b in (one, four)]  # fmt: skip
         threads[0].start()
-        _wait(session.entered.is_set)  # the first batch is held inside session.run
+        wait_until(session.entered.is_set)  # the first batch is held inside session.run
         threads[1].start()
-        _wait(lambda: batcher.queued_rows == 4)
+        wait_until(lambda: batcher.queued_rows == 4)
         response = client.post(INFER, json=one)
         session.gate.set()
         for thread in threads:
-            thread.join(timeout=10)
+            thread.join(timeout=HANG_S)
     assert response.status_code == 503
     assert response.headers["retry-after"] == "1"
     assert "queue full" in response.json()["error"]
@@ -342,7 +336,11 @@ def test_queue_full_is_503_with_retry_after(
 def test_parameters_timeout_is_the_deadline(
     tiny_model_repository: Path, gated: Gated, app_client: AppStarter
 ) -> None:
-    settings = Settings(model_repository=tiny_model_repository, inline_max_rows=0)
+    # A 20 s default deadline: the body's 50 ms is told apart by a bound no loaded machine
+    # reaches (the batch ahead is held until the answer came, so only a deadline ends it).
+    settings = Settings(
+        model_repository=tiny_model_repository, inline_max_rows=0, request_timeout_ms=20_000
+    )
     pixels = synthetic_images(1)
     with app_client(settings, model_loader=gated.loader()) as client:
         session = gated.session
@@ -353,14 +351,16 @@ def test_parameters_timeout_is_the_deadline(
         body = {"inputs": [pixels_input(pixels, data=pixels.tolist())]}
         thread = threading.Thread(target=lambda: results.append(client.post(INFER, json=body)))
         thread.start()
-        _wait(session.entered.is_set)
+        wait_until(session.entered.is_set)
         late = {**body, "parameters": {"timeout": 50_000}}  # 50 ms, in microseconds
         started = time.monotonic()
         response = client.post(INFER, json=late)
         waited = time.monotonic() - started
         session.gate.set()
-        thread.join(timeout=10)
+        thread.join(timeout=HANG_S)
     assert response.status_code == 504
     assert isinstance(response.json()["error"], str)
-    assert waited < 0.9  # the 1 s default deadline would have waited longer
+    # At least its own 50 ms (counted from arrival, after ``started``); far less than the
+    # default 20 s it would have waited without the parameter.
+    assert 0.05 <= waited < 10
     assert results[0].status_code == 200
