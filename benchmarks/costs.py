@@ -39,18 +39,20 @@ import platform
 import shutil
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import textwrap
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from contextlib import AsyncExitStack, ExitStack, asynccontextmanager, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import psutil
 from litestar.types import HTTPRequestEvent, Receive
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace import ReadableSpan
@@ -93,6 +95,7 @@ from serving.rollout.evidence import Role
 from serving.rollout.policy import POLICY_FILE
 from serving.rollout_service import CanaryRoute, RecordingObserver, RolloutService
 from serving.settings import Settings
+from serving.testing import SERVE, ServerProcess
 
 logger = logging.getLogger(__name__)
 
@@ -832,6 +835,25 @@ evaluation_interval_s = 3600
 CLIENT_ID = b"costs-benchmark-client-0001"
 #: What the rollout added to the header pass (serving/pipeline/head.py, ``read_head``).
 CLIENT_ID_BRANCH = '        elif name == b"x-client-id":\n            head.client_id = value\n'
+#: For scale beside the idle workers: a bare uvloop running only the event-loop lag probe
+#: every worker runs (serving/transport/loop_lag.py, a timer every 10 ms).
+LAG_PROBE = """
+import asyncio, uvloop
+from serving.transport.loop_lag import LoopLag
+async def main():
+    LoopLag().start()
+    await asyncio.Event().wait()
+uvloop.run(main())
+"""
+LAG_PROBE_NAME = "for scale: a bare uvloop running only the event-loop lag probe (LoopLag)"
+#: Seconds an idle server runs after /readyz before its CPU is counted (start-up's tail).
+IDLE_SETTLE_S = 2.0
+#: The idle servers: the defaults, and the same without the version poll (its share).
+IDLE_SERVERS: tuple[tuple[str, dict[str, str]], ...] = (
+    ("idle worker, default settings", {}),
+    ("idle worker, version poll off (SERVING_MODEL_POLL_INTERVAL_S=0)",
+     {"SERVING_MODEL_POLL_INTERVAL_S": "0"}),
+)  # fmt: skip
 
 
 def read_head_before_rollout() -> Callable[[Sequence[tuple[bytes, bytes]]], RequestHead]:
@@ -1161,10 +1183,14 @@ def derived(costs: Sequence[Cost]) -> list[Derived]:
 
 # ---------------------------------------------------------------------- report
 def markdown(
-    costs: Sequence[Cost], extra: Sequence[Derived], header: str, poll_interval_s: float = 5.0
+    costs: Sequence[Cost],
+    extra: Sequence[Derived],
+    header: str,
+    idle: Sequence[IdleCpu] = (),
+    poll_interval_s: float = 5.0,
 ) -> str:
     """The table of requests' costs, the derived rows, then the idle background (the rows of
-    stage ``idle``, per poll)."""
+    stage ``idle``, per poll, and the idle servers' CPU)."""
     lines = [
         header,
         "",
@@ -1177,19 +1203,100 @@ def markdown(
         lines += ["", "| derived | µs per request | from |", "|---|---:|---|"]
         lines += [f"| {d.name} | {d.us:.2f} | {d.how} |" for d in extra]
     polls = [c for c in costs if c.stage == IDLE]
-    if polls:
+    if polls or idle:
         lines += ["", IDLE_HOW, "", "| idle, no traffic | each | per second | note |",
                   "|---|---:|---:|---|"]  # fmt: skip
         per_s = 1 / poll_interval_s if poll_interval_s > 0 else 0.0
         lines += [f"| {c.name} | {c.us:.1f} µs (spread {c.spread:.0%}) | {c.us * per_s:.1f} µs "
                   f"| {c.note} |" for c in polls]  # fmt: skip
+        lines += [f"| {i.name} | | {i.ms_per_s:.2f} ms | over {i.seconds:.1f} s; "
+                  f"/proc/<pid>/stat says {i.stat_ms_per_s:.1f} ms (10 ms ticks) |"
+                  for i in idle]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
 IDLE_HOW = (
     "Idle background: what a worker spends with no traffic and no rollout. The poll rows are "
-    "timed like the rows above, per poll, and spread over the poll interval."
+    "timed like the rows above, per poll; the idle workers are `python -m serving` processes "
+    "(default settings but gRPC off; one with the version poll off) started together and left "
+    "alone after /readyz, their CPU (each thread's /proc/<pid>/task/<tid>/schedstat, in ns) "
+    "counted over the same window, per second of it, beside a bare uvloop running only the "
+    "event-loop lag probe every worker runs. Besides the version poll and the rollout's judge "
+    "task (one wake-up a second), a worker's idle CPU holds its other timers: the lag probe "
+    "(100 a second), metrics sampling."
 )
+
+
+@dataclass(frozen=True, slots=True)
+class IdleCpu:
+    """The CPU an idle ``python -m serving`` worker used, per second of wall-clock time."""
+
+    name: str
+    #: ms of CPU per s, from each thread's schedstat (ns).
+    ms_per_s: float
+    #: The same from /proc/<pid>/stat's utime + stime (10 ms ticks): a cross-check.
+    stat_ms_per_s: float
+    seconds: float
+
+
+def cpu_ns(pid: int) -> int:
+    """CPU time so far of ``pid`` and its children in ns: the sum of each thread's
+    ``/proc/<pid>/task/<tid>/schedstat`` (``/proc/<pid>/stat`` counts 10 ms ticks, too coarse
+    for a few ms per second; a thread that ended meanwhile is missing from the sum)."""
+    total = 0
+    root = psutil.Process(pid)
+    for proc in [root, *root.children(recursive=True)]:
+        for path in Path(f"/proc/{proc.pid}/task").glob("*/schedstat"):
+            try:
+                total += int(path.read_text().split()[0])
+            except (OSError, ValueError, IndexError):  # the thread ended
+                continue
+    return total
+
+
+def _stat_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` and its children so far (``/proc/<pid>/stat``, via psutil)."""
+    root = psutil.Process(pid)
+    total = 0.0
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def idle_cpu(models: Path, model_name: str, seconds: float) -> list[IdleCpu]:
+    """Each of ``IDLE_SERVERS`` as a ``python -m serving`` process, and ``LAG_PROBE`` for
+    scale, all started at once and measured over the same ``seconds`` with no request (none:
+    ``seconds`` <= 0)."""
+    if seconds <= 0:
+        return []
+    command = [*SERVE, "--model-repository", str(models), "--model-name", model_name]
+    with tempfile.TemporaryDirectory(prefix="costs-idle-") as scratch, ExitStack() as stack:
+        pids = [
+            stack.enter_context(ServerProcess(Path(scratch) / f"idle-{i}.log", args=command,
+                                              env=env, ready_timeout_s=120)).process.pid
+            for i, (_, env) in enumerate(IDLE_SERVERS)
+        ]  # fmt: skip
+        probe = subprocess.Popen([sys.executable, "-c", LAG_PROBE])
+        stack.callback(probe.wait)
+        stack.callback(probe.terminate)
+        pids.append(probe.pid)
+        time.sleep(IDLE_SETTLE_S)
+        if probe.poll() is not None:
+            raise RuntimeError(f"the lag probe exited with {probe.returncode}")
+        before = [(cpu_ns(pid), _stat_seconds(pid)) for pid in pids]
+        started = time.monotonic()
+        time.sleep(seconds)
+        after = [(cpu_ns(pid), _stat_seconds(pid)) for pid in pids]
+        elapsed = time.monotonic() - started
+    names = [name for name, _ in IDLE_SERVERS] + [LAG_PROBE_NAME]
+    return [
+        IdleCpu(name, (a[0] - b[0]) / 1e6 / elapsed, (a[1] - b[1]) * 1e3 / elapsed, elapsed)
+        for name, b, a in zip(names, before, after, strict=True)
+    ]
 
 
 HOW_TO_READ = (
@@ -1263,6 +1370,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument(
+        "--idle-s",
+        type=float,
+        default=10.0,
+        help="seconds the idle servers' CPU is counted (0: no idle servers)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     started = time.monotonic()
@@ -1273,6 +1386,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError:  # pragma: no cover  (the serve extra has uvloop)
         costs = asyncio.run(measure(args))
     extra = derived(costs)
+    idle = idle_cpu(args.models, args.model_name, args.idle_s)
+    for i in idle:
+        print(f"  {i.name:<81} {i.ms_per_s:8.2f} ms CPU per s", flush=True)
     poll_s = Settings(
         model_repository=args.models, model_name=args.model_name
     ).model_poll_interval_s
@@ -1286,11 +1402,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "",
         HOW_TO_READ,
     ])  # fmt: skip
-    text = markdown(costs, extra, header, poll_s)
+    text = markdown(costs, extra, header, idle, poll_s)
     print()
     print(text)
     payload = {"costs": [asdict(c) for c in costs], "derived": [asdict(d) for d in extra],
-               "markdown": text}  # fmt: skip
+               "idle_cpu": [asdict(i) for i in idle], "markdown": text}  # fmt: skip
     if args.json is not None:
         args.json.write_text(json.dumps(payload, indent=1))
     if not args.no_write:

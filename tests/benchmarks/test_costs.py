@@ -29,7 +29,7 @@ def test_every_case_runs_and_the_table_is_written(
     rows = tmp_path / "costs.json"
     args = ["--models", str(tiny_model_repository), "--mnist-dir", str(mnist_dir),
             "--target-s", "0.001", "--repeat", "1", "--out", str(out),
-            "--json", str(rows)]  # fmt: skip
+            "--json", str(rows), "--idle-s", "0.5"]  # fmt: skip
     assert costs.main(args) == 0
     payload = json.loads(rows.read_text())
     found = payload["costs"]
@@ -46,20 +46,26 @@ def test_every_case_runs_and_the_table_is_written(
     assert any(name.startswith("sum of the v1 JSON stages") for name in names)
     # Every difference of the rollout group found both of its rows.
     assert {name for name, _, _ in costs.ROLLOUT_DIFFERENCES} <= names
+    idle = payload["idle_cpu"]
+    assert len(idle) == len(costs.IDLE_SERVERS) + 1  # and the lag probe, for scale
+    for row in idle:
+        assert math.isfinite(row["ms_per_s"]), row
+        assert row["ms_per_s"] >= 0, row
+        assert row["seconds"] >= 0.5, row
     (written,) = out.glob("*-costs.md")
     text = written.read_text()
     assert text == payload["markdown"]
     assert "| decode | gRPC raw_input_contents FP32" in text
     assert "| arrive | access, rate-limited key (the 429 decision)" in text
     assert "| rollout | admission, canary running: X-Client-ID hashed" in text
-    assert "| version poll, no rollout (VersionSet.refresh) |" in text
+    assert "| idle worker, default settings | |" in text
 
 
 def test_only_selects_cases(tiny_model_repository: Path, mnist_dir: Path, tmp_path: Path) -> None:
     rows = tmp_path / "costs.json"
     args = ["--models", str(tiny_model_repository), "--mnist-dir", str(mnist_dir),
             "--target-s", "0.001", "--repeat", "1", "--only", "decode:", "--no-write",
-            "--json", str(rows)]  # fmt: skip
+            "--json", str(rows), "--idle-s", "0"]  # fmt: skip
     assert costs.main(args) == 0
     found = json.loads(rows.read_text())["costs"]
     assert {row["stage"] for row in found} == {"decode"}
@@ -78,7 +84,7 @@ def test_inprocess_driver_still_answers_every_request(
 
 def rollout_only(repository: Path, mnist_dir: Path, only: str) -> list[str]:
     return ["--models", str(repository), "--mnist-dir", str(mnist_dir), "--target-s", "0.001",
-            "--repeat", "1", "--only", only, "--no-write"]  # fmt: skip
+            "--repeat", "1", "--only", only, "--no-write", "--idle-s", "0"]  # fmt: skip
 
 
 def test_a_rollout_fixture_without_its_rollout_fails_the_table(
