@@ -27,25 +27,32 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime as dt
 import gc
+import inspect
 import io
 import json
 import logging
 import os
 import platform
+import shutil
 import socket
 import statistics
+import subprocess
 import sys
+import tempfile
+import textwrap
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import AsyncExitStack, contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import AsyncExitStack, ExitStack, asynccontextmanager, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import psutil
 from litestar.types import HTTPRequestEvent, Receive
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace import ReadableSpan
@@ -64,22 +71,31 @@ from benchmarks.h2sweep import infer_request
 from benchmarks.inprocess import http_scope, running
 from loadtest.data import binary_body, json_body, load_digits, mnist_dir
 from loadtest.oip import v2_binary_body, v2_json_body
+from model_repository.layout import resolve
 from serving.access.guard import Guard
 from serving.access.keys import parse_keys
 from serving.access.scopes import route_scope
 from serving.app import ServiceApp, create_app
-from serving.batching import Batcher, NullObserver, Outputs, QueuedRequest
+from serving.batching import Batcher, BatchObserver, NullObserver, Outputs, QueuedRequest
+from serving.batching.merge import split
+from serving.feedback.store import Labelled, Outcome
+from serving.grpc.access import metadata
 from serving.grpc.codec import decode_infer_request, encode_infer_response
 from serving.grpc.generated import grpc_service_pb2 as pb
 from serving.model import locate_metadata
 from serving.observability import Observability
+from serving.pipeline import head as head_module
 from serving.pipeline.body import read_body
 from serving.pipeline.codec import OIP, V1, Decoded, HttpCodec
 from serving.pipeline.doors import V1_DOOR, find_door
 from serving.pipeline.head import RequestHead, read_head
 from serving.pipeline.hooks import NullRequestObserver, RequestObserver
-from serving.pipeline.stages import Observation, send_answer
+from serving.pipeline.stages import Observation, Ticket, send_answer
+from serving.rollout.evidence import Role
+from serving.rollout.policy import POLICY_FILE
+from serving.rollout_service import CanaryRoute, RecordingObserver, RolloutService
 from serving.settings import Settings
+from serving.testing import SERVE, ServerProcess
 
 logger = logging.getLogger(__name__)
 
@@ -331,7 +347,7 @@ class TrivialModel:
         return self._answers[int(pixels.shape[0])]
 
 
-def batcher(model: TrivialModel, inline_max_rows: int) -> Batcher:
+def batcher(model: Callable[[npt.NDArray[np.float32]], Outputs], inline_max_rows: int) -> Batcher:
     """A batcher with the service's default settings around ``model``."""
     defaults = Settings()
     return Batcher(
@@ -784,22 +800,322 @@ def grpc_call(f: Fixtures) -> Async:
 
     handler = InferenceServicer(f.off.pipeline).handlers()["ModelInfer"]
     behaviour = handler.unary_unary
+    # No deserializer: the handler parses the bytes itself (a corrupt message is then its
+    # INVALID_ARGUMENT, not grpcio's UNKNOWN), so the parse is inside ``behaviour``.
     deserialize, serialize = handler.request_deserializer, handler.response_serializer
     assert behaviour is not None
-    assert deserialize is not None
     assert serialize is not None
     context: Any = _CallContext()  # duck-typed: the handler reads only these methods
     data = f.bodies.grpc_raw
 
     async def one() -> None:
         await asyncio.sleep(0)
-        response = await behaviour(deserialize(data), context)
+        response = await behaviour(data if deserialize is None else deserialize(data), context)
         serialize(response)
 
     return one
 
 
+# ---------------------------------------------------------------------- the rollout
+#: The rollout group: each touch point of the rollout wiring on the request path
+#: (docs/rollout.md, "How it is wired"), with no rollout running against the same operation
+#: with one running. "Idle": what a worker spends in the background with no traffic.
+ROLLOUT = "rollout"
+IDLE = "idle"
+#: rollout.toml of the rollout fixtures (two copies of the model): the judge decides nothing
+#: while the table runs (no evaluation for an hour, a billion rows before a promotion), so the
+#: rollout runs from the first row to the last; ``check_rollouts`` verifies it before and after.
+ROLLOUT_POLICY = """mode = "{mode}"
+canary_share = 0.5
+shadow_share = 1.0
+min_samples = 1000000000
+evaluation_interval_s = 3600
+"""
+#: The canary rows' X-Client-ID (hashed with the rollout's salt at each admission).
+CLIENT_ID = b"costs-benchmark-client-0001"
+#: What the rollout added to the header pass (serving/pipeline/head.py, ``read_head``).
+CLIENT_ID_BRANCH = '        elif name == b"x-client-id":\n            head.client_id = value\n'
+#: For scale beside the idle workers: a bare uvloop running only the event-loop lag probe
+#: every worker runs (serving/transport/loop_lag.py, a timer every 10 ms).
+LAG_PROBE = """
+import asyncio, uvloop
+from serving.transport.loop_lag import LoopLag
+async def main():
+    LoopLag().start()
+    await asyncio.Event().wait()
+uvloop.run(main())
+"""
+LAG_PROBE_NAME = "for scale: a bare uvloop running only the event-loop lag probe (LoopLag)"
+#: Seconds an idle server runs after /readyz before its CPU is counted (start-up's tail).
+IDLE_SETTLE_S = 2.0
+#: The idle servers: the defaults, and the same without the version poll (its share).
+IDLE_SERVERS: tuple[tuple[str, dict[str, str]], ...] = (
+    ("idle worker, default settings", {}),
+    ("idle worker, version poll off (SERVING_MODEL_POLL_INTERVAL_S=0)",
+     {"SERVING_MODEL_POLL_INTERVAL_S": "0"}),
+)  # fmt: skip
+
+
+def read_head_before_rollout() -> Callable[[Sequence[tuple[bytes, bytes]]], RequestHead]:
+    """``read_head`` as it was before the rollout: compiled from its own source minus the
+    X-Client-ID branch, so that the branch's price is one row minus the other (raises if the
+    source no longer has that branch exactly once: the row would then price nothing)."""
+    source = textwrap.dedent(inspect.getsource(head_module.read_head))
+    if source.count(CLIENT_ID_BRANCH) != 1:
+        raise RuntimeError("serving/pipeline/head.py: read_head's X-Client-ID branch changed")
+    namespace = dict(vars(head_module))
+    exec(compile(source.replace(CLIENT_ID_BRANCH, ""), head_module.__file__, "exec"), namespace)
+    before: Callable[[Sequence[tuple[bytes, bytes]]], RequestHead] = namespace["read_head"]
+    return before
+
+
+class ConstantModel:
+    """A batcher's model that answers ``outputs`` (one row) at no cost: the compute rows
+    compare what the pipeline does with an answer with and without a second opinion."""
+
+    def __init__(self, outputs: Outputs) -> None:
+        self.outputs = outputs
+
+    def __call__(self, pixels: npt.NDArray[np.float32]) -> Outputs:
+        return self.outputs
+
+
+@dataclass
+class Rollouts:
+    """The apps with a rollout running, beside ``Fixtures.off`` (mode replace, one version:
+    no rollout), all with observability off."""
+
+    canary: ServiceApp
+    shadow: ServiceApp
+    #: Like ``off`` (no rollout), but with its rollout store in a file as ``python -m serving``
+    #: makes it (``off``'s is in memory), for the version poll's rows; and, like the canary's,
+    #: no batch timed yet, for the admission rows (admission takes the fastest of the last 64
+    #: timed batches: the same state on both sides).
+    plain: ServiceApp
+    #: What the shadow's stable batcher answered for one digit and for 32 rows of it, the
+    #: candidate's second opinion included (the attached SecondPredict, through ``submit``).
+    second: Outputs
+    second32: Outputs
+    #: Batchers answering ``second`` without and with its second opinion (``ConstantModel``).
+    alone: Batcher
+    paired: Batcher
+
+
+def rollout_service(app: ServiceApp) -> RolloutService:
+    rollout = app.service.rollout
+    if not isinstance(rollout, RolloutService):
+        raise RuntimeError(f"the app's rollout is {rollout!r}, not a RolloutService")
+    return rollout
+
+
+def two_versions(source: Path, model_dir: Path, mode: str) -> None:
+    """``model_dir/{1,2}``: two copies of the version folder ``source``, and a rollout.toml."""
+    for version in (1, 2):
+        target = model_dir / str(version)
+        shutil.copytree(source, target)
+        metadata = target / "metadata.json"
+        content = json.loads(metadata.read_text())
+        content["version"] = version
+        metadata.write_text(json.dumps(content, indent=1))
+    (model_dir / POLICY_FILE).write_text(ROLLOUT_POLICY.format(mode=mode))
+
+
+def check_rollouts(f: Fixtures, r: Rollouts) -> None:
+    """Raise unless each rollout row's fixture is what the row is named for: no rollout in
+    ``off`` and ``plain``, a canary splitting its clients, a shadow behind stable's batches,
+    and the admission rows' batchers in the same state."""
+    problems = []
+    for name, app in (("off", f.off), ("plain", r.plain)):
+        state = rollout_service(app).state
+        if app.service.versions_set.route is not None or (state is not None and state.running):
+            problems.append(f"the {name} app runs a rollout ({state})")
+    for app, mode in ((r.canary, "canary"), (r.shadow, "shadow")):
+        state = rollout_service(app).state
+        if state is None or not state.running or state.mode != mode:
+            problems.append(f"the {mode} app runs no {mode} rollout ({state})")
+    route = r.canary.service.versions_set.route
+    if not isinstance(route, CanaryRoute) or not 0 < route.share < 1:
+        problems.append(f"the canary app has no route splitting its clients ({route!r})")
+    if r.shadow.service.versions_set.route is not None:
+        problems.append("the shadow app routes requests to the candidate")
+    for name, app in (("plain", r.plain), ("canary", r.canary)):
+        served = app.service.versions_set.served.values()
+        if any(s.batcher.throughput.fastest_idle_s for s in served):
+            problems.append(f"the {name} app timed batches: its admission is not comparable")
+    for outputs, rows in ((r.second, 1), (r.second32, BATCH)):
+        second = outputs.second
+        if outputs.rows != rows or second is None or second.outputs is None:
+            problems.append(f"the shadow's batcher answered {rows} rows without a second opinion")
+    if problems:
+        raise RuntimeError("rollout fixtures: " + "; ".join(problems))
+
+
+@asynccontextmanager
+async def rollout_fixtures(f: Fixtures) -> AsyncIterator[Rollouts]:
+    """The canary, shadow and plain apps, running; checked on entry and on exit."""
+    settings = f.settings.model_copy(
+        update={"metrics_enabled": False, "tracing_enabled": False, "model_poll_interval_s": 0}
+    )
+    source = resolve(settings.model_repository, settings.model_name).path
+    pixels = f.bodies.pixels.astype(np.float32) / np.float32(255)
+    with tempfile.TemporaryDirectory(prefix="costs-rollout-") as scratch:
+        work = Path(scratch)
+        apps: dict[str, ServiceApp] = {}
+        async with AsyncExitStack() as stack:
+            for mode in ("canary", "shadow"):
+                two_versions(source, work / mode / settings.model_name, mode)
+                apps[mode] = create_app(settings.model_copy(update={
+                    "model_repository": work / mode, "rollout_store": work / f"{mode}.sqlite3",
+                }))  # fmt: skip
+                await stack.enter_async_context(running(apps[mode]))
+            # The plain app polls when the row asks it to (its own poller is off, as above).
+            plain = create_app(
+                settings.model_copy(update={"rollout_store": work / "plain.sqlite3"})
+            )
+            await stack.enter_async_context(running(plain))
+            stable = apps["shadow"].service.batcher
+            assert stable is not None
+            deadline = time.monotonic() + 60
+            second = await stable.submit(pixels, deadline)
+            second32 = await stable.submit(np.repeat(pixels, BATCH, axis=0), deadline)
+            alone = batcher(ConstantModel(second._replace(second=None)), 8)
+            paired = batcher(ConstantModel(second), 8)
+            for started in (alone, paired):
+                await started.start()
+                stack.push_async_callback(started.stop)
+            found = Rollouts(apps["canary"], apps["shadow"], plain, second, second32, alone, paired)
+            check_rollouts(f, found)
+            yield found
+            check_rollouts(f, found)  # nothing decided meanwhile: every row ran as named
+
+
+def rollout_cases(f: Fixtures, r: Rollouts) -> list[Case]:
+    """Every touch point of the rollout wiring on the request path, with no rollout (the
+    ``off`` and ``plain`` apps: mode replace, one version) and with one running (two copies of
+    the model, in canary or shadow)."""
+    body = f.bodies.v1_json
+    seven = client_headers(b"application/json", len(body))
+    head, client_head = read_head(seven), read_head([*seven, (b"x-client-id", CLIENT_ID)])
+    before = read_head_before_rollout()
+    plain, canary = r.plain.pipeline, r.canary.pipeline
+    off = f.off.pipeline
+    context: Any = _CallContext()  # duck-typed: metadata() reads invocation_metadata() only
+    pixels = f.bodies.pixels.astype(np.float32) / np.float32(255)
+    far = time.monotonic() + 1e9  # the compute rows' tickets never expire
+    ticket = off.admit(V1_DOOR, head, time.monotonic())
+    alone = dataclasses.replace(ticket, batcher=r.alone, deadline=far)
+    paired = dataclasses.replace(ticket, batcher=r.paired, deadline=far)
+
+    def compute(admitted: Ticket) -> Async:
+        async def one() -> None:
+            await asyncio.sleep(0)  # computed inline: one request per loop iteration
+            await off.compute(admitted, pixels)
+
+        return one
+
+    counts = [1] * BATCH
+    single, single32 = r.second._replace(second=None), r.second32._replace(second=None)
+    loop = asyncio.get_running_loop()
+
+    def queued(rows: int) -> tuple[QueuedRequest, ...]:
+        return tuple(QueuedRequest(pixels, 1, 0.0, 0.0, loop.create_future(), None, "1")
+                     for _ in range(rows))  # fmt: skip
+
+    one_request, requests32 = queued(1), queued(BATCH)
+    inputs32 = np.repeat(pixels, BATCH, axis=0)
+    assert r.second.second is not None
+    seconds = 2 * r.second.second.seconds  # the batch's time held both runs, about evenly
+    unattached = f.off.service.observer  # a batcher's observer when nothing is attached
+    shadow = rollout_service(r.shadow)
+    recording = RecordingObserver(r.shadow.service.observer, shadow, Role.STABLE)
+
+    def batch_end(observer: BatchObserver, requests: tuple[QueuedRequest, ...],
+                  inputs: npt.NDArray[np.float32], outputs: Outputs) -> Sync:  # fmt: skip
+        return lambda: observer.on_batch_end(1, requests, inputs, outputs, None, seconds)
+
+    state = shadow.state
+    assert state is not None
+    assert state.stable is not None
+    assert state.candidate is not None
+    now = int(time.time())
+    label_alone = Outcome([Labelled(b"\0" * 13, now, 3, 3, int(f.off.service.versions()[0]))],
+                          0, 0)  # fmt: skip
+    label_pair = Outcome([Labelled(b"\1" * 13, now, 3, 3, state.stable, 3, state.candidate)], 0, 0)
+    off_rollout = rollout_service(f.off)
+    idle_versions, idle_rollout = r.plain.service.versions_set, rollout_service(r.plain)
+    present = idle_versions.present()
+
+    async def poll() -> None:
+        await idle_versions.refresh()
+
+    interval = f.settings.model_poll_interval_s
+    return [
+        Case(ROLLOUT, "header pass, 7 headers: read_head as it is", fn=lambda: read_head(seven),
+             note="no rollout or one: one more name compared per header (next row)"),
+        Case(ROLLOUT, "header pass, 7 headers: read_head minus its X-Client-ID branch",
+             fn=lambda: before(seven), note="compiled from read_head's source without the branch"),
+        Case(ROLLOUT, "gRPC: the X-Client-ID metadata lookup (every ModelInfer)",
+             fn=lambda: metadata(context, "x-client-id"),
+             note="no rollout or one: one scan of the call's metadata (here 1 entry)"),
+        Case(ROLLOUT, "admission, no rollout (Pipeline.admit: route is None)",
+             fn=lambda: plain.admit(V1_DOOR, head, time.monotonic()),
+             note="as the arrive row: no batch timed yet, like the canary's"),
+        Case(ROLLOUT, "admission, canary running: X-Client-ID hashed (CanaryRoute.pick)",
+             fn=lambda: canary.admit(V1_DOOR, client_head, time.monotonic()),
+             note="share 0.5: BLAKE2b of the salt and the client id"),
+        Case(ROLLOUT, "admission, canary running: no client id (a random draw)",
+             fn=lambda: canary.admit(V1_DOOR, head, time.monotonic())),
+        Case(ROLLOUT, "compute's answer, no rollout: second is None, format 1 id",
+             afn=compute(alone), baseline="yield",
+             note="Pipeline.compute over a batcher answering at once (its own ~6 µs included)"),
+        Case(ROLLOUT, "compute's answer, second opinion: format 2 id (issue_pairs)",
+             afn=compute(paired), baseline="yield",
+             note="the same answer with the candidate's (shadow: SecondPredict's output)"),
+        Case(ROLLOUT, f"split of a {BATCH}-request batch, no rollout, per request",
+             fn=lambda: split(single32, counts), requests=BATCH, note="second is None"),
+        Case(ROLLOUT, f"split of a {BATCH}-request batch, second opinion, per request",
+             fn=lambda: split(r.second32, counts), requests=BATCH,
+             note="each slice slices the second outputs too"),
+        Case(ROLLOUT, "batch observer, no rollout: nothing attached, 1-row batch",
+             fn=batch_end(unattached, one_request, pixels, single),
+             note="the service's observer (observability off)"),
+        Case(ROLLOUT, "shadow: RecordingObserver.on_batch_end, 1-row batch",
+             fn=batch_end(recording, one_request, pixels, r.second),
+             note="for scale (rollout running): record_pair, per batch"),
+        Case(ROLLOUT, f"shadow: RecordingObserver.on_batch_end, {BATCH}-row batch, per request",
+             fn=batch_end(recording, requests32, inputs32, r.second32), requests=BATCH,
+             note="for scale (rollout running): vectorised over the rows"),
+        Case(ROLLOUT, "feedback listener, no rollout (RolloutService.on_feedback, 1 label)",
+             fn=lambda: off_rollout.on_feedback(label_alone),
+             note="per /v1/feedback call: a lock, no recorder"),
+        Case(ROLLOUT, "feedback listener, shadow: a format 2 label scores both",
+             fn=lambda: shadow.on_feedback(label_pair)),
+        Case(IDLE, "version poll, no rollout (VersionSet.refresh)", afn=poll, baseline="async",
+             note=f"per poll, every model_poll_interval_s = {interval:g} s; one thread hop"),
+        Case(IDLE, "its rollout part (RolloutService.choose)",
+             fn=lambda: idle_rollout.choose(present),
+             note="rollout.toml looked for, fingerprints, one SQLite transaction (a file)"),
+    ]  # fmt: skip
+
+
 # ---------------------------------------------------------------------- derived rows
+#: Derived rows of the rollout group: (name, the row with it, the row without it), by prefix.
+ROLLOUT_DIFFERENCES = (
+    ("no rollout: the X-Client-ID branch of the header pass, 7 headers",
+     "header pass, 7 headers: read_head as", "header pass, 7 headers: read_head minus"),
+    ("canary: the route at admission, by client id",
+     "admission, canary running: X-Client-ID", "admission, no rollout"),
+    ("canary: the route at admission, random draw",
+     "admission, canary running: no client", "admission, no rollout"),
+    ("rollout: a format 2 id instead of format 1, 1 row",
+     "compute's answer, second opinion", "compute's answer, no rollout"),
+    ("rollout: the second outputs in the split, per request",
+     f"split of a {BATCH}-request batch, second", f"split of a {BATCH}-request batch, no rollout"),
+    ("shadow: recording a 1-row batch",
+     "shadow: RecordingObserver.on_batch_end, 1-row", "batch observer, no rollout"),
+)  # fmt: skip
+
+
 @dataclass(frozen=True, slots=True)
 class Derived:
     name: str
@@ -858,22 +1174,129 @@ def derived(costs: Sequence[Cost]) -> list[Derived]:
             "header pass + arrive + body read + decode + batch 1 inline + model + id + encode + "
             f"send (uvicorn) + observation frame{detail}",
         ))  # fmt: skip
+    for name, with_it, without in ROLLOUT_DIFFERENCES:
+        a, b = get(ROLLOUT, with_it), get(ROLLOUT, without)
+        if a is not None and b is not None:
+            out.append(Derived(name, a - b, f"rollout rows '{with_it}...' - '{without}...'"))
     return out
 
 
 # ---------------------------------------------------------------------- report
-def markdown(costs: Sequence[Cost], extra: Sequence[Derived], header: str) -> str:
+def markdown(
+    costs: Sequence[Cost],
+    extra: Sequence[Derived],
+    header: str,
+    idle: Sequence[IdleCpu] = (),
+    poll_interval_s: float = 5.0,
+) -> str:
+    """The table of requests' costs, the derived rows, then the idle background (the rows of
+    stage ``idle``, per poll, and the idle servers' CPU)."""
     lines = [
         header,
         "",
         "| stage | what | µs per request | spread | note |",
         "|---|---|---:|---:|---|",
     ]
-    lines += [f"| {c.stage} | {c.name} | {c.us:.2f} | {c.spread:.0%} | {c.note} |" for c in costs]
+    lines += [f"| {c.stage} | {c.name} | {c.us:.2f} | {c.spread:.0%} | {c.note} |" for c in costs
+              if c.stage != IDLE]  # fmt: skip
     if extra:
         lines += ["", "| derived | µs per request | from |", "|---|---:|---|"]
         lines += [f"| {d.name} | {d.us:.2f} | {d.how} |" for d in extra]
+    polls = [c for c in costs if c.stage == IDLE]
+    if polls or idle:
+        lines += ["", IDLE_HOW, "", "| idle, no traffic | each | per second | note |",
+                  "|---|---:|---:|---|"]  # fmt: skip
+        per_s = 1 / poll_interval_s if poll_interval_s > 0 else 0.0
+        lines += [f"| {c.name} | {c.us:.1f} µs (spread {c.spread:.0%}) | {c.us * per_s:.1f} µs "
+                  f"| {c.note} |" for c in polls]  # fmt: skip
+        lines += [f"| {i.name} | | {i.ms_per_s:.2f} ms | over {i.seconds:.1f} s; "
+                  f"/proc/<pid>/stat says {i.stat_ms_per_s:.1f} ms (10 ms ticks) |"
+                  for i in idle]  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+IDLE_HOW = (
+    "Idle background: what a worker spends with no traffic and no rollout. The poll rows are "
+    "timed like the rows above, per poll; the idle workers are `python -m serving` processes "
+    "(default settings but gRPC off; one with the version poll off) started together and left "
+    "alone after /readyz, their CPU (each thread's /proc/<pid>/task/<tid>/schedstat, in ns) "
+    "counted over the same window, per second of it, beside a bare uvloop running only the "
+    "event-loop lag probe every worker runs. Besides the version poll and the rollout's judge "
+    "task (one wake-up a second), a worker's idle CPU holds its other timers: the lag probe "
+    "(100 a second), metrics sampling."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class IdleCpu:
+    """The CPU an idle ``python -m serving`` worker used, per second of wall-clock time."""
+
+    name: str
+    #: ms of CPU per s, from each thread's schedstat (ns).
+    ms_per_s: float
+    #: The same from /proc/<pid>/stat's utime + stime (10 ms ticks): a cross-check.
+    stat_ms_per_s: float
+    seconds: float
+
+
+def cpu_ns(pid: int) -> int:
+    """CPU time so far of ``pid`` and its children in ns: the sum of each thread's
+    ``/proc/<pid>/task/<tid>/schedstat`` (``/proc/<pid>/stat`` counts 10 ms ticks, too coarse
+    for a few ms per second; a thread that ended meanwhile is missing from the sum)."""
+    total = 0
+    root = psutil.Process(pid)
+    for proc in [root, *root.children(recursive=True)]:
+        for path in Path(f"/proc/{proc.pid}/task").glob("*/schedstat"):
+            try:
+                total += int(path.read_text().split()[0])
+            except (OSError, ValueError, IndexError):  # the thread ended
+                continue
+    return total
+
+
+def _stat_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` and its children so far (``/proc/<pid>/stat``, via psutil)."""
+    root = psutil.Process(pid)
+    total = 0.0
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def idle_cpu(models: Path, model_name: str, seconds: float) -> list[IdleCpu]:
+    """Each of ``IDLE_SERVERS`` as a ``python -m serving`` process, and ``LAG_PROBE`` for
+    scale, all started at once and measured over the same ``seconds`` with no request (none:
+    ``seconds`` <= 0)."""
+    if seconds <= 0:
+        return []
+    command = [*SERVE, "--model-repository", str(models), "--model-name", model_name]
+    with tempfile.TemporaryDirectory(prefix="costs-idle-") as scratch, ExitStack() as stack:
+        pids = [
+            stack.enter_context(ServerProcess(Path(scratch) / f"idle-{i}.log", args=command,
+                                              env=env, ready_timeout_s=120)).process.pid
+            for i, (_, env) in enumerate(IDLE_SERVERS)
+        ]  # fmt: skip
+        probe = subprocess.Popen([sys.executable, "-c", LAG_PROBE])
+        stack.callback(probe.wait)
+        stack.callback(probe.terminate)
+        pids.append(probe.pid)
+        time.sleep(IDLE_SETTLE_S)
+        if probe.poll() is not None:
+            raise RuntimeError(f"the lag probe exited with {probe.returncode}")
+        before = [(cpu_ns(pid), _stat_seconds(pid)) for pid in pids]
+        started = time.monotonic()
+        time.sleep(seconds)
+        after = [(cpu_ns(pid), _stat_seconds(pid)) for pid in pids]
+        elapsed = time.monotonic() - started
+    names = [name for name, _ in IDLE_SERVERS] + [LAG_PROBE_NAME]
+    return [
+        IdleCpu(name, (a[0] - b[0]) / 1e6 / elapsed, (a[1] - b[1]) * 1e3 / elapsed, elapsed)
+        for name, b, a in zip(names, before, after, strict=True)
+    ]
 
 
 HOW_TO_READ = (
@@ -883,8 +1306,27 @@ HOW_TO_READ = (
     "spread is (median - fastest) / fastest. Rows are not additive to the cost under load: "
     "they miss cache misses, the kernel's socket work and the inference thread's contention "
     "(compare the derived sum with the 'whole request' rows, and those with the closed-loop "
-    "CPU per request). A new feature adds a row: its price is its row."
+    "CPU per request). A new feature adds a row: its price is its row. The rollout rows pair "
+    "each touch point of the rollout wiring with no rollout running (the default app: mode "
+    "replace, one version) against the same operation with one running (a canary or a shadow "
+    "of a copy of the model, checked before and after the rows)."
 )
+
+
+async def run_cases(timer: Timer, cases: Sequence[Case], only: str) -> list[Cost]:
+    """The cases whose "stage: name" has ``only`` in it, measured and printed one by one."""
+    costs = []
+    for case in cases:
+        if only and only not in f"{case.stage}: {case.name}":
+            continue
+        cost = await timer.measure(case)
+        costs.append(cost)
+        print(
+            f"  {cost.stage:<14} {cost.name:<66} {cost.us:8.2f} µs "
+            f"(spread {cost.spread:.0%}, {cost.number} x {cost.repeats})",
+            flush=True,
+        )
+    return costs
 
 
 async def measure(args: argparse.Namespace) -> list[Cost]:
@@ -903,16 +1345,11 @@ async def measure(args: argparse.Namespace) -> list[Cost]:
         groups = (arrive_cases, batch_cases, decode_cases, result_cases, observe_cases,
                   encode_cases, send_cases, whole_cases)  # fmt: skip
         for group in groups:
-            for case in group(f):
-                if args.only and args.only not in f"{case.stage}: {case.name}":
-                    continue
-                cost = await timer.measure(case)
-                costs.append(cost)
-                print(
-                    f"  {cost.stage:<14} {cost.name:<66} {cost.us:8.2f} µs "
-                    f"(spread {cost.spread:.0%}, {cost.number} x {cost.repeats})",
-                    flush=True,
-                )
+            costs += await run_cases(timer, group(f), args.only)
+        # Last: the rollout apps' judge tasks wake once a second, which the other rows need
+        # not share. Their fixtures are checked before and after these rows.
+        rollouts = await stack.enter_async_context(rollout_fixtures(f))
+        costs += await run_cases(timer, rollout_cases(f, rollouts), args.only)
         for obs in (f.metrics, f.sampled, f.unsampled):
             obs.shutdown_tracing()
         for close in f.closers:
@@ -933,6 +1370,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument(
+        "--idle-s",
+        type=float,
+        default=10.0,
+        help="seconds the idle servers' CPU is counted (0: no idle servers)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     started = time.monotonic()
@@ -943,6 +1386,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError:  # pragma: no cover  (the serve extra has uvloop)
         costs = asyncio.run(measure(args))
     extra = derived(costs)
+    idle = idle_cpu(args.models, args.model_name, args.idle_s)
+    for i in idle:
+        print(f"  {i.name:<81} {i.ms_per_s:8.2f} ms CPU per s", flush=True)
+    poll_s = Settings(
+        model_repository=args.models, model_name=args.model_name
+    ).model_poll_interval_s
     affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     header = "\n".join([
         f"## Cost table ({dt.date.today().isoformat()})",
@@ -953,11 +1402,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "",
         HOW_TO_READ,
     ])  # fmt: skip
-    text = markdown(costs, extra, header)
+    text = markdown(costs, extra, header, idle, poll_s)
     print()
     print(text)
     payload = {"costs": [asdict(c) for c in costs], "derived": [asdict(d) for d in extra],
-               "markdown": text}  # fmt: skip
+               "idle_cpu": [asdict(i) for i in idle], "markdown": text}  # fmt: skip
     if args.json is not None:
         args.json.write_text(json.dumps(payload, indent=1))
     if not args.no_write:
