@@ -35,6 +35,7 @@ class ThroughputMeter:
         self._seconds_per_batch: float | None = None
         self._idle_batch_s: float | None = None
         self._idle_samples: deque[float] = deque(maxlen=FASTEST_OF)
+        self._fastest_idle_s = 0.0
         self._backlog_since: float | None = None
 
     @property
@@ -54,8 +55,9 @@ class ThroughputMeter:
         """The fastest of the last ``FASTEST_OF`` idle-start batches (0 before any): what the
         service can do for a lone request at its best. A stall (a long collection, a starved
         CPU, a batch held for seconds) raises the average for a while, not this: a request
-        judged impossible by it is impossible, not merely unlucky."""
-        return min(self._idle_samples, default=0.0)
+        judged impossible by it is impossible, not merely unlucky. Kept up to date once per
+        batch: every admission reads it (a min over 64 samples cost ~0.7 µs each time)."""
+        return self._fastest_idle_s
 
     def record(self, taken_at: float, finished_at: float, backlog: bool) -> None:
         """A batch taken at ``taken_at`` finished at ``finished_at`` (``time.monotonic()``);
@@ -67,6 +69,7 @@ class ThroughputMeter:
         if start == taken_at:
             self._idle_batch_s = self._smooth(self._idle_batch_s, sample)
             self._idle_samples.append(sample)
+            self._fastest_idle_s = min(self._idle_samples)
         self._backlog_since = finished_at if backlog else None
 
     def _smooth(self, current: float | None, sample: float) -> float:

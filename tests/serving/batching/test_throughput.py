@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from serving.batching.throughput import ThroughputMeter
+from serving.batching.throughput import FASTEST_OF, ThroughputMeter
 
 
 def test_no_estimate_before_the_first_batch() -> None:
@@ -75,3 +75,14 @@ def test_the_fastest_idle_batch_ignores_a_stall() -> None:
     meter.record(taken_at=10.0, finished_at=13.0, backlog=False)  # a 3 s stall
     assert meter.fastest_idle_s == pytest.approx(0.002)
     assert meter.idle_batch_s > 1.0
+
+
+def test_the_fastest_idle_batch_is_of_the_last_64() -> None:
+    """An old fast batch leaves the window: 64 slower ones later, the fastest is theirs."""
+    meter = ThroughputMeter()
+    meter.record(taken_at=0.0, finished_at=0.001, backlog=False)
+    for start in range(1, FASTEST_OF):
+        meter.record(taken_at=float(start), finished_at=start + 0.003, backlog=False)
+    assert meter.fastest_idle_s == pytest.approx(0.001)  # still in the window
+    meter.record(taken_at=100.0, finished_at=100.005, backlog=False)  # pushes the 0.001 out
+    assert meter.fastest_idle_s == pytest.approx(0.003)
