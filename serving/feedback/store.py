@@ -18,7 +18,6 @@ Three tables, each bounded:
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from collections.abc import Sequence
@@ -27,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+
+from serving.shared_sqlite import open_shared
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS seen (tag BLOB PRIMARY KEY, issued_at INTEGER NOT NULL);
@@ -85,18 +86,8 @@ class QualityStore:
         self.max_ids = max_ids
         self.stale_s = stale_s
         self._lock = threading.Lock()
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(
-            str(path) if path is not None else ":memory:",
-            timeout=10.0,
-            isolation_level=None,  # explicit BEGIN IMMEDIATE below
-            check_same_thread=False,
-        )
+        self._db = open_shared(path, _SCHEMA)
         with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
             columns = {row[1] for row in self._db.execute("PRAGMA table_info(labelled)")}
             if "version" not in columns:  # a file written before per-version quality
                 self._db.execute(

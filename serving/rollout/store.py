@@ -37,6 +37,7 @@ from serving.rollout.evidence import Evidence
 from serving.rollout.judge import Verdict, judge
 from serving.rollout.policy import Policy
 from serving.rollout.state import DecidedBy, Decision, RolloutState, StartOutcome
+from serving.shared_sqlite import open_shared
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS rollout_state (
@@ -80,18 +81,7 @@ class RolloutStore:
         self._judge = judge
         self._lock = threading.Lock()
         self._made: list[Decision] = []
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(
-            str(path) if path is not None else ":memory:",
-            timeout=10.0,
-            isolation_level=None,  # explicit BEGIN IMMEDIATE below
-            check_same_thread=False,
-        )
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
+        self._db = open_shared(path, _SCHEMA)
 
     def close(self) -> None:
         with self._lock:
