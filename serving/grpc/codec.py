@@ -39,7 +39,7 @@ from serving.batching import Outputs
 from serving.grpc.errors import invalid
 from serving.grpc.generated import grpc_service_pb2 as pb
 from serving.pipeline.contract import Contract
-from serving.pipeline.pixels import Array, first_bad_pixel, from_uint8
+from serving.pipeline.pixels import Array, tensor_pixels
 
 LABEL_OUTPUT = "label"
 PREDICTION_IDS = "prediction_ids"
@@ -103,7 +103,7 @@ def decode_infer_request(
         values = _raw_values(request, tensor, dtype, rows * features)
     else:
         values = _contents_values(tensor, dtype, field, rows * features)
-    pixels = _checked(name, values.reshape(rows, features))
+    pixels = tensor_pixels(name, values.reshape(rows, features), invalid)
     options = InferOptions(
         id=request.id,
         outputs=_requested_outputs(request, contract),
@@ -111,20 +111,6 @@ def decode_infer_request(
         timeout_us=_timeout_us(request.parameters),
     )
     return pixels, options
-
-
-def _checked(name: str, values: npt.NDArray[Any]) -> Array:
-    """UINT8 -> pixel / 255; FP32 checked finite and in [0, 1], like HTTP OIP's message."""
-    if values.dtype == np.uint8:
-        return from_uint8(values)
-    pixels: Array = values.astype(np.float32, copy=False)
-    bad = first_bad_pixel(pixels)
-    if bad is not None:
-        raise invalid(
-            f"input {name!r}: instance {bad.row}: value {bad.value!r} at pixel {bad.pixel} "
-            f"{bad.problem} (send FP32 pixel / 255, or UINT8 pixels)"
-        )
-    return pixels
 
 
 def _raw_values(

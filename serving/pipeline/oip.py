@@ -25,7 +25,7 @@ from serving.batching import Outputs
 from serving.pipeline.contract import Contract
 from serving.pipeline.errors import MalformedBodyError, Status
 from serving.pipeline.head import RequestHead
-from serving.pipeline.pixels import Array, first_bad_pixel, from_uint8
+from serving.pipeline.pixels import Array, tensor_pixels
 
 NAME = "v2"
 LABEL_OUTPUT = "label"
@@ -230,7 +230,7 @@ def _input_pixels(
                 )
         else:
             values, used = _json_values(tensor.name, tensor.data, dtype, count), 0
-    return _scaled(tensor.name, values.reshape(rows, features)), used
+    return tensor_pixels(tensor.name, values.reshape(rows, features), MalformedBodyError), used
 
 
 def _binary_values(
@@ -272,20 +272,6 @@ def _json_values(name: str, data: object, dtype: np.dtype[Any], count: int) -> n
             raise MalformedBodyError(f"input {name!r}: UINT8 data must be integers 0..255")
         return values.astype(np.uint8).ravel()
     return values.astype(np.float32).ravel()
-
-
-def _scaled(name: str, values: npt.NDArray[Any]) -> Array:
-    """UINT8 -> pixel / 255; FP32 checked finite and in [0, 1] (the message names the value)."""
-    if values.dtype == np.uint8:
-        return from_uint8(values)
-    pixels: Array = values.astype(np.float32, copy=False)
-    bad = first_bad_pixel(pixels)
-    if bad is not None:
-        raise MalformedBodyError(
-            f"input {name!r}: instance {bad.row}: value {bad.value!r} at pixel {bad.pixel} "
-            f"{bad.problem} (send FP32 pixel / 255, or UINT8 pixels)"
-        )
-    return pixels
 
 
 def _refuse_unsupported(parameters: dict[str, Any], what: str) -> None:

@@ -7,6 +7,7 @@ already in [0, 1] (checked here); the codecs only word the error their protocol 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,3 +55,18 @@ def side(features: int) -> int | None:
     """The side of a square image of ``features`` pixels (28 for 784), None if not square."""
     root = math.isqrt(features)
     return root if root * root == features else None
+
+
+def tensor_pixels(name: str, values: npt.NDArray[Any], error: Callable[[str], Exception]) -> Array:
+    """An OIP tensor's values (HTTP or gRPC) as pixels: UINT8 scaled by 1/255, FP32 checked
+    finite and in [0, 1]; else ``error`` (the door's own type) naming the first bad value."""
+    if values.dtype == np.uint8:
+        return from_uint8(values)
+    pixels: Array = values.astype(np.float32, copy=False)
+    bad = first_bad_pixel(pixels)
+    if bad is not None:
+        raise error(
+            f"input {name!r}: instance {bad.row}: value {bad.value!r} at pixel {bad.pixel} "
+            f"{bad.problem} (send FP32 pixel / 255, or UINT8 pixels)"
+        )
+    return pixels

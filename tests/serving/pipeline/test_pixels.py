@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from serving.pipeline.pixels import BadPixel, first_bad_pixel, from_uint8, side
+from serving.pipeline.pixels import BadPixel, first_bad_pixel, from_uint8, side, tensor_pixels
 
 
 def test_uint8_pixels_are_scaled_to_float32_in_0_1() -> None:
@@ -68,3 +68,22 @@ def test_row_major_order_decides_which_is_first() -> None:
 )
 def test_side_of_a_square_image_or_none(features: int, expected: int | None) -> None:
     assert side(features) == expected
+
+
+class DoorError(Exception):
+    """Stands for a door's own error type (MalformedBodyError over HTTP, a status over gRPC)."""
+
+
+def test_tensor_pixels_scales_uint8_and_keeps_valid_floats() -> None:
+    raw = np.array([[0, 255, 51]], np.uint8)
+    assert tensor_pixels("pixels", raw, DoorError)[0].tolist() == pytest.approx([0.0, 1.0, 0.2])
+    floats = np.array([[0.0, 0.5, 1.0]], np.float64)
+    scaled = tensor_pixels("pixels", floats, DoorError)
+    assert scaled.dtype == np.float32
+    assert scaled.tolist() == [[0.0, 0.5, 1.0]]
+
+
+def test_tensor_pixels_raises_the_doors_error_naming_the_first_bad_value() -> None:
+    values = np.array([[0.5, 0.5], [0.5, 2.0]], np.float32)
+    with pytest.raises(DoorError, match=r"input 'img': instance 1: value 2\.0 at pixel 1"):
+        tensor_pixels("img", values, DoorError)
