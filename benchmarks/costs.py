@@ -1337,6 +1337,8 @@ async def measure(args: argparse.Namespace) -> list[Cost]:
     costs: list[Cost] = []
     async with AsyncExitStack() as stack:
         f = await fixtures(stack, settings, images[:1])
+        # Closed on the way out even when a row fails (a socket left open warns in tests).
+        stack.callback(_release, f)
         # Warm every path once (first calls build caches: contracts, codecs' decoders...).
         pixels = images[:1].astype(np.float32) / np.float32(255)
         for _ in range(3):
@@ -1350,11 +1352,14 @@ async def measure(args: argparse.Namespace) -> list[Cost]:
         # not share. Their fixtures are checked before and after these rows.
         rollouts = await stack.enter_async_context(rollout_fixtures(f))
         costs += await run_cases(timer, rollout_cases(f, rollouts), args.only)
-        for obs in (f.metrics, f.sampled, f.unsampled):
-            obs.shutdown_tracing()
-        for close in f.closers:
-            close()
     return costs
+
+
+def _release(f: Fixtures) -> None:
+    for obs in (f.metrics, f.sampled, f.unsampled):
+        obs.shutdown_tracing()
+    for close in f.closers:
+        close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
