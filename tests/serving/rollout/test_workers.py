@@ -41,7 +41,7 @@ def test_two_workers_agree_on_one_decision(tmp_path: Path, kind: str, decision: 
         pytest.fail("a worker did not report")
     finally:
         for process in processes:
-            process.join(timeout=WAIT_S)
+            stop(process)
     assert [process.exitcode for process in processes] == [0, 0]
 
     starts = sorted(start for _, start, _, _ in reports)
@@ -62,10 +62,19 @@ def test_two_workers_agree_on_one_decision(tmp_path: Path, kind: str, decision: 
         assert "errors" in state.refused[2].reason
 
 
+def stop(process: multiprocessing.process.BaseProcess) -> None:
+    """Wait for ``process``; kill it if it outlives the bound (a worker whose peer died waits
+    at a barrier forever, and pytest would wait for it at exit)."""
+    process.join(timeout=WAIT_S)
+    if process.is_alive():
+        process.kill()
+        process.join()
+
+
 def run(target: Callable[..., object], *args: object) -> int | None:
     process = SPAWN.Process(target=target, args=args)
     process.start()
-    process.join(timeout=WAIT_S)
+    stop(process)
     return process.exitcode
 
 
@@ -115,9 +124,11 @@ def test_a_worker_killed_inside_a_transaction_blocks_no_one(tmp_path: Path) -> N
     locked = SPAWN.Event()
     holder = SPAWN.Process(target=workers.hold_write_lock, args=(str(path), locked))
     holder.start()
-    assert locked.wait(timeout=WAIT_S)
-    holder.kill()  # SIGKILL: no rollback, no close
-    holder.join(timeout=WAIT_S)
+    try:
+        assert locked.wait(timeout=WAIT_S)
+    finally:
+        holder.kill()  # SIGKILL: no rollback, no close
+        holder.join(timeout=WAIT_S)
 
     store = RolloutStore(path, workers.MODEL)
     outcome = store.start(
