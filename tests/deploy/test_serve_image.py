@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import tomllib
 from importlib import metadata
 from pathlib import Path
@@ -94,3 +96,13 @@ def test_final_stage_is_non_root_with_exec_entrypoint_and_urllib_healthcheck() -
     assert "wget" not in stage
     assert "SERVING_HOST=0.0.0.0" in stage
     assert "PORT=8000" in stage
+
+
+def test_the_build_time_import_check_runs_against_this_code(tiny_model_repository: Path) -> None:
+    """The image build runs a one-line Python check of the app; run the same line here, so
+    that an API change it relies on fails in pytest, not minutes into the container build."""
+    match = re.search(r'^RUN python -c "(.+)"$', final_stage(), re.MULTILINE)
+    assert match is not None, "Dockerfile.serve lost its build-time import check"
+    code = match.group(1).replace("'/models'", repr(str(tiny_model_repository)))
+    assert code != match.group(1)  # the check names the image's model folder
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=120)
