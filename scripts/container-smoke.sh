@@ -165,8 +165,12 @@ assert pred["label"] == max(range(10), key=probs.__getitem__), pred
 print(f"[container-smoke] predict ok: label={pred['label']} model={answer.get('model')}", file=sys.stderr)
 with urllib.request.urlopen(sys.argv[1].replace("/v1/predict", "/metrics"), timeout=10) as resp:
     text = resp.read().decode()
-line = 'inference_http_requests_total{method="POST",route="/v1/predict",status="200"} 1.0'
-assert line in text, "the predict request is not counted on /metrics"
+wanted = ('method="POST"', 'protocol="http"', 'route="/v1/predict"', 'status="200"')
+counted = [
+    line for line in text.splitlines()
+    if line.startswith("inference_http_requests_total{") and all(w in line for w in wanted)
+]
+assert [line.rsplit(" ", 1)[1] for line in counted] == ["1.0"], ("not counted once", counted)
 assert "inference_model_info{" in text
 print("[container-smoke] /metrics ok: the request is counted", file=sys.stderr)
 PY
