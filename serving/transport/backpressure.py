@@ -14,8 +14,14 @@ past its deadline is then refused at once, from its headers (the stale refusal: 
 its arrival time; protocol.py writes the 503 without any app code).
 
 Accounting: a connection resumed but whose next request is not yet admitted is ``pending``; it
-counts against the room, so one completed batch does not release a thousand connections. The
-wait in the socket buffer is invisible to uvicorn's keep-alive timer, which is stopped while a
+counts against the room, so one completed batch does not release a thousand connections. It
+counts for one sweep interval at most: a request already waiting in the socket buffer is read
+within the next loop iterations, and a client with nothing to send yet (think time, paced
+clients, one that is done) must not keep the room full while the service idles (it did: 900
+paced clients left ~300 such connections counted, every other one held for the whole
+``max_wait_s``, and idle requests took 750 ms after the overload). The sweep also releases,
+so room that opens that way is used without waiting for a response to complete. The wait in
+the socket buffer is invisible to uvicorn's keep-alive timer, which is stopped while a
 connection is held (its client is not idle: its request is waiting).
 
 Stale requests do not wait for room: a sweep (every few milliseconds while connections are
@@ -29,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Protocol
 
@@ -61,8 +67,9 @@ class Backpressure:
         self._sweep_every_s = max(0.002, max_wait_s / 50)
         self._sweeper: asyncio.TimerHandle | None = None
         self._waiting: deque[Holdable] = deque()
-        #: Connections resumed whose next request has not arrived at admission yet.
-        self.pending = 0
+        #: Connections resumed whose next request has not arrived at admission yet, and when
+        #: (insertion order is time order).
+        self._pending: OrderedDict[Holdable, float] = OrderedDict()
         #: Holds so far (a counter for metrics).
         self.holds = 0
 
@@ -70,6 +77,17 @@ class Backpressure:
     def held(self) -> int:
         """Connections waiting now."""
         return len(self._waiting)
+
+    @property
+    def pending(self) -> int:
+        """Connections resumed within the last sweep interval whose next request has not
+        reached admission yet."""
+        pending = self._pending
+        if pending:
+            expired = time.monotonic() - self._sweep_every_s
+            while pending and pending[next(iter(pending))] <= expired:
+                pending.popitem(last=False)
+        return len(pending)
 
     def at_boundary(self, connection: Holdable) -> bool:
         """``connection`` may read its next request (a response was completed, or it is new):
@@ -90,35 +108,37 @@ class Backpressure:
         waiting = self._waiting
         while waiting and not self._full(self.pending):
             connection = waiting.popleft()
-            if connection.closed:
-                continue
-            self.pending += 1
-            connection.resume()
+            if not connection.closed:
+                self._resume(connection)
+
+    def _resume(self, connection: Holdable) -> None:
+        self._pending[connection] = time.monotonic()
+        self._pending.move_to_end(connection)  # the order stays time order
+        connection.resume()
 
     def _sweep(self) -> None:
         """Read the connections held past ``max_wait_s`` (oldest first): their requests are
         stale, and are refused at once when read."""
         self._sweeper = None
+        self.release()  # room that opened without a response completing (pending expired)
         waiting = self._waiting
         limit = time.monotonic() - self.max_wait_s
         while waiting and waiting[0].held_at <= limit:
             connection = waiting.popleft()
             if not connection.closed:
-                self.pending += 1
-                connection.resume()
+                self._resume(connection)
         if waiting:
             loop = asyncio.get_running_loop()
             self._sweeper = loop.call_later(self._sweep_every_s, self._sweep)
 
-    def arrived(self) -> None:
+    def arrived(self, connection: Holdable) -> None:
         """A resumed connection's request reached admission (its rows now count as queued)."""
-        if self.pending > 0:
-            self.pending -= 1
+        self._pending.pop(connection, None)
 
     def forget(self, connection: Holdable, resumed: bool) -> None:
         """``connection`` closed: drop it from the waiting line (or from ``pending``)."""
         if resumed:
-            self.arrived()
+            self.arrived(connection)
             return
         with contextlib.suppress(ValueError):
             self._waiting.remove(connection)

@@ -284,7 +284,7 @@ def guarded_protocol(
             if self._resumed:
                 self._resumed = False
                 assert backpressure is not None
-                backpressure.arrived()
+                backpressure.arrived(self)
             size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
             if size > limits.max_header_bytes:
                 self._refuse(too_large)

@@ -69,7 +69,7 @@ def test_connections_wait_first_come_first_served_and_pending_counts() -> None:
         assert (b.resumed, c.resumed, line.pending) == (1, 0, 1)  # the oldest first
         line.release()  # the resumed one's request has not arrived: still no room for c
         assert c.resumed == 0
-        line.arrived()  # b's request was admitted: it is now among the queued
+        line.arrived(b)  # b's request was admitted: it is now among the queued
         room.queued = 1
         line.release()
         assert (c.resumed, line.pending, line.held) == (1, 1, 0)
@@ -115,6 +115,32 @@ def test_closed_connections_leave_the_line_and_the_pending_count() -> None:
         assert stays.resumed == 1
         line.forget(stays, resumed=True)  # closed before its request arrived
         assert line.pending == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_resumed_client_with_nothing_to_send_stops_counting_after_a_sweep() -> None:
+    """A paced or finished client's connection, resumed, sends nothing: it counts as pending
+    for one sweep interval, then no longer keeps the room full, and the sweep reads the next
+    one without any response completing (it waited 750 ms per request after an overload)."""
+
+    async def scenario() -> None:
+        room = Room(limit=1)
+        room.queued = 1
+        line = Backpressure(room.full, max_wait_s=0.05)  # sweeps every 2 ms
+        quiet, waiting = Connection("quiet"), Connection("waiting")
+        line.at_boundary(quiet)
+        line.at_boundary(waiting)
+        waiting.held_at += 3600.0  # never stale: only room can read it
+        room.queued = 0
+        line.release()
+        assert (quiet.resumed, waiting.resumed, line.pending) == (1, 0, 1)
+        deadline = time.monotonic() + 10
+        while not waiting.resumed:
+            assert time.monotonic() < deadline, "quiet's client kept the room full"
+            await asyncio.sleep(0.005)
+        line.arrived(quiet)  # a request that comes late is harmless
+        assert line.held == 0
 
     asyncio.run(scenario())
 
