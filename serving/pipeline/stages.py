@@ -235,9 +235,16 @@ class Pipeline:
         queued = batcher.queued_rows + pending
         if queued + 1 > settings.max_queue_size:
             return True
-        ahead = queued + batcher.rows_in_flight + 1
-        wait = batcher.throughput.wait_s(ahead, settings.max_batch_size) + self.lag.standing_s
-        return wait > self._default_timeout_s * admission.HEADROOM
+        ahead = queued + batcher.rows_in_flight
+        meter = batcher.throughput
+        # As admission judges a request: with nothing ahead it is computed at once, as fast as
+        # the service goes. The average still holds a past overload's slow batches and falls
+        # only as batches run; judged by it, an idle service held every connection for the
+        # sweep's max_wait_s (750 ms per request after an overload, for seconds).
+        compute = (
+            meter.wait_s(ahead + 1, settings.max_batch_size) if ahead else meter.fastest_idle_s
+        )
+        return compute + self.lag.standing_s > self._default_timeout_s * admission.HEADROOM
 
     def contract(self, model: LoadedModel) -> Contract:
         key = (model.version, model.sha256)

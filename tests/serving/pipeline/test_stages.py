@@ -204,3 +204,27 @@ def test_oip_parameters_timeout_sets_the_deadline_from_arrival(settings: Setting
     start, answer = run_with(settings, scenario)
     assert start["status"] == 504, answer
     assert "deadline" in json.loads(answer["body"])["error"]
+
+
+def test_an_idle_service_is_not_full_after_an_overload(settings: Settings) -> None:
+    """Backpressure asks ``full()`` before reading a connection. After an overload the batch
+    average still holds its slow batches (it falls only as batches run); an idle service
+    judged by it held every connection for the sweep's wait. Nothing ahead: judged as
+    admission judges a lone request, by the fastest idle batch."""
+
+    async def scenario(pipeline: Pipeline, recorder: Recorder) -> tuple[bool, bool, float]:
+        pixels = synthetic_images(1, seed=3)
+        batcher = pipeline.service.batcher
+        assert batcher is not None
+        await batcher.submit(pixels, time.monotonic() + 60)  # one idle batch measured
+        meter = batcher.throughput
+        # An overload's batch: 3 s from the end of the one before, behind a backlog.
+        meter.record(taken_at=0.0, finished_at=0.001, backlog=True)
+        meter.record(taken_at=1.0, finished_at=3.0, backlog=False)
+        idle = pipeline.full()
+        busy = pipeline.full(pending=1)  # a request about to be read: the average applies
+        return idle, busy, meter.wait_s(2, 32)
+
+    idle, busy, average_wait = run_with(settings, scenario)
+    assert average_wait > 1.0  # the average does hold the overload
+    assert (idle, busy) == (False, True)
