@@ -95,7 +95,7 @@ from serving.rollout.evidence import Role
 from serving.rollout.policy import POLICY_FILE
 from serving.rollout_service import CanaryRoute, RecordingObserver, RolloutService
 from serving.settings import Settings
-from serving.testing import SERVE, ServerProcess
+from serving.testing import SERVE, ServerProcess, cpu_seconds_of
 
 logger = logging.getLogger(__name__)
 
@@ -1254,19 +1254,6 @@ def cpu_ns(pid: int) -> int:
     return total
 
 
-def _stat_seconds(pid: int) -> float:
-    """utime + stime of ``pid`` and its children so far (``/proc/<pid>/stat``, via psutil)."""
-    root = psutil.Process(pid)
-    total = 0.0
-    for proc in [root, *root.children(recursive=True)]:
-        try:
-            times = proc.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += times.user + times.system
-    return total
-
-
 def idle_cpu(models: Path, model_name: str, seconds: float) -> list[IdleCpu]:
     """Each of ``IDLE_SERVERS`` as a ``python -m serving`` process, and ``LAG_PROBE`` for
     scale, all started at once and measured over the same ``seconds`` with no request (none:
@@ -1287,10 +1274,10 @@ def idle_cpu(models: Path, model_name: str, seconds: float) -> list[IdleCpu]:
         time.sleep(IDLE_SETTLE_S)
         if probe.poll() is not None:
             raise RuntimeError(f"the lag probe exited with {probe.returncode}")
-        before = [(cpu_ns(pid), _stat_seconds(pid)) for pid in pids]
+        before = [(cpu_ns(pid), cpu_seconds_of(pid)) for pid in pids]
         started = time.monotonic()
         time.sleep(seconds)
-        after = [(cpu_ns(pid), _stat_seconds(pid)) for pid in pids]
+        after = [(cpu_ns(pid), cpu_seconds_of(pid)) for pid in pids]
         elapsed = time.monotonic() - started
     names = [name for name, _ in IDLE_SERVERS] + [LAG_PROBE_NAME]
     return [

@@ -140,15 +140,7 @@ class ServerProcess:
     def cpu_seconds(self) -> float:
         """User + system CPU of the process and its children (e.g. uvicorn workers) so far."""
         assert self.process is not None
-        root = psutil.Process(self.process.pid)
-        total = 0.0
-        for proc in [root, *root.children(recursive=True)]:
-            try:
-                times = proc.cpu_times()
-            except psutil.NoSuchProcess:
-                continue
-            total += times.user + times.system
-        return total
+        return cpu_seconds_of(self.process.pid)
 
     def __enter__(self) -> ServerProcess:
         return self.start()
@@ -174,3 +166,17 @@ class AppClient(TestClient[ServiceApp]):
     @property
     def service(self) -> Service:
         return self.served.service
+
+
+def cpu_seconds_of(pid: int) -> float:
+    """User + system CPU of process ``pid`` and its children so far (``/proc/<pid>/stat``, via
+    psutil); children that end while being read are skipped."""
+    root = psutil.Process(pid)
+    total = 0.0
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
