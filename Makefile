@@ -9,8 +9,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 MODELS ?= models
 MODEL_NAME ?= mnist
-# Empty: training downloads MNIST the usual Keras way. CI and tests set it to ../shared/data/mnist.
-MNIST_DIR ?=
+# Where ../shared/data/mnist exists (this project's machines: no internet) training uses it, as
+# the tests do (loadtest/data.py); elsewhere it is empty and training downloads MNIST the usual
+# Keras way. `make test` trains when no model exists (its load test serves one).
+MNIST_DIR ?= $(abspath $(wildcard ../shared/data/mnist))
 export MNIST_DIR
 
 .PHONY: help
