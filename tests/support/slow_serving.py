@@ -15,13 +15,16 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import onnxruntime as ort
 
 import serving.transport.server
 from serving.__main__ import main
 from serving.settings import Settings
+
+if TYPE_CHECKING:  # the harness stays out of the server this module runs
+    from serving.testing import ServerProcess
 
 BATCH_S = float(os.environ.get("SLOW_BATCH_MS", "2")) / 1000
 ROW_S = float(os.environ.get("SLOW_ROW_MS", "2")) / 1000
@@ -31,6 +34,31 @@ GATE = Path(os.environ["SLOW_GATE_FILE"]) if os.environ.get("SLOW_GATE_FILE") el
 def entered(gate: Path) -> Path:
     """The file a held batch creates: the test's sign that a batch is in compute."""
     return gate.with_name(gate.name + ".entered")
+
+
+def gated_server(repository: Path, tmp_path: Path, **settings: str) -> tuple[ServerProcess, Path]:
+    """The server, unstarted, and its gate: while that file exists, batches wait in the model."""
+    from serving.testing import ServerProcess
+    from tests.support.server import REPO
+
+    gate = tmp_path / "gate"
+    env = {
+        "SERVING_MODEL_REPOSITORY": str(repository),
+        "SERVING_REQUEST_TIMEOUT_MS": "30000",
+        "SERVING_INLINE_MAX_ROWS": "0",
+        "SLOW_BATCH_MS": "0",
+        "SLOW_ROW_MS": "0",
+        "SLOW_GATE_FILE": str(gate),
+        **settings,
+    }
+    server = ServerProcess(
+        tmp_path / "server.log",
+        args=("-m", "tests.support.slow_serving"),
+        env=env,
+        cwd=REPO,
+        ready_timeout_s=60,
+    )
+    return server, gate
 
 
 class SlowSession(ort.InferenceSession):  # type: ignore[misc]

@@ -26,6 +26,7 @@ from tritonclient.grpc import service_pb2_grpc as triton_grpc
 from tritonclient.utils import InferenceServerException
 
 from serving.testing import ServerProcess
+from tests.support import slow_serving
 from tests.support.metrics import Samples, queued_rows, scrape, wait_for
 from tests.support.server import REPO, free_port, serving_process
 from tests.support.slow_serving import entered
@@ -39,29 +40,17 @@ def gated_server(
     tiny_model_repository: Path, tmp_path: Path, workers: int = 1
 ) -> Iterator[tuple[ServerProcess, str, Path]]:
     """The real service whose batches wait while ``gate`` exists (it does at start)."""
-    gate = tmp_path / "gate"
-    gate.touch()
     port = free_port()
-    env = {
-        "SERVING_MODEL_REPOSITORY": str(tiny_model_repository),
-        "SERVING_GRPC_PORT": str(port),
-        "SERVING_WORKERS": str(workers),
-        "SERVING_INLINE_MAX_ROWS": "0",
-        "SERVING_REQUEST_TIMEOUT_MS": "30000",
-        "SERVING_MODEL_POLL_INTERVAL_S": "0",
+    server, gate = slow_serving.gated_server(
+        tiny_model_repository,
+        tmp_path,
+        SERVING_GRPC_PORT=str(port),
+        SERVING_WORKERS=str(workers),
+        SERVING_MODEL_POLL_INTERVAL_S="0",
         # A scrape refreshes the answering worker's metrics; the others publish at this pace.
-        "SERVING_METRICS_SAMPLE_INTERVAL_S": "0.2",
-        "SLOW_BATCH_MS": "0",
-        "SLOW_ROW_MS": "0",
-        "SLOW_GATE_FILE": str(gate),
-    }
-    server = ServerProcess(
-        tmp_path / "server.log",
-        args=("-m", "tests.support.slow_serving"),
-        env=env,
-        cwd=REPO,
-        ready_timeout_s=60,
+        SERVING_METRICS_SAMPLE_INTERVAL_S="0.2",
     )
+    gate.touch()
     with server:
         wait_until(lambda: health(f"127.0.0.1:{port}") is not None)  # every worker has gRPC
         yield server, f"127.0.0.1:{port}", gate

@@ -18,8 +18,8 @@ import pytest
 
 from serving.testing import ServerProcess
 from serving.transport.backpressure import Backpressure
+from tests.support import slow_serving
 from tests.support.metrics import queued_rows, wait_for
-from tests.support.server import REPO
 from tests.support.slow_serving import entered
 from tests.support.tiny_model import synthetic_images
 
@@ -178,25 +178,13 @@ FOUR_ROWS = (synthetic_images(4, seed=12) * 255).astype("uint8").tobytes()
 def gated_server(
     tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[tuple[ServerProcess, Path]]:
-    gate = tmp_path / "gate"
-    env = {
-        "SERVING_MODEL_REPOSITORY": str(request.getfixturevalue("tiny_model_repository")),
-        "SERVING_MAX_BATCH_SIZE": "4",
-        "SERVING_MAX_INSTANCES": "4",
-        "SERVING_MAX_QUEUE_SIZE": "4",
-        "SERVING_REQUEST_TIMEOUT_MS": "30000",
-        "SERVING_INLINE_MAX_ROWS": "0",
-        "SERVING_BACKPRESSURE": request.param,
-        "SLOW_BATCH_MS": "0",
-        "SLOW_ROW_MS": "0",
-        "SLOW_GATE_FILE": str(gate),
-    }
-    server = ServerProcess(
-        tmp_path / "server.log",
-        args=("-m", "tests.support.slow_serving"),
-        env=env,
-        cwd=REPO,
-        ready_timeout_s=60,
+    server, gate = slow_serving.gated_server(
+        request.getfixturevalue("tiny_model_repository"),
+        tmp_path,
+        SERVING_MAX_BATCH_SIZE="4",
+        SERVING_MAX_INSTANCES="4",
+        SERVING_MAX_QUEUE_SIZE="4",
+        SERVING_BACKPRESSURE=request.param,
     )
     with server:
         yield server, gate

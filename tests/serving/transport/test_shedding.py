@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from serving.testing import ServerProcess
+from tests.support import slow_serving
 from tests.support.metrics import queued_rows, wait_for
 from tests.support.server import REPO
 from tests.support.slow_serving import entered
@@ -42,25 +43,13 @@ def test_a_full_queue_is_refused_from_its_headers_and_the_connection_stays_usabl
 ) -> None:
     """Refused by the protocol from the headers (no app code, no body decode): the answer goes
     out once the body has been read and dropped, and the connection serves its next request."""
-    gate = tmp_path / "gate"
-    env = {
-        "SERVING_MODEL_REPOSITORY": str(tiny_model_repository),
-        "SERVING_MAX_BATCH_SIZE": "4",
-        "SERVING_MAX_INSTANCES": "4",
-        "SERVING_MAX_QUEUE_SIZE": "4",
-        "SERVING_BACKPRESSURE": "false",  # refusals, not holding: what this test is about
-        "SERVING_REQUEST_TIMEOUT_MS": "30000",
-        "SERVING_INLINE_MAX_ROWS": "0",
-        "SLOW_BATCH_MS": "0",
-        "SLOW_ROW_MS": "0",
-        "SLOW_GATE_FILE": str(gate),
-    }
-    server = ServerProcess(
-        tmp_path / "server.log",
-        args=("-m", "tests.support.slow_serving"),
-        env=env,
-        cwd=REPO,
-        ready_timeout_s=60,
+    server, gate = slow_serving.gated_server(
+        tiny_model_repository,
+        tmp_path,
+        SERVING_MAX_BATCH_SIZE="4",
+        SERVING_MAX_INSTANCES="4",
+        SERVING_MAX_QUEUE_SIZE="4",
+        SERVING_BACKPRESSURE="false",  # refusals, not holding: what this test is about
     )
     headers = {"content-type": "application/octet-stream"}
     results: list[int] = []
