@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from serving.access import guard as guard_module
 from serving.access.guard import (
     ANONYMOUS,
     INVALID,
@@ -18,7 +19,7 @@ from serving.access.guard import (
     Reason,
     bearer_token,
 )
-from serving.access.keys import KeyTable, parse_keys
+from serving.access.keys import KeyTable, digest_of, parse_keys
 from serving.access.scopes import Scope
 
 INFER_KEY = "infer-8a1c5b0e3d9f4e21a7c6"
@@ -299,3 +300,42 @@ def test_keys_are_compared_as_digests_with_compare_digest(
     guard = Guard(table)
     assert guard.check(Scope.INFER, bearer(INFER_KEY)).allowed
     assert compared == [(hashlib.sha256(INFER_KEY.encode()).digest(),) * 2]
+
+
+def test_a_verified_key_is_hashed_once_per_table(
+    table: KeyTable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SHA-256 is the guard's largest cost at c=1: a key that verified is found by a dict
+    lookup on its next requests, until a reload swaps the table."""
+    hashed: list[bytes] = []
+    real = digest_of
+
+    def counting(token: bytes) -> bytes:
+        hashed.append(token)
+        return real(token)
+
+    monkeypatch.setattr(guard_module, "digest_of", counting)
+    guard = Guard(table)
+    for _ in range(3):
+        assert guard.check(Scope.INFER, bearer(INFER_KEY)).key_name == "client"
+    assert guard.check(Scope.ADMIN, bearer(INFER_KEY)).status == 403  # scopes still apply
+    assert len(hashed) == 1
+    guard.use(parse_keys(KEYS))  # a reload: verified again, once
+    assert guard.check(Scope.INFER, bearer(INFER_KEY)).allowed
+    assert guard.check(Scope.INFER, bearer(INFER_KEY)).allowed
+    assert len(hashed) == 2
+
+
+def test_only_verified_keys_are_remembered_and_a_reload_forgets_them(table: KeyTable) -> None:
+    guard = Guard(table)
+    for attempt in range(100):  # wrong keys leave nothing behind
+        assert guard.check(Scope.INFER, bearer(f"{INFER_KEY}-{attempt}")).status == 401
+    assert guard.check(Scope.INFER, bearer(INFER_KEY)).allowed
+    assert guard.check(Scope.INFER, bearer(INFER_KEY)).allowed
+    assert guard._state.verified.keys() == {INFER_KEY.encode()}
+    # Its entry now holds another key: the remembered token goes with the old table.
+    replaced = f'key = "{INFER_KEY}"'.encode()
+    without_client = parse_keys(KEYS.replace(replaced, b'key = "another-key-0123456789abc"'))
+    guard.use(without_client)
+    assert guard.check(Scope.INFER, bearer(INFER_KEY)).status == 401
+    assert not guard._state.verified
