@@ -16,6 +16,7 @@ import json
 import os
 import platform
 import resource
+import shlex
 import shutil
 import socket
 import subprocess
@@ -31,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 import psutil
 
-from benchmarks import ab, floor, h2load, h2sweep, report, wrk
+from benchmarks import ab, floor, h2load, h2sweep, interleaved, report, wrk
 from benchmarks.report import Point, markdown, plot, ratios
 from loadtest.data import binary_body, json_body, load_digits, mnist_dir
 from loadtest.oip import HEADER_LENGTH, INFER_PATH, v2_binary_body, v2_json_body
@@ -304,28 +305,32 @@ def _measure_together(
     return points[0], points[1]
 
 
-def _measure_in_turn(
+def _measure_interleaved(
     a: ServerProcess,
     b: ServerProcess,
     names: tuple[str, str],
     works: tuple[Workload, Workload],
-    concurrency: int,
     seconds: float,
-    index: int,
 ) -> tuple[Point, Point]:
-    """One window each, one after the other, alone on the server core; the order alternates
-    with ``index`` (ABBA...), so a drift over the rounds weighs on both alike.
+    """One window of requests alternated between A and B by one client (benchmarks/interleaved.py).
 
-    For latency at low concurrency: loaded together, each server's request would often wait
-    for the other's on the shared core, which adds the other's cost to its latency and hides
-    the difference being measured."""
-    configs = [Config(names[0]), Config(names[1])]
-    order = [0, 1] if index % 2 == 0 else [1, 0]
-    found: dict[int, Point] = {}
-    for i in order:
-        server = (a, b)[i]
-        found[i] = _measure(server, configs[i], works[i], concurrency, seconds)
-    return found[0], found[1]
+    For latency at c=1: windows in turn drift apart (this VM's speed changes over seconds), and
+    loaded together each server's request would wait for the other's on the shared core. Both
+    works must post the same bodies; their targets (e.g. headers) may differ."""
+    if works[0].bodies != works[1].bodies:
+        raise ValueError("interleaved windows post the same bodies to both servers")
+    cpu_before = (a.cpu_seconds(), b.cpu_seconds())
+    busy_before = _machine_busy()
+    loads = interleaved.run(
+        (a.port, b.port), works[0].bodies, (works[0].target, works[1].target), seconds, LOAD_CPU
+    )
+    servers = (a.cpu_seconds() - cpu_before[0], b.cpu_seconds() - cpu_before[1])
+    other = _machine_busy() - busy_before - sum(servers) - sum(x.generator_cpu_s for x in loads)
+    points = [
+        Point(name, 1, load, server_cpu, other + server_cpu + load.generator_cpu_s)
+        for name, load, server_cpu in zip(names, loads, servers, strict=True)
+    ]
+    return points[0], points[1]
 
 
 def paired_rounds(
@@ -338,14 +343,16 @@ def paired_rounds(
     together: bool,
     label: str,
 ) -> list[ab.Round]:
-    """``rounds`` windows of A against B (``together``: loaded at once, else in turn)."""
+    """``rounds`` windows of A against B (``together``: loaded at once; else c=1, interleaved)."""
     a, b = servers
+    if not together and concurrency != 1:
+        raise ValueError("windows not loaded together are interleaved, at c=1 only")
     found = []
     for index in range(rounds):
         if together:
             base, variant = _measure_together(a, b, names, works, concurrency, seconds)
         else:
-            base, variant = _measure_in_turn(a, b, names, works, concurrency, seconds, index)
+            base, variant = _measure_interleaved(a, b, names, works, seconds)
         found.append(ab.Round(index, base, variant))
         r = found[-1]
         print(
@@ -377,7 +384,7 @@ def keys_ab(
     args: argparse.Namespace, endpoint: str, json_work: Workload, work: Path
 ) -> dict[int, list[ab.Round]]:
     """Keys off (BATCHED) against keys on (KEYS_ON, the client sending its key), per
-    concurrency: c=1 in turn (latency), c=32 loaded together (cost)."""
+    concurrency: c=1 interleaved (latency), c=32 loaded together (cost)."""
     keys_file = work / "keys.toml"
     keys_file.write_text(KEYS_FILE)
     keyed = dataclasses.replace(
@@ -584,9 +591,8 @@ def main() -> int:
     header = "\n".join([
         f"# Benchmark {stem}",
         "",
-        f"- Command: `python -m benchmarks --models {args.models}"
-        f"{' --quick' if args.quick else ''}`; {seconds:g} s per point after a 2 s warm-up per "
-        f"configuration; a point disturbed by other processes (other CPU > "
+        f"- Command: `python -m benchmarks {shlex.join(sys.argv[1:])}`; {seconds:g} s per point "
+        f"after a 2 s warm-up per configuration; a point disturbed by other processes (other CPU > "
         f"{QUIET_OTHER_CPU_PCT:g} %) is re-run, up to {args.repeat} runs, and the least disturbed "
         f"run is kept; total {time.monotonic() - started:.0f} s; load average at the end "
         f"{load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1 / 5 / 15 min).",
@@ -621,7 +627,8 @@ def main() -> int:
         ))  # fmt: skip
     for concurrency, key_rounds in keys.items():
         how = ("loaded together, both servers on core 0, two wrk on core 1" if concurrency > 1
-               else "one server at a time, in alternating order (ABBA)")  # fmt: skip
+               else "requests interleaved by one client (benchmarks/interleaved.py), both "
+                    "servers on core 0, the client on core 1")  # fmt: skip
         text += "\n" + "\n".join(ab.markdown(
             key_rounds,
             f"Keys on / off (issue 25), c={concurrency}, {args.ab_seconds:g} s windows, {how}",

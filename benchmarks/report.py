@@ -247,7 +247,7 @@ def issue_25(keys: Mapping[int, Summary]) -> list[Ratio]:
     out = []
     for concurrency, summary in sorted(keys.items()):
         low, high = summary.p50_range
-        how = "loaded together" if concurrency > 1 else "in turn, alternating order"
+        how = "loaded together" if concurrency > 1 else "interleaved requests, one client"
         out.append(Ratio(
             f"keys on / off, p50 latency at c={concurrency}", summary.p50_ratio,
             f"<= {KEYS_BUDGET}", summary.p50_ratio <= KEYS_BUDGET,

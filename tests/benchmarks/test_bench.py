@@ -54,7 +54,7 @@ def test_new_configurations_and_the_keys_ab_run_and_report(
         assert load["errors"] == 0, point
         assert load["requests"] > 0, point
         assert point["server_cpu_s"] > 0, point
-    # Keys on/off: c=1 in turn, c=32 together; every keyed request was let in (no 401).
+    # Keys on/off: c=1 interleaved, c=32 together; every keyed request was let in (no 401).
     assert set(raw["keys"]) == {"1", "32"}
     for rounds in raw["keys"].values():
         for window in rounds:
