@@ -13,10 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from serving.testing import ServerProcess
 from tests.support import slow_serving
 from tests.support.metrics import queued_rows, wait_for
-from tests.support.server import REPO
 from tests.support.slow_serving import entered
 from tests.support.tiny_model import synthetic_images
 
@@ -136,27 +134,15 @@ def test_a_body_that_can_never_fit_gets_413_before_any_503(
     """With the queue full, a small request is shed (503 + Retry-After), but a body over
     ``max_body_bytes`` gets 413 with no Retry-After: declared (refused from its headers, before
     its body arrives) or chunked (once it passes the limit). Idle, the same holds."""
-    gate = tmp_path / "gate"
-    gate.touch()
-    env = {
-        "SERVING_MODEL_REPOSITORY": str(tiny_model_repository),
-        "SERVING_MAX_BATCH_SIZE": "4",
-        "SERVING_MAX_INSTANCES": "4",
-        "SERVING_MAX_QUEUE_SIZE": "4",
-        "SERVING_BACKPRESSURE": "false",  # refusals, not holding: what this test is about
-        "SERVING_REQUEST_TIMEOUT_MS": "30000",
-        "SERVING_INLINE_MAX_ROWS": "0",
-        "SLOW_BATCH_MS": "0",
-        "SLOW_ROW_MS": "0",
-        "SLOW_GATE_FILE": str(gate),
-    }
-    server = ServerProcess(
-        tmp_path / "server.log",
-        args=("-m", "tests.support.slow_serving"),
-        env=env,
-        cwd=REPO,
-        ready_timeout_s=60,
+    server, gate = slow_serving.gated_server(
+        tiny_model_repository,
+        tmp_path,
+        SERVING_MAX_BATCH_SIZE="4",
+        SERVING_MAX_INSTANCES="4",
+        SERVING_MAX_QUEUE_SIZE="4",
+        SERVING_BACKPRESSURE="false",  # refusals, not holding: what this test is about
     )
+    gate.touch()
     json_headers = {"content-type": "application/json"}
     raw_headers = {"content-type": "application/octet-stream"}
     limit = 4 * 1024 * 1024
