@@ -1,13 +1,13 @@
 """The batcher's observer: turns the four batching hooks into spans, metrics and drift updates.
 
 Everything here runs on the event loop, so the hooks only RECORD: list appends of the queue
-waits, batch sizes and compute times, and references to the batch's output array (model
-quality) and input array (drift). :meth:`TelemetryObserver.flush`, called by the plugin on every
-scrape and every ``metrics_sample_interval_s``, turns them into metric updates with a few
-vectorized NumPy calls for the whole interval instead of per batch. The arrays are never written
-after the batch (inputs are merged copies, outputs come fresh from onnxruntime), so keeping
-references is safe; drift keeps at most its window's worth of rows. With tracing off the tracing
-branches are a single ``is None`` check.
+waits, batch sizes, compute times and each row's label and confidence (model quality), and a
+copy of the inputs into drift's ring. :meth:`TelemetryObserver.flush`, called by the plugin on
+every scrape and every ``metrics_sample_interval_s``, turns them into metric updates with a few
+vectorized NumPy calls for the whole interval instead of per batch. No hook keeps a batch's
+arrays: a request's arrays must be freed when it is answered, so the next one reuses their
+warm memory (keeping references cost ~3 % of the c=1 latency: docs/decisions.md). With tracing
+off the tracing branches are a single ``is None`` check.
 """
 
 from __future__ import annotations
@@ -52,7 +52,10 @@ class TelemetryObserver:
         self.tracer = tracer
         self._threshold = low_confidence_threshold
         self._queue_rows: Callable[[], int] | None = None
-        self._outputs: list[Outputs] = []
+        #: Each row's predicted label and confidence since the last flush, as Python numbers.
+        self._labels: list[int] = []
+        self._confidences: list[float] = []
+        self._batches = 0
         self._buffers: tuple[BufferedHistogram, ...] = ()
         if metrics is not None:
             self._queue_wait = BufferedHistogram(metrics.queue_wait)
@@ -75,10 +78,11 @@ class TelemetryObserver:
         """Write everything recorded since the last flush to the metrics (on the event loop)."""
         for buffer in self._buffers:
             buffer.flush()
-        outputs, self._outputs = self._outputs, []
-        if self.metrics is not None and outputs:
-            labels = np.concatenate([o.labels for o in outputs])
-            confidences = np.concatenate([o.confidences for o in outputs])
+        recorded = self._labels, self._confidences
+        self._labels, self._confidences, self._batches = [], [], 0
+        if self.metrics is not None and recorded[0]:
+            labels = np.asarray(recorded[0], dtype=np.int64)
+            confidences = np.asarray(recorded[1], dtype=np.float64)
             self.metrics.observe_outputs(labels, confidences, self._threshold)
             if self.predictions is not None:
                 self.predictions.update(labels, confidences)
@@ -118,8 +122,10 @@ class TelemetryObserver:
             if error is not None:
                 self.metrics.batch_errors.inc()
             elif outputs is not None:
-                self._outputs.append(outputs)
-                if len(self._outputs) >= MAX_BUFFERED_BATCHES:
+                self._labels += outputs.labels.tolist()
+                self._confidences += outputs.confidences.tolist()
+                self._batches += 1
+                if self._batches >= MAX_BUFFERED_BATCHES:
                     self.flush()
         if self.drift is not None and outputs is not None:
             self.drift.update(inputs)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from model_repository.features import PSI_ALERT, PSI_WARN, training_stats
+from model_repository.features import PSI_ALERT, PSI_WARN, image_features, training_stats
 from model_repository.metadata import TrainingStats
 from serving.observability.drift import DriftMonitor
 from training.idx import TRAIN_IMAGES, load_test_digits, read_idx
@@ -91,3 +94,47 @@ def test_gauges_publish_the_report(train_stats: TrainingStats, test_digits: Pixe
         assert value("inference_drift_psi", {"feature": feature}) == pytest.approx(score)
     assert value("inference_drift_psi_max") == pytest.approx(report.max_psi)
     assert (value("inference_drift_psi_max") or 0) > PSI_ALERT
+
+
+@given(
+    sizes=st.lists(st.integers(1, 140), min_size=1, max_size=25),
+    reports=st.sets(st.integers(0, 24)),
+)
+@settings(max_examples=60, deadline=None)
+def test_the_window_is_exactly_the_latest_rows_whatever_the_batches_and_reports(
+    train_stats: TrainingStats, test_digits: Pixels, sizes: list[int], reports: set[int]
+) -> None:
+    """The ring of raw rows wraps, takes batches larger than the window and reports in between:
+    the report always covers exactly the latest ``window`` rows, in any case."""
+    window = 100
+    monitor = DriftMonitor(train_stats, window)
+    sent, at = [], 0
+    for index, size in enumerate(sizes):
+        batch = test_digits[at : at + size]
+        at += size
+        monitor.update(batch)
+        sent.append(batch)
+        if index in reports:
+            monitor.report()
+    latest = np.concatenate(sent)[-window:]
+    report = monitor.report()
+    assert report.window_images == len(latest)
+    expected = image_features(latest)
+    for name, mean in report.window_mean.items():
+        assert mean == pytest.approx(float(expected[name].mean()), rel=1e-9, abs=1e-12)
+
+
+def test_update_copies_the_rows(train_stats: TrainingStats, test_digits: Pixels) -> None:
+    """The caller's array is free to go (or change) once update returns."""
+    monitor = DriftMonitor(train_stats, WINDOW)
+    batch = test_digits[:50].copy()
+    watched = weakref.ref(batch)
+    monitor.update(batch)
+    before = monitor.report()  # absorbed...
+    monitor.update(batch)
+    batch[:] = 1.0  # ...or not yet: either way the rows were copied
+    del batch
+    assert watched() is None
+    after = monitor.report()
+    assert after.window_images == 100
+    assert after.window_mean == pytest.approx(before.window_mean)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -120,6 +121,26 @@ def test_only_computed_inputs_feed_drift(registry: CollectorRegistry, metadata: 
     ended(observer, requests, outputs([0, 0, 0], 0.9), inputs=inputs)
     ended(observer, requests, RuntimeError("failed"), inputs=inputs)
     assert drift.publish().window_images == 3
+
+
+def test_no_hook_keeps_a_batchs_arrays(registry: CollectorRegistry, metadata: Metadata) -> None:
+    """Kept arrays cannot be freed when their request is answered, and the next request's
+    arrays then land in cold memory: ~3 % of the c=1 latency (docs/decisions.md)."""
+    drift = DriftMonitor(metadata.training_stats, 100, registry=registry)
+    observer = observer_on(registry, drift=drift)
+    requests = [queued(2, 0.0)]
+    inputs = np.full((2, 784), 0.2, np.float32)
+    result = outputs([3, 8], 0.9)
+    watched = [weakref.ref(a) for a in (inputs, *result[:3])]
+    observer.on_batch_start(1, requests, 2)
+    ended(observer, requests, result, inputs=inputs)
+    del inputs, result
+    assert [ref() for ref in watched] == [None] * 4
+    observer.flush()  # what the hooks recorded is all there
+    value = registry.get_sample_value
+    assert value("inference_predictions_total", {"label": "3"}) == 1
+    assert value("inference_predictions_total", {"label": "8"}) == 1
+    assert drift.publish().window_mean["mean_intensity"] == pytest.approx(0.2)
 
 
 def test_a_long_interval_under_load_flushes_by_itself(
