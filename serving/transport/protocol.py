@@ -195,6 +195,10 @@ def guarded_protocol(
         #: A shed answer held back until a chunked body is complete (or passes the limit).
         _deferred: bytes | None = None
         _dropped = 0
+        #: Between on_message_begin and on_message_complete; messages completed so far (to tell
+        #: whether a chunk held the end of one): data_received counts a head's first chunk.
+        _in_message = False
+        _completed = 0
         _timer: asyncio.TimerHandle | None = None
         _socket: Any = None
         #: Backpressure: held (not read) / resumed, its next request not yet at admission.
@@ -267,12 +271,19 @@ def guarded_protocol(
                 return
             if self._awaiting_headers:
                 self._header_bytes += len(data)
+            at_boundary, completed = not self._in_message, self._completed
             super().data_received(data)
+            if at_boundary and self._completed == completed and self._awaiting_headers:
+                # The message began in this chunk (on_message_begin zeroed the count) and the
+                # chunk held nothing of another one: all of it is this message's head so far.
+                # Uncounted, a head over the limit arriving in one read waited for the 408.
+                self._header_bytes = len(data)
             if self._awaiting_headers and self._header_bytes > limits.max_header_bytes:
                 self._refuse(too_large)
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
+            self._in_message = True
             self._awaiting_headers = True
             self._header_bytes = 0
             self._arm(limits.header_timeout_s, header_timeout)
@@ -344,6 +355,8 @@ def guarded_protocol(
                     self._refuse(too_big)
 
         def on_message_complete(self) -> None:
+            self._in_message = False
+            self._completed += 1
             if self._refused:
                 return
             self._disarm()

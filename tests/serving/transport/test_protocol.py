@@ -99,6 +99,34 @@ def test_headers_beyond_16_kib_are_431_and_closed(patient: RunningServer) -> Non
         assert http.get("/healthz", headers={"x-ok": "a" * 8000}).status_code == 200
 
 
+def test_a_head_over_the_limit_in_one_read_is_431_at_once(patient: RunningServer) -> None:
+    """20 KiB of headers without their end, sent at once and then nothing more: one read (or a
+    few) holds the whole head. Its first chunk is counted too, so the answer is 431 now, not the
+    header timeout's 408 in 120 s (the test's 10 s socket timeout would fail first)."""
+    with connect(patient) as sock:
+        sock.settimeout(10)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (20 * 1024))
+        status, _ = status_and_error(read_until_closed(sock))
+    assert status == 431
+
+
+def test_pipelined_requests_in_one_read_are_not_counted_as_one_head(
+    patient: RunningServer,
+) -> None:
+    """A chunk that ends one request and starts the next is not all the next one's head: a
+    12 KiB header, then a second request, sent together, are both answered."""
+    head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * (12 * 1024) + b"\r\n\r\n"
+    with connect(patient) as sock:
+        sock.settimeout(10)
+        sock.sendall(head + head[: 8 * 1024])  # the second head's first 8 KiB...
+        first = sock.recv(65536)
+        sock.sendall(head[8 * 1024 :])  # ...and the rest of it
+        answers = first
+        while answers.count(b"HTTP/1.1 ") < 2:
+            answers += sock.recv(65536)
+    assert answers.count(b"HTTP/1.1 200") == 2, answers[:300]
+
+
 def send_ignoring_resets(sock: socket.socket, data: bytes) -> None:
     with contextlib.suppress(OSError):
         sock.sendall(data)
