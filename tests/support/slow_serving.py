@@ -37,7 +37,8 @@ def entered(gate: Path) -> Path:
 
 
 def gated_server(repository: Path, tmp_path: Path, **settings: str) -> tuple[ServerProcess, Path]:
-    """The server, unstarted, and its gate: while that file exists, batches wait in the model."""
+    """The server, unstarted, and its gate: while that file exists, batches wait in the model.
+    ``settings`` (environment variables) go on top, e.g. ``SLOW_BATCH_MS`` for slow batches."""
     from serving.testing import ServerProcess
     from tests.support.server import REPO
 

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from serving.testing import ServerProcess
 from serving.transport.arrival import ARRIVED_AT, arrived_at, waited_s
-from tests.support.server import REPO
+from tests.support import slow_serving
 from tests.support.tiny_model import synthetic_images
 
 
@@ -43,19 +42,8 @@ def test_a_request_that_waited_past_its_deadline_is_refused_not_served(
     will take 1.5 s too (the meter learnt it from A). Counted from when B is read, its 3 s
     deadline fits that wait (75 % of 3 s > 1.5 s) and it would be served; counted from its
     arrival, only 1.5 s are left (75 %: 1.125 s < 1.5 s), so it is refused at once."""
-    env = {
-        "SERVING_MODEL_REPOSITORY": str(tiny_model_repository),
-        "SERVING_REQUEST_TIMEOUT_MS": "10000",
-        "SERVING_INLINE_MAX_ROWS": "0",
-        "SLOW_BATCH_MS": "1500",
-        "SLOW_ROW_MS": "0",
-    }
-    server = ServerProcess(
-        tmp_path / "server.log",
-        args=("-m", "tests.support.slow_serving"),
-        env=env,
-        cwd=REPO,
-        ready_timeout_s=60,
+    server, _ = slow_serving.gated_server(  # no gate file: every batch just takes 1.5 s
+        tiny_model_repository, tmp_path, SERVING_REQUEST_TIMEOUT_MS="10000", SLOW_BATCH_MS="1500"
     )
     body = (synthetic_images(1, seed=3) * 255).astype("uint8").tobytes()
     head = b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"

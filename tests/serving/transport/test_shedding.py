@@ -20,6 +20,15 @@ from tests.support.tiny_model import synthetic_images
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
+#: A queue of four rows that refuses (503) once full instead of holding connections: what the
+#: tests of shedding are about.
+REFUSING = {
+    "SERVING_MAX_BATCH_SIZE": "4",
+    "SERVING_MAX_INSTANCES": "4",
+    "SERVING_MAX_QUEUE_SIZE": "4",
+    "SERVING_BACKPRESSURE": "false",
+}
+
 
 def raw_rows(count: int) -> bytes:
     return (synthetic_images(count, seed=count) * 255).astype("uint8").tobytes()
@@ -41,14 +50,7 @@ def test_a_full_queue_is_refused_from_its_headers_and_the_connection_stays_usabl
 ) -> None:
     """Refused by the protocol from the headers (no app code, no body decode): the answer goes
     out once the body has been read and dropped, and the connection serves its next request."""
-    server, gate = slow_serving.gated_server(
-        tiny_model_repository,
-        tmp_path,
-        SERVING_MAX_BATCH_SIZE="4",
-        SERVING_MAX_INSTANCES="4",
-        SERVING_MAX_QUEUE_SIZE="4",
-        SERVING_BACKPRESSURE="false",  # refusals, not holding: what this test is about
-    )
+    server, gate = slow_serving.gated_server(tiny_model_repository, tmp_path, **REFUSING)
     headers = {"content-type": "application/octet-stream"}
     results: list[int] = []
 
@@ -134,14 +136,7 @@ def test_a_body_that_can_never_fit_gets_413_before_any_503(
     """With the queue full, a small request is shed (503 + Retry-After), but a body over
     ``max_body_bytes`` gets 413 with no Retry-After: declared (refused from its headers, before
     its body arrives) or chunked (once it passes the limit). Idle, the same holds."""
-    server, gate = slow_serving.gated_server(
-        tiny_model_repository,
-        tmp_path,
-        SERVING_MAX_BATCH_SIZE="4",
-        SERVING_MAX_INSTANCES="4",
-        SERVING_MAX_QUEUE_SIZE="4",
-        SERVING_BACKPRESSURE="false",  # refusals, not holding: what this test is about
-    )
+    server, gate = slow_serving.gated_server(tiny_model_repository, tmp_path, **REFUSING)
     gate.touch()
     json_headers = {"content-type": "application/json"}
     raw_headers = {"content-type": "application/octet-stream"}
