@@ -267,6 +267,28 @@ def _point(
     )
 
 
+def _paired_window(
+    a: ServerProcess,
+    b: ServerProcess,
+    names: tuple[str, str],
+    concurrency: int,
+    load: Callable[[], tuple[wrk.LoadResult, wrk.LoadResult]],
+) -> tuple[Point, Point]:
+    """One A/B window: ``load`` drives both servers (each result with its share of the load
+    generator's CPU); each point gets its server's CPU over the window, and both the same
+    shared noise (the machine's busy CPU that is neither server nor generator)."""
+    cpu_before = (a.cpu_seconds(), b.cpu_seconds())
+    busy_before = _machine_busy()
+    loads = load()
+    servers = (a.cpu_seconds() - cpu_before[0], b.cpu_seconds() - cpu_before[1])
+    other = _machine_busy() - busy_before - sum(servers) - sum(x.generator_cpu_s for x in loads)
+    points = [
+        Point(name, concurrency, result, server_cpu, other + server_cpu + result.generator_cpu_s)
+        for name, result, server_cpu in zip(names, loads, servers, strict=True)
+    ]
+    return points[0], points[1]
+
+
 def _measure_together(
     a: ServerProcess,
     b: ServerProcess,
@@ -281,28 +303,24 @@ def _measure_together(
     keeps only the difference between them. The two wrk runs' CPU is measured together and
     split evenly (``wrk.run`` reads it from RUSAGE_CHILDREN, which two concurrent runs share).
     """
-    cpu_before = (a.cpu_seconds(), b.cpu_seconds())
-    busy_before = _machine_busy()
-    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    with ThreadPoolExecutor(2) as pool:
-        runs = [
-            pool.submit(wrk.run, server.base_url, work.bodies, work.target, concurrency, seconds,
-                        LOAD_CPU)
-            for server, work in zip((a, b), works, strict=True)
-        ]  # fmt: skip
-        loads = [run.result() for run in runs]
-    children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    generators = (children_after.ru_utime - children_before.ru_utime) + (
-        children_after.ru_stime - children_before.ru_stime
-    )
-    servers = (a.cpu_seconds() - cpu_before[0], b.cpu_seconds() - cpu_before[1])
-    other = _machine_busy() - busy_before - sum(servers) - generators
-    points = []
-    for name, load, server_cpu in zip(names, loads, servers, strict=True):
-        load = dataclasses.replace(load, generator_cpu_s=generators / 2)
-        busy = other + server_cpu + load.generator_cpu_s  # other_cpu_pct = the shared noise
-        points.append(Point(name, concurrency, load, server_cpu, busy))
-    return points[0], points[1]
+
+    def load() -> tuple[wrk.LoadResult, wrk.LoadResult]:
+        children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        with ThreadPoolExecutor(2) as pool:
+            runs = [
+                pool.submit(wrk.run, server.base_url, work.bodies, work.target, concurrency,
+                            seconds, LOAD_CPU)
+                for server, work in zip((a, b), works, strict=True)
+            ]  # fmt: skip
+            loads = [run.result() for run in runs]
+        children_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        generators = (children_after.ru_utime - children_before.ru_utime) + (
+            children_after.ru_stime - children_before.ru_stime
+        )
+        first, second = (dataclasses.replace(x, generator_cpu_s=generators / 2) for x in loads)
+        return first, second
+
+    return _paired_window(a, b, names, concurrency, load)
 
 
 def _measure_interleaved(
@@ -319,18 +337,11 @@ def _measure_interleaved(
     works must post the same bodies; their targets (e.g. headers) may differ."""
     if works[0].bodies != works[1].bodies:
         raise ValueError("interleaved windows post the same bodies to both servers")
-    cpu_before = (a.cpu_seconds(), b.cpu_seconds())
-    busy_before = _machine_busy()
-    loads = interleaved.run(
-        (a.port, b.port), works[0].bodies, (works[0].target, works[1].target), seconds, LOAD_CPU
-    )
-    servers = (a.cpu_seconds() - cpu_before[0], b.cpu_seconds() - cpu_before[1])
-    other = _machine_busy() - busy_before - sum(servers) - sum(x.generator_cpu_s for x in loads)
-    points = [
-        Point(name, 1, load, server_cpu, other + server_cpu + load.generator_cpu_s)
-        for name, load, server_cpu in zip(names, loads, servers, strict=True)
-    ]
-    return points[0], points[1]
+    targets = (works[0].target, works[1].target)
+    return _paired_window(
+        a, b, names, 1,
+        lambda: interleaved.run((a.port, b.port), works[0].bodies, targets, seconds, LOAD_CPU),
+    )  # fmt: skip
 
 
 def paired_rounds(
